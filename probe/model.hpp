@@ -33,14 +33,19 @@ enum class Step {
   v2_get,     // GET of a harmless path with the token
   v1_get,     // GET of the same path without a token (counts in MetadataNoToken)
   listing,    // GET /latest/meta-data/ (with the token when there is one)
+  identity,   // host only, with the token: ami-id, placement/region, ... for fix commands
 };
 
 struct HttpResult {
   Outcome outcome = Outcome::skipped;
   int status = 0;                            // HTTP status when outcome == http
   std::chrono::microseconds latency{0};      // from start of request to end (or failure)
+  bool connected = false;                    // the TCP handshake completed
   std::optional<int> ttl;                    // IP TTL / hop limit of the response's data
                                              // segments as they arrived in this namespace
+                                             // (packet socket; absent without CAP_NET_RAW)
+  std::optional<int> handshake_ttl;          // TTL of the SYN-ACK in this namespace: never
+                                             // hop-limited, so host minus container = distance
   std::optional<std::string> server;         // `Server` header, when present
   std::optional<long> token_ttl_seconds;     // X-aws-ec2-metadata-token-ttl-seconds header
   std::string body;                          // capped; empty for token responses (never kept)
@@ -52,6 +57,7 @@ struct HttpResult {
 struct Observation {
   Step step = Step::token_put;
   Family family = Family::v4;
+  std::string path;  // request path, e.g. "/latest/meta-data/instance-id"
   HttpResult result;
 };
 
@@ -71,8 +77,16 @@ struct TargetObservations {
   std::vector<Observation> observations;
   // Distance in forwarding hops from the IMDS relative to the host namespace, when it
   // could be measured (difference of TTLs of the same kind of response).
+  // Set by collection from SYN-ACK TTLs, or by construction (a simulated container is 1).
   std::optional<int> distance;
   std::string error;  // the namespace could not be entered, etc.
+};
+
+// Proxy variables in the probe's environment that would send SDK/curl traffic for
+// http://169.254.169.254 to a proxy (the probe itself never uses a proxy).
+struct ProxyEnvironment {
+  std::optional<std::string> variable;  // e.g. "http_proxy", when one is set
+  bool no_proxy_covers_imds = false;    // no_proxy/NO_PROXY lists 169.254.169.254 (or *)
 };
 
 // ---- Inference ----
@@ -152,6 +166,9 @@ struct Diagnosis {
   std::string endpoint_v4;
   std::string endpoint_v6;
   bool v1_probed = true;
+  bool packet_ttl_available = false;      // a packet socket could be opened (CAP_NET_RAW)
+  std::optional<int> searched_hop_limit;  // result of the IP_MINTTL search, when run
+  ProxyEnvironment proxy;
   Expectations expectations;
   std::vector<TargetObservations> targets;
   Inference inference;
