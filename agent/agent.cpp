@@ -1,0 +1,492 @@
+// The daemon's main loop; see agent.hpp.
+#include "agent.hpp"
+
+#include <grp.h>
+#include <sys/inotify.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+#include <cstring>
+#include <filesystem>
+#include <spdlog/spdlog.h>
+
+#include "config.h"
+#include "diagnose.hpp"
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+namespace imds::agent {
+namespace {
+
+// A probe that has not come back after this long is stuck: the watchdog stops being fed
+// so that systemd restarts the daemon instead of it silently reporting nothing.
+constexpr auto kStuckProbe = 120s;
+constexpr std::size_t kMaxWaiting = 64;
+constexpr std::uint32_t kDirEvents =
+    IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
+constexpr std::uint32_t kAncestorEvents = IN_CREATE | IN_MOVED_TO | IN_ONLYDIR;
+
+spdlog::level::level_enum log_level_of(Priority p) {
+  switch (p) {
+    case Priority::emerg:
+    case Priority::alert:
+    case Priority::crit:
+      return spdlog::level::critical;
+    case Priority::err:
+      return spdlog::level::err;
+    case Priority::warning:
+      return spdlog::level::warn;
+    case Priority::notice:
+    case Priority::info:
+      return spdlog::level::info;
+    case Priority::debug:
+      break;
+  }
+  return spdlog::level::debug;
+}
+
+std::string rfc3339(std::optional<std::chrono::system_clock::time_point> t) {
+  return t ? rfc3339_utc(*t) : std::string();
+}
+
+nlohmann::json null_or(const std::string& s) {
+  return s.empty() ? nlohmann::json(nullptr) : nlohmann::json(s);
+}
+
+std::string tristate_json(Tristate t) {
+  return t == Tristate::yes ? "yes" : t == Tristate::no ? "no" : "unknown";
+}
+
+ApiResponse json_response(unsigned status, const nlohmann::json& j) {
+  ApiResponse r;
+  r.status = status;
+  r.body = j.dump(2) + "\n";
+  return r;
+}
+
+ApiResponse error_response(unsigned status, std::string message) {
+  return json_response(status, {{"error", std::move(message)}});
+}
+
+std::optional<gid_t> lookup_group(const std::string& name) {
+  std::vector<char> buf(16 * 1024);
+  group gr{};
+  group* result = nullptr;
+  if (getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &result) != 0 || result == nullptr) {
+    return std::nullopt;
+  }
+  return gr.gr_gid;
+}
+
+}  // namespace
+
+void EventReporter::report(const Event& event, std::source_location where) {
+  auto entry = to_journal_entry(event, where);
+  const bool delivered = sink_.send(entry);
+  if (!delivered || echo_) {
+    spdlog::log(log_level_of(entry.priority), "{}", format_entry_for_humans(entry));
+  }
+}
+
+Agent::Agent(asio::io_context& io, AgentConfig config, ConfigSources sources, Engine engine,
+             EventReporter& reporter, Notifier& notifier)
+    : io_(io),
+      config_(std::move(config)),
+      sources_(std::move(sources)),
+      engine_(std::move(engine)),
+      reporter_(reporter),
+      notifier_(notifier),
+      server_(io, [this](const ApiRequest& r, std::function<void(ApiResponse)> respond) {
+        handle(r, std::move(respond));
+      }),
+      timer_(io),
+      watchdog_(io),
+      debounce_(io),
+      signals_(io, SIGHUP, SIGTERM, SIGINT),
+      rng_(std::random_device{}()),
+      schedule_(config_) {}
+
+Agent::~Agent() {
+  stopping_ = true;
+  worker_.join();  // the probe in flight ends within its deadline
+}
+
+std::optional<std::string> Agent::start() {
+  std::optional<gid_t> gid = lookup_group(config_.socket_group);
+  if (!gid) {
+    spdlog::warn("socket group '{}' does not exist: {} keeps this process's group; create the "
+                 "group (systemd-sysusers) to let its members read the API",
+                 config_.socket_group, config_.socket);
+  }
+  if (auto err = server_.listen(config_.socket, gid)) return err;
+
+  Event started{EventKind::started, spec_of(EventKind::started).priority, {}};
+  started.fields.push_back({"IMDS_AGENT_VERSION", IMDS_VERSION});
+  started.fields.push_back({"IMDS_INTERVAL", duration_text(config_.interval)});
+  started.fields.push_back(
+      {"IMDS_V1_INTERVAL", config_.v1_interval ? duration_text(*config_.v1_interval) : "never"});
+  started.fields.push_back({"IMDS_SOCKET", config_.socket});
+  std::string expect;
+  for (const auto& e : config_.expect) expect += (expect.empty() ? "" : " ") + e;
+  if (!expect.empty()) started.fields.push_back({"IMDS_EXPECT", expect});
+  std::string files;
+  for (const auto& f : config_.sources) files += (files.empty() ? "" : " ") + f;
+  started.fields.push_back({"IMDS_CONFIG", files.empty() ? "(defaults)" : files});
+  reporter_.report(started);
+
+  arm_signals();
+  arm_watches();
+  arm_watchdog();
+  notifier_.notify("STATUS=Probing the IMDS for the first time");
+  start_probe("start");
+  return std::nullopt;
+}
+
+void Agent::stop() {
+  if (stopping_) return;
+  stopping_ = true;
+  notifier_.notify("STOPPING=1\nSTATUS=Stopping");
+  Event e{EventKind::stopping, spec_of(EventKind::stopping).priority, {}};
+  e.fields.push_back({"IMDS_CYCLES", std::to_string(stats_.cycles)});
+  reporter_.report(e);
+  server_.close();
+  timer_.cancel();
+  watchdog_.cancel();
+  debounce_.cancel();
+  boost::system::error_code ignored;
+  signals_.cancel(ignored);
+  if (inotify_) inotify_->close(ignored);
+  for (auto& w : waiting_) w(error_response(503, "imds-agent is stopping"));
+  waiting_.clear();
+}
+
+void Agent::reload() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  const auto usec = static_cast<long long>(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
+  notifier_.notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(usec));
+  auto loaded = load_config(sources_);
+  if (auto* err = std::get_if<ConfigError>(&loaded)) {
+    spdlog::error("reload failed, keeping the previous configuration: {}", err->message);
+    notifier_.notify("READY=1\nSTATUS=" + status_line(snapshot_) + " (reload failed)");
+    return;
+  }
+  auto next = std::get<AgentConfig>(std::move(loaded));
+  if (next.socket != config_.socket || next.socket_group != config_.socket_group) {
+    spdlog::warn("socket and socket-group changes take effect at the next restart");
+    next.socket = config_.socket;
+    next.socket_group = config_.socket_group;
+  }
+  config_ = std::move(next);
+  schedule_.reconfigure(config_);
+  set_log_level(config_.log_level);
+  arm_watches();
+  Event e{EventKind::config_reloaded, spec_of(EventKind::config_reloaded).priority, {}};
+  std::string files;
+  for (const auto& f : config_.sources) files += (files.empty() ? "" : " ") + f;
+  e.fields.push_back({"IMDS_CONFIG", files.empty() ? "(defaults)" : files});
+  reporter_.report(e);
+  notifier_.notify("READY=1\nSTATUS=" + status_line(snapshot_));
+  request_probe("configuration reloaded");
+}
+
+void Agent::arm_signals() {
+  signals_.async_wait([this](boost::system::error_code ec, int sig) {
+    if (ec || stopping_) return;
+    if (sig != SIGHUP) return stop();
+    reload();
+    arm_signals();
+  });
+}
+
+void Agent::arm_watchdog() {
+  auto period = notifier_.watchdog_period();
+  if (!period || stopping_) return;
+  watchdog_.expires_after(*period);
+  watchdog_.async_wait([this](boost::system::error_code ec) {
+    if (ec || stopping_) return;
+    const bool stuck = probing_ && std::chrono::steady_clock::now() - probe_started_ > kStuckProbe;
+    if (stuck) {
+      spdlog::error("a probe has been running for more than {}s: no longer feeding the "
+                    "watchdog, so that systemd restarts imds-agent",
+                    kStuckProbe.count());
+    } else {
+      notifier_.notify("WATCHDOG=1");
+    }
+    arm_watchdog();
+  });
+}
+
+void Agent::arm_watches() {
+  namespace fs = std::filesystem;
+  if (!inotify_) {
+    const int fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd < 0) {
+      spdlog::warn("inotify_init1: {}: new namespaces are found at the next interval only",
+                   std::strerror(errno));
+      return;
+    }
+    inotify_.emplace(io_, fd);
+    read_inotify();
+  }
+  for (int wd : watch_descriptors_) ::inotify_rm_watch(inotify_->native_handle(), wd);
+  watch_descriptors_.clear();
+  for (const auto& dir : config_.netns_dirs) {
+    std::error_code ec;
+    fs::path p(dir);
+    std::uint32_t mask = kDirEvents;
+    // Not there yet (no container started since boot): watch the nearest existing parent
+    // so that the directory's creation is seen too.
+    while (!fs::is_directory(p, ec) && p.has_parent_path() && p != p.parent_path()) {
+      p = p.parent_path();
+      mask = kAncestorEvents;
+    }
+    const int wd = ::inotify_add_watch(inotify_->native_handle(), p.c_str(), mask);
+    if (wd < 0) {
+      spdlog::warn("cannot watch {}: {}", p.string(), std::strerror(errno));
+      continue;
+    }
+    watch_descriptors_.push_back(wd);
+  }
+}
+
+void Agent::read_inotify() {
+  inotify_->async_read_some(
+      asio::buffer(inotify_buffer_), [this](boost::system::error_code ec, std::size_t n) {
+        if (ec || stopping_) return;
+        bool rearm = false;
+        bool changed = false;
+        std::size_t off = 0;
+        while (off + sizeof(inotify_event) <= n) {
+          inotify_event ev{};
+          std::memcpy(&ev, inotify_buffer_.data() + off, sizeof ev);
+          off += sizeof(inotify_event) + ev.len;
+          if ((ev.mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_Q_OVERFLOW)) != 0 ||
+              (ev.mask & IN_ISDIR) != 0) {
+            rearm = true;  // a watched dir went away, or a parent of a missing one grew
+          }
+          changed = true;
+        }
+        if (rearm) arm_watches();
+        if (changed) {
+          // `ip netns add` creates the file, then bind-mounts the namespace onto it; a
+          // container runtime creates several in a burst: wait for things to settle.
+          debounce_.expires_after(config_.debounce);
+          debounce_.async_wait([this](boost::system::error_code e) {
+            if (!e) request_probe("a network namespace appeared or vanished");
+          });
+        }
+        read_inotify();
+      });
+}
+
+void Agent::request_probe(std::string_view reason) {
+  if (stopping_) return;
+  if (probing_) {
+    again_ = true;
+    return;
+  }
+  const auto now = std::chrono::steady_clock::now();
+  if (!last_probe_end_ || now >= *last_probe_end_ + config_.min_probe_gap) {
+    start_probe(std::string(reason));
+    return;
+  }
+  const auto wait = std::chrono::duration_cast<Millis>(*last_probe_end_ + config_.min_probe_gap - now);
+  if (next_probe_steady_ > now + wait) arm_timer(wait);
+}
+
+void Agent::arm_timer(Millis delay) {
+  next_probe_steady_ = std::chrono::steady_clock::now() + delay;
+  next_probe_time_ = std::chrono::system_clock::now() + delay;
+  timer_.expires_after(delay);
+  timer_.async_wait([this](boost::system::error_code ec) {
+    if (!ec && !stopping_ && !probing_) start_probe("interval");
+  });
+}
+
+void Agent::start_probe(std::string reason) {
+  if (stopping_ || probing_) return;
+  probing_ = true;
+  timer_.cancel();
+  next_probe_time_.reset();
+  probe_started_ = std::chrono::steady_clock::now();
+  const bool v1 = schedule_.take_v1(probe_started_);
+  spdlog::debug("probe cycle {} started ({}), IMDSv1 GETs: {}", stats_.cycles + 1, reason,
+                v1 ? "yes" : "no");
+  asio::post(worker_, [this, engine = engine_, config = config_, cursor = cursor_, v1,
+                       t0 = probe_started_] {
+    std::optional<Diagnosis> d;
+    std::vector<NetnsTarget> present;
+    std::size_t next_cursor = cursor;
+    std::string error;
+    try {
+      present = engine.discover(config);
+      ProbeRequest req{select_window(present, config.max_namespaces, next_cursor), v1};
+      d = engine.probe(config, req);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    auto took = std::chrono::steady_clock::now() - t0;
+    asio::post(io_, [this, d = std::move(d), present = std::move(present), next_cursor,
+                     error = std::move(error), took]() mutable {
+      probe_done(std::move(d), std::move(present), next_cursor, std::move(error), took);
+    });
+  });
+}
+
+void Agent::probe_done(std::optional<Diagnosis> d, std::vector<NetnsTarget> present,
+                       std::size_t cursor, std::string error,
+                       std::chrono::steady_clock::duration took) {
+  probing_ = false;
+  if (stopping_) return;
+  last_probe_end_ = std::chrono::steady_clock::now();
+  last_probe_time_ = std::chrono::system_clock::now();
+  cursor_ = cursor;
+  CycleResult result = CycleResult::error;
+  if (d) {
+    ++stats_.cycles;
+    stats_.durations.observe(took);
+    result = classify(*d);
+    if (result == CycleResult::throttled) ++stats_.throttled;
+    auto next = observe(snapshot_, *d, &present, config_.expectations, *last_probe_time_);
+    for (const auto& e : diff(snapshot_, next)) reporter_.report(e);
+    snapshot_ = std::move(next);
+    last_ = std::move(d);
+    if (result == CycleResult::error) stats_.last_error = "IMDS unreachable: " + snapshot_.unreachable_reason;
+    if (result == CycleResult::throttled) stats_.last_error = "throttled (HTTP 429/503)";
+  } else {
+    stats_.last_error = error;
+    spdlog::error("probe failed: {}", error);
+  }
+  if (result != CycleResult::ok) ++stats_.errors;
+  auto delay = schedule_.finished(result, rng_);
+  stats_.consecutive_errors = schedule_.consecutive_failures();
+  std::string status = "STATUS=" + status_line(snapshot_);
+  if (!ready_) {
+    ready_ = true;
+    status = "READY=1\n" + status;
+  }
+  notifier_.notify(status);
+  for (auto& w : waiting_) {
+    w(last_ && error.empty() ? json_response(200, status_json())
+                             : error_response(500, "probe failed: " + error));
+  }
+  waiting_.clear();
+  if (again_) {
+    again_ = false;
+    delay = std::min(delay, config_.min_probe_gap);
+  }
+  arm_timer(delay);
+}
+
+void Agent::handle(const ApiRequest& req, std::function<void(ApiResponse)> respond) {
+  std::string_view path = req.target;
+  if (auto q = path.find('?'); q != std::string_view::npos) path = path.substr(0, q);
+  auto allow = [&](std::string_view methods) {
+    ApiResponse r = error_response(405, "method not allowed");
+    r.headers.emplace_back("Allow", std::string(methods));
+    return r;
+  };
+  if (path == "/v1/status") {
+    if (req.method != "GET" && req.method != "HEAD") return respond(allow("GET, HEAD"));
+    return respond(json_response(200, status_json()));
+  }
+  if (path == "/metrics") {
+    if (req.method != "GET" && req.method != "HEAD") return respond(allow("GET, HEAD"));
+    ApiResponse r;
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r.body = metrics_text();
+    return respond(std::move(r));
+  }
+  if (path == "/v1/probe") {
+    if (req.method != "POST") return respond(allow("POST"));
+    if (stopping_) return respond(error_response(503, "imds-agent is stopping"));
+    if (probing_) {  // coalesce: everyone asking now gets the probe that is running
+      if (waiting_.size() >= kMaxWaiting) return respond(error_response(503, "too many waiting"));
+      waiting_.push_back(std::move(respond));
+      again_ = true;
+      return;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (last_probe_end_ && now < *last_probe_end_ + config_.min_probe_gap) {
+      auto wait = std::chrono::ceil<std::chrono::seconds>(*last_probe_end_ +
+                                                          config_.min_probe_gap - now);
+      ApiResponse r = error_response(429, "probed less than min-probe-gap ago; retry later");
+      r.headers.emplace_back("Retry-After", std::to_string(std::max<long long>(1, wait.count())));
+      return respond(std::move(r));
+    }
+    waiting_.push_back(std::move(respond));
+    start_probe("requested over the API");
+    return;
+  }
+  respond(error_response(404, "no such resource; try /v1/status, /metrics or POST /v1/probe"));
+}
+
+nlohmann::json Agent::status_json() const {
+  nlohmann::json j = last_ && engine_.to_json ? engine_.to_json(*last_) : nlohmann::json::object();
+  nlohmann::json containers = nlohmann::json::array();
+  for (const auto& [key, c] : snapshot_.containers) {
+    containers.push_back({{"name", c.name},
+                          {"netns", c.path},
+                          {"container_id", c.container_id ? nlohmann::json(*c.container_id)
+                                                          : nlohmann::json(nullptr)},
+                          {"imdsv2", tristate_json(c.imdsv2)},
+                          {"distance", c.distance ? nlohmann::json(*c.distance)
+                                                  : nlohmann::json(nullptr)},
+                          {"verdict", c.verdict}});
+  }
+  nlohmann::json violations = nlohmann::json::array();
+  for (const auto& v : snapshot_.violations) {
+    violations.push_back({{"option", v.option}, {"expected", v.expected}, {"actual", v.actual}});
+  }
+  const auto& o = snapshot_.options;
+  nlohmann::json options = {
+      {"http_tokens", http_tokens_text(o.http_tokens)},
+      {"hop_limit", o.hop_limit ? hop_limit_text(*o.hop_limit) : "unknown"},
+      {"http_endpoint", o.endpoint_enabled ? (*o.endpoint_enabled ? "enabled" : "disabled")
+                                           : "unknown"},
+      {"ipv6", o.ipv6 ? (*o.ipv6 ? "enabled" : "disabled") : "unknown"},
+      {"tags", o.tags ? (*o.tags ? "enabled" : "disabled") : "unknown"},
+  };
+  j["agent"] = {
+      {"version", IMDS_VERSION},
+      {"pid", ::getpid()},
+      {"ready", ready_},
+      {"probing", probing_},
+      {"status", status_line(snapshot_)},
+      {"reachable", snapshot_.reachable ? nlohmann::json(*snapshot_.reachable)
+                                        : nlohmann::json(nullptr)},
+      {"last_probe", null_or(rfc3339(last_probe_time_))},
+      {"next_probe", null_or(rfc3339(next_probe_time_))},
+      {"cycles", stats_.cycles},
+      {"errors_total", stats_.errors},
+      {"consecutive_errors", stats_.consecutive_errors},
+      {"last_error", null_or(stats_.last_error)},
+      {"backoff_seconds", std::chrono::duration<double>(schedule_.backoff()).count()},
+      {"interval_seconds", std::chrono::duration<double>(config_.interval).count()},
+      {"v1_interval", config_.v1_interval ? duration_text(*config_.v1_interval) : "never"},
+      {"expect", config_.expect},
+      {"options", options},
+      {"policy_violations", violations},
+      {"containers", containers},
+  };
+  return j;
+}
+
+std::string Agent::metrics_text() const {
+  std::optional<bool> host_v2;
+  if (last_) {
+    std::string host_name;
+    for (const auto& t : last_->targets) {
+      if (t.target.is_host) host_name = t.target.name;
+    }
+    for (const auto& v : last_->inference.targets) {
+      if (v.target == host_name && v.imdsv2 != Tristate::unknown) host_v2 = v.imdsv2 == Tristate::yes;
+    }
+  }
+  return render_metrics(snapshot_, host_v2, stats_, IMDS_VERSION);
+}
+
+}  // namespace imds::agent

@@ -1,0 +1,123 @@
+// The daemon: one Asio loop (timers, inotify, signals, the socket API, the watchdog) and
+// one worker thread that runs the probe, so a slow IMDS never stalls the loop.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <random>
+#include <source_location>
+#include <string>
+#include <vector>
+
+#include "api_server.hpp"
+#include "config.hpp"
+#include "events.hpp"
+#include "journal.hpp"
+#include "metrics.hpp"
+#include "model.hpp"
+#include "schedule.hpp"
+#include "systemd.hpp"
+
+namespace imds::agent {
+
+// What one cycle asks of the engine.
+struct ProbeRequest {
+  std::vector<NetnsTarget> containers;  // this cycle's share of the container namespaces
+  bool probe_v1 = false;                // send tokenless GETs this time
+};
+
+// The seam in front of the probing engine: production wires discover_containers() and
+// collect()/infer(); unit tests feed hand-made Diagnosis values. Both run on the worker.
+struct Engine {
+  std::function<std::vector<NetnsTarget>(const AgentConfig&)> discover;
+  std::function<Diagnosis(const AgentConfig&, const ProbeRequest&)> probe;
+  std::function<nlohmann::json(const Diagnosis&)> to_json;
+};
+
+// Sends events to the journal; echoes them to the human log when the journal is not
+// where stderr goes, or when the journal is unavailable.
+class EventReporter {
+ public:
+  EventReporter(JournalSink& sink, bool echo) : sink_(sink), echo_(echo) {}
+  void report(const Event& event, std::source_location where = std::source_location::current());
+
+ private:
+  JournalSink& sink_;
+  bool echo_;
+};
+
+class Agent {
+ public:
+  Agent(boost::asio::io_context& io, AgentConfig config, ConfigSources sources, Engine engine,
+        EventReporter& reporter, Notifier& notifier);
+  ~Agent();
+  Agent(const Agent&) = delete;
+  Agent& operator=(const Agent&) = delete;
+
+  // Opens the socket, arms signals, timers and watches, starts the first probe.
+  // Returns an error message when the socket cannot be served.
+  std::optional<std::string> start();
+  void stop();  // SIGTERM path: STOPPING=1, close everything, let run() return
+  void reload();  // SIGHUP path
+
+  // For tests and the API handler.
+  void handle(const ApiRequest& req, std::function<void(ApiResponse)> respond);
+  [[nodiscard]] const Snapshot& snapshot() const { return snapshot_; }
+  [[nodiscard]] const ProbeStats& stats() const { return stats_; }
+  [[nodiscard]] nlohmann::json status_json() const;
+  [[nodiscard]] std::string metrics_text() const;
+  void request_probe(std::string_view reason);
+
+ private:
+  void start_probe(std::string reason);
+  void probe_done(std::optional<Diagnosis> d, std::vector<NetnsTarget> present,
+                  std::size_t cursor, std::string error, std::chrono::steady_clock::duration took);
+  void arm_timer(Millis delay);
+  void arm_watchdog();
+  void arm_signals();
+  void arm_watches();
+  void read_inotify();
+
+  boost::asio::io_context& io_;
+  AgentConfig config_;
+  ConfigSources sources_;
+  Engine engine_;
+  EventReporter& reporter_;
+  Notifier& notifier_;
+  ApiServer server_;
+  boost::asio::thread_pool worker_{1};
+  boost::asio::steady_timer timer_;
+  boost::asio::steady_timer watchdog_;
+  boost::asio::steady_timer debounce_;
+  boost::asio::signal_set signals_;
+  std::optional<boost::asio::posix::stream_descriptor> inotify_;
+  std::vector<int> watch_descriptors_;
+  std::array<char, 4096> inotify_buffer_{};
+  std::mt19937_64 rng_;
+  Schedule schedule_;
+  std::size_t cursor_ = 0;
+
+  Snapshot snapshot_;
+  std::optional<Diagnosis> last_;
+  ProbeStats stats_;
+  bool probing_ = false;
+  bool again_ = false;  // a probe was asked for while one ran
+  bool ready_ = false;
+  bool stopping_ = false;
+  std::chrono::steady_clock::time_point probe_started_{};
+  std::optional<std::chrono::steady_clock::time_point> last_probe_end_;
+  std::optional<std::chrono::system_clock::time_point> last_probe_time_;
+  std::optional<std::chrono::system_clock::time_point> next_probe_time_;
+  std::chrono::steady_clock::time_point next_probe_steady_{};
+  std::vector<std::function<void(ApiResponse)>> waiting_;  // POST /v1/probe callers
+};
+
+}  // namespace imds::agent

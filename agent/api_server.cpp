@@ -1,0 +1,215 @@
+// The Unix-socket HTTP server; see api_server.hpp for the guarantees.
+#include "api_server.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "config.h"
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using Local = asio::local::stream_protocol;
+
+namespace imds::agent {
+
+struct ApiServer::Shared {
+  ApiHandler handler;
+  ApiLimits limits;
+  std::size_t connections = 0;
+  bool closed = false;
+};
+
+namespace {
+
+// Asio opens sockets without SOCK_CLOEXEC; nothing here execs, but no fd may leak if
+// something ever does.
+void set_cloexec(int fd) {
+  const int flags = ::fcntl(fd, F_GETFD);
+  if (flags >= 0) ::fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+}
+
+using Stream = beast::basic_stream<Local, asio::any_io_executor, beast::unlimited_rate_policy>;
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(Local::socket socket, std::shared_ptr<ApiServer::Shared> shared)
+      : stream_(std::move(socket)), shared_(std::move(shared)) {
+    ++shared_->connections;
+  }
+  ~Session() { --shared_->connections; }
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  void start() { read(); }
+
+ private:
+  void read() {
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(shared_->limits.header_limit));
+    parser_->body_limit(shared_->limits.body_limit);
+    // One deadline for the whole request: a client trickling bytes (slowloris) is cut off.
+    stream_.expires_after(shared_->limits.request_timeout);
+    http::async_read(stream_, buffer_, *parser_,
+                     [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                       self->on_read(ec);
+                     });
+  }
+
+  void on_read(beast::error_code ec) {
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+        ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
+        shared_->closed) {
+      return shutdown();
+    }
+    if (ec == http::error::header_limit) return fail(431, "request header too large");
+    if (ec == http::error::body_limit) return fail(413, "request body too large");
+    if (ec) return fail(400, "malformed request");
+    ++requests_;
+    auto req = parser_->release();
+    keep_alive_ = req.keep_alive() && requests_ < shared_->limits.max_requests_per_connection;
+    ApiRequest request{std::string(req.method_string()), std::string(req.target()),
+                       std::move(req.body())};
+    version_ = req.version();
+    // The handler may answer later (probe on demand): no read deadline while it works.
+    stream_.expires_never();
+    auto answered = std::make_shared<bool>(false);
+    shared_->handler(request, [self = shared_from_this(), answered](ApiResponse r) {
+      if (*answered) return;
+      *answered = true;
+      self->write(std::move(r));
+    });
+  }
+
+  void fail(unsigned status, std::string_view why) {
+    keep_alive_ = false;
+    ApiResponse r;
+    r.status = status;
+    r.content_type = "application/json";
+    r.body = std::string(R"({"error":")") + std::string(why) + "\"}\n";
+    write(std::move(r));
+  }
+
+  void write(ApiResponse r) {
+    if (shared_->closed) return shutdown();
+    auto res = std::make_shared<http::response<http::string_body>>(
+        static_cast<http::status>(r.status), version_ == 10 ? 10 : 11);
+    res->set(http::field::server, "imds-agent/" IMDS_VERSION);
+    res->set(http::field::content_type, r.content_type);
+    res->set(http::field::cache_control, "no-store");
+    for (const auto& [k, v] : r.headers) res->set(k, v);
+    res->body() = std::move(r.body);
+    res->keep_alive(keep_alive_);
+    res->prepare_payload();
+    stream_.expires_after(shared_->limits.write_timeout);
+    http::async_write(stream_, *res,
+                      [self = shared_from_this(), res](beast::error_code ec, std::size_t) {
+                        if (ec || !self->keep_alive_ || self->shared_->closed) {
+                          return self->shutdown();
+                        }
+                        self->read();
+                      });
+  }
+
+  void shutdown() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(Local::socket::shutdown_both, ignored);
+    stream_.close();
+  }
+
+  Stream stream_;
+  std::shared_ptr<ApiServer::Shared> shared_;
+  beast::flat_buffer buffer_{8 * 1024};
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::size_t requests_ = 0;
+  unsigned version_ = 11;
+  bool keep_alive_ = false;
+};
+
+}  // namespace
+
+ApiServer::ApiServer(asio::io_context& io, ApiHandler handler, ApiLimits limits)
+    : io_(io), shared_(std::make_shared<Shared>()) {
+  shared_->handler = std::move(handler);
+  shared_->limits = limits;
+}
+
+ApiServer::~ApiServer() { close(); }
+
+std::optional<std::string> ApiServer::listen(const std::string& path, std::optional<gid_t> gid) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path p(path);
+  if (p.has_parent_path() && !fs::exists(p.parent_path(), ec)) {
+    fs::create_directories(p.parent_path(), ec);
+    if (ec) return "cannot create " + p.parent_path().string() + ": " + ec.message();
+  }
+  // Only a stale socket is replaced; anything else at that path is an error.
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) return path + " exists and is not a socket";
+    ::unlink(path.c_str());
+  }
+  auto acceptor = std::make_unique<Local::acceptor>(io_);
+  boost::system::error_code bec;
+  acceptor->open(Local(), bec);
+  if (bec) return "socket(AF_UNIX): " + bec.message();
+  set_cloexec(acceptor->native_handle());
+  // Bind with a umask that leaves no window in which others could connect.
+  const mode_t old_mask = ::umask(0117);
+  acceptor->bind(Local::endpoint(path), bec);
+  ::umask(old_mask);
+  if (bec) return "cannot bind " + path + ": " + bec.message();
+  if (::chmod(path.c_str(), 0660) != 0) {
+    return "chmod 0660 " + path + ": " + std::strerror(errno);
+  }
+  if (gid && ::chown(path.c_str(), static_cast<uid_t>(-1), *gid) != 0) {
+    return "chown " + path + " to group " + std::to_string(*gid) + ": " + std::strerror(errno);
+  }
+  acceptor->listen(static_cast<int>(shared_->limits.max_connections), bec);
+  if (bec) return "listen on " + path + ": " + bec.message();
+  acceptor_ = std::move(acceptor);
+  path_ = path;
+  shared_->closed = false;
+  accept();
+  return std::nullopt;
+}
+
+void ApiServer::accept() {
+  acceptor_->async_accept([this, shared = shared_](boost::system::error_code ec,
+                                                   Local::socket socket) {
+    if (shared->closed || ec == asio::error::operation_aborted) return;
+    if (!ec) {
+      if (shared->connections >= shared->limits.max_connections) {
+        boost::system::error_code ignored;
+        socket.close(ignored);  // over the cap: refuse at once rather than queue
+      } else {
+        set_cloexec(socket.native_handle());
+        std::make_shared<Session>(std::move(socket), shared)->start();
+      }
+    }
+    accept();
+  });
+}
+
+void ApiServer::close() {
+  shared_->closed = true;
+  if (acceptor_) {
+    boost::system::error_code ignored;
+    acceptor_->close(ignored);
+    acceptor_.reset();
+    ::unlink(path_.c_str());
+  }
+}
+
+std::size_t ApiServer::connections() const { return shared_->connections; }
+
+}  // namespace imds::agent

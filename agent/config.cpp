@@ -1,0 +1,438 @@
+// Configuration loading: Boost.Program_options reads the INI syntax; a pre-pass over each
+// file records where every key is so that errors can name the file and line.
+#include "config.hpp"
+
+#include <algorithm>
+#include <boost/program_options.hpp>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "config.h"
+#include "expect.hpp"
+
+namespace po = boost::program_options;
+
+namespace imds::agent {
+namespace {
+
+constexpr std::size_t kMaxConfigBytes = 1 << 20;
+constexpr std::size_t kMaxDropIns = 256;
+
+std::string trim(std::string_view s) {
+  auto b = s.find_first_not_of(" \t\r");
+  if (b == std::string_view::npos) return {};
+  auto e = s.find_last_not_of(" \t\r");
+  return std::string(s.substr(b, e - b + 1));
+}
+
+std::optional<bool> parse_bool(std::string_view v) {
+  if (v == "yes" || v == "true" || v == "on" || v == "1") return true;
+  if (v == "no" || v == "false" || v == "off" || v == "0") return false;
+  return std::nullopt;
+}
+
+template <typename T>
+std::optional<T> parse_number(std::string_view v) {
+  T out{};
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+  if (ec != std::errc() || p != v.data() + v.size()) return std::nullopt;
+  return out;
+}
+
+std::optional<std::string> check_url(const std::string& v) {
+  if (!v.starts_with("http://")) return "must be an http:// URL without a path, e.g. http://169.254.169.254";
+  auto rest = std::string_view(v).substr(7);
+  if (rest.empty() || rest.find('/') != std::string_view::npos) {
+    return "must be an http:// URL without a path, e.g. http://169.254.169.254";
+  }
+  return std::nullopt;
+}
+
+using Setter = std::optional<std::string> (*)(AgentConfig&, const std::string&);
+
+struct KeyEntry {
+  KeyDoc doc;
+  Setter set;
+};
+
+std::optional<std::string> set_duration(Millis& out, const std::string& v, Millis min,
+                                        Millis max) {
+  auto d = parse_duration(v);
+  if (!d) return "'" + v + "' is not a duration (e.g. 500ms, 60s, 5min, 6h, 1d)";
+  if (*d < min || *d > max) {
+    return "'" + v + "' is out of range (" + duration_text(min) + ".." + duration_text(max) + ")";
+  }
+  out = *d;
+  return std::nullopt;
+}
+
+const std::vector<KeyEntry>& key_table() {
+  using std::chrono::hours;
+  using std::chrono::milliseconds;
+  using std::chrono::minutes;
+  using std::chrono::seconds;
+  static const std::vector<KeyEntry> table = {
+      {{"interval", "DURATION", "time between probe cycles (default 60s)"},
+       [](AgentConfig& c, const std::string& v) {
+         return set_duration(c.interval, v, seconds(1), hours(24));
+       }},
+      {{"jitter", "FRACTION", "random spread of each interval, 0..0.5 (default 0.1)"},
+       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
+         auto d = parse_number<double>(v);
+         if (!d || !(*d >= 0.0 && *d <= 0.5)) return "'" + v + "' is not a number in 0..0.5";
+         c.jitter = *d;
+         return std::nullopt;
+       }},
+      {{"v1-interval", "DURATION|never",
+        "how often tokenless IMDSv1 GETs are sent (default 6h; they count in MetadataNoToken)"},
+       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
+         if (v == "never") {
+           c.v1_interval.reset();
+           return std::nullopt;
+         }
+         Millis d{};
+         if (auto e = set_duration(d, v, Millis(0), hours(24 * 365))) return e;
+         c.v1_interval = d;
+         return std::nullopt;
+       }},
+      {{"expect", "KEY=VALUE",
+        "expected policy, repeatable (http-tokens=required, hop-limit=>=2, imds-support=v2.0, "
+        "...); empty clears"},
+       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
+         if (v.empty()) {
+           c.expect.clear();
+           c.expectations = {};
+           return std::nullopt;
+         }
+         if (auto e = parse_expectation(v, c.expectations)) return *e;
+         c.expect.push_back(v);
+         return std::nullopt;
+       }},
+      {{"netns-dir", "DIR",
+        "directory of named network namespaces to watch, repeatable (default /run/netns and "
+        "/run/docker/netns); empty clears"},
+       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
+         // The first netns-dir given replaces the defaults; later ones add to it.
+         if (c.netns_dirs_are_defaults) c.netns_dirs.clear();
+         c.netns_dirs_are_defaults = false;
+         if (v.empty()) {
+           c.netns_dirs.clear();
+           return std::nullopt;
+         }
+         if (!v.starts_with("/")) return "'" + v + "' is not an absolute path";
+         if (std::find(c.netns_dirs.begin(), c.netns_dirs.end(), v) == c.netns_dirs.end()) {
+           c.netns_dirs.push_back(v);
+         }
+         return std::nullopt;
+       }},
+      {{"proc-scan", "BOOL", "find namespaces of every process in /proc each cycle (default yes)"},
+       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
+         auto b = parse_bool(v);
+         if (!b) return "'" + v + "' is not a boolean (yes/no)";
+         c.proc_scan = *b;
+         return std::nullopt;
+       }},
+      {{"socket", "PATH", "Unix socket of the HTTP API (default /run/imds-agent/imds-agent.sock)"},
+       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
+         if (!v.starts_with("/")) return "'" + v + "' is not an absolute path";
+         if (v.size() >= 108) return "socket path longer than 107 bytes";
+         c.socket = v;
+         return std::nullopt;
+       }},
+      {{"socket-group", "GROUP", "group owning the socket, mode 0660 (default imds-agent)"},
+       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
+         if (v.empty() || v.size() > 32) return "group name must have 1..32 characters";
+         c.socket_group = v;
+         return std::nullopt;
+       }},
+      {{"endpoint", "URL", "IPv4 IMDS base URL (default http://169.254.169.254)"},
+       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
+         if (auto e = check_url(v)) return "'" + v + "' " + *e;
+         c.endpoint = v;
+         return std::nullopt;
+       }},
+      {{"endpoint-v6", "URL", "IPv6 IMDS base URL (default http://[fd00:ec2::254])"},
+       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
+         if (auto e = check_url(v)) return "'" + v + "' " + *e;
+         c.endpoint_v6 = v;
+         return std::nullopt;
+       }},
+      {{"ipv6", "BOOL", "also probe the IPv6 endpoint (default yes)"},
+       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
+         auto b = parse_bool(v);
+         if (!b) return "'" + v + "' is not a boolean (yes/no)";
+         c.ipv6 = *b;
+         return std::nullopt;
+       }},
+      {{"request-timeout", "DURATION", "per-request timeout (default 2s)"},
+       [](AgentConfig& c, const std::string& v) {
+         return set_duration(c.request_timeout, v, milliseconds(100), seconds(30));
+       }},
+      {{"max-namespaces", "N",
+        "container namespaces probed per cycle; more are spread over later cycles (default 64)"},
+       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
+         auto n = parse_number<std::size_t>(v);
+         if (!n || *n < 1 || *n > 4000) return "'" + v + "' is not a number in 1..4000";
+         c.max_namespaces = *n;
+         return std::nullopt;
+       }},
+      {{"log-level", "LEVEL", "debug, info, warning or error (default info)"},
+       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
+         if (v != "debug" && v != "info" && v != "warning" && v != "error") {
+           return "'" + v + "' is not one of debug, info, warning, error";
+         }
+         c.log_level = v;
+         return std::nullopt;
+       }},
+      {{"backoff-max", "DURATION",
+        "longest wait after repeated errors or throttling (429/503) (default 15min)"},
+       [](AgentConfig& c, const std::string& v) {
+         return set_duration(c.backoff_max, v, seconds(1), hours(24));
+       }},
+      {{"min-probe-gap", "DURATION",
+        "shortest time between two probes, also on demand or on new namespaces (default 2s)"},
+       [](AgentConfig& c, const std::string& v) {
+         return set_duration(c.min_probe_gap, v, Millis(0), minutes(10));
+       }},
+      {{"packet-ttl", "BOOL",
+        "read response TTLs with a packet socket for the exact hop limit (default yes)"},
+       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
+         auto b = parse_bool(v);
+         if (!b) return "'" + v + "' is not a boolean (yes/no)";
+         c.packet_ttl = *b;
+         return std::nullopt;
+       }},
+  };
+  return table;
+}
+
+const KeyEntry* find_key(std::string_view key) {
+  for (const auto& k : key_table()) {
+    if (key == k.doc.key) return &k;
+  }
+  return nullptr;
+}
+
+po::options_description key_options() {
+  po::options_description desc("Settings (also in the config file as KEY = VALUE)");
+  for (const auto& k : key_table()) {
+    desc.add_options()(k.doc.key, po::value<std::string>()->value_name(k.doc.value),
+                       k.doc.description);
+  }
+  return desc;
+}
+
+// One file: syntax pre-pass (locations), then Boost.Program_options, then each value.
+std::optional<ConfigError> read_file(const std::filesystem::path& path, AgentConfig& config) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return ConfigError{path.string() + ": cannot open: " + std::strerror(errno)};
+  }
+  std::string text;
+  text.resize(kMaxConfigBytes + 1);
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  if (text.size() > kMaxConfigBytes) {
+    return ConfigError{path.string() + ": larger than 1 MiB, not a configuration file"};
+  }
+
+  std::map<std::string, std::vector<int>> lines_of;  // key -> line numbers, in order
+  std::string section;
+  std::istringstream scan(text);
+  std::string raw;
+  int lineno = 0;
+  while (std::getline(scan, raw)) {
+    ++lineno;
+    auto hash = raw.find('#');
+    auto line = trim(hash == std::string::npos ? raw : raw.substr(0, hash));
+    if (line.empty()) continue;
+    if (line.front() == '[') {
+      if (line.back() != ']') {
+        return ConfigError{path.string() + ":" + std::to_string(lineno) +
+                           ": unterminated section header '" + line + "'"};
+      }
+      section = trim(line.substr(1, line.size() - 2));
+      continue;
+    }
+    auto eq = line.find('=');
+    if (eq == std::string::npos) {
+      return ConfigError{path.string() + ":" + std::to_string(lineno) + ": expected 'KEY = VALUE', got '" +
+                         line + "'"};
+    }
+    auto key = trim(line.substr(0, eq));
+    lines_of[section.empty() ? key : section + "." + key].push_back(lineno);
+  }
+
+  auto desc = key_options();
+  po::parsed_options parsed(&desc);
+  try {
+    std::istringstream stream(text);
+    parsed = po::parse_config_file(stream, desc, /*allow_unregistered=*/true);
+  } catch (const po::error& e) {
+    return ConfigError{path.string() + ": " + e.what()};
+  }
+  std::map<std::string, std::size_t> seen;
+  for (const auto& opt : parsed.options) {
+    const auto& where = lines_of[opt.string_key];
+    auto n = seen[opt.string_key]++;
+    std::string loc = path.string() + ":" + (n < where.size() ? std::to_string(where[n]) : "?");
+    if (opt.unregistered || find_key(opt.string_key) == nullptr) {
+      return ConfigError{loc + ": unknown key '" + opt.string_key + "' (see imds-agent.conf(5))"};
+    }
+    std::string value = opt.value.empty() ? std::string() : opt.value.front();
+    if (auto err = apply_setting(config, opt.string_key, value)) {
+      return ConfigError{loc + ": " + opt.string_key + ": " + *err};
+    }
+  }
+  config.sources.push_back(path.string());
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<Millis> parse_duration(std::string_view text) {
+  std::size_t i = 0;
+  while (i < text.size() && text[i] >= '0' && text[i] <= '9') ++i;
+  if (i == 0 || i > 12) return std::nullopt;
+  auto n = parse_number<long long>(text.substr(0, i));
+  if (!n) return std::nullopt;
+  auto unit = trim(text.substr(i));
+  long long ms_per = 0;
+  if (unit.empty() || unit == "s" || unit == "sec") ms_per = 1000;
+  else if (unit == "ms") ms_per = 1;
+  else if (unit == "m" || unit == "min") ms_per = 60'000;
+  else if (unit == "h") ms_per = 3'600'000;
+  else if (unit == "d") ms_per = 86'400'000;
+  else return std::nullopt;
+  return Millis(*n * ms_per);
+}
+
+std::string duration_text(Millis d) {
+  auto ms = d.count();
+  if (ms % 86'400'000 == 0 && ms != 0) return std::to_string(ms / 86'400'000) + "d";
+  if (ms % 3'600'000 == 0 && ms != 0) return std::to_string(ms / 3'600'000) + "h";
+  if (ms % 60'000 == 0 && ms != 0) return std::to_string(ms / 60'000) + "min";
+  if (ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
+  return std::to_string(ms) + "ms";
+}
+
+std::optional<std::string> apply_setting(AgentConfig& config, const std::string& key,
+                                         const std::string& value) {
+  const auto* entry = find_key(key);
+  if (entry == nullptr) return "unknown key '" + key + "'";
+  return entry->set(config, trim(value));
+}
+
+const std::vector<KeyDoc>& config_keys() {
+  static const std::vector<KeyDoc> docs = [] {
+    std::vector<KeyDoc> out;
+    for (const auto& k : key_table()) out.push_back(k.doc);
+    return out;
+  }();
+  return docs;
+}
+
+std::variant<AgentConfig, ConfigError> load_config(const ConfigSources& sources) {
+  namespace fs = std::filesystem;
+  AgentConfig config;
+  if (!sources.file.empty()) {
+    std::error_code ec;
+    if (fs::exists(sources.file, ec)) {
+      if (auto err = read_file(sources.file, config)) return *err;
+    } else if (sources.file_required) {
+      return ConfigError{sources.file + ": does not exist"};
+    }
+  }
+  if (!sources.dir.empty()) {
+    std::error_code ec;
+    std::vector<fs::path> dropins;
+    for (fs::directory_iterator it(sources.dir, ec), end; !ec && it != end; it.increment(ec)) {
+      const auto& p = it->path();
+      if (p.extension() == ".conf" && !p.filename().string().starts_with(".") &&
+          it->is_regular_file(ec)) {
+        dropins.push_back(p);
+      }
+    }
+    if (ec && ec != std::errc::no_such_file_or_directory) {
+      return ConfigError{sources.dir + ": cannot list drop-ins: " + ec.message()};
+    }
+    if (dropins.size() > kMaxDropIns) {
+      return ConfigError{sources.dir + ": more than 256 drop-ins"};
+    }
+    std::sort(dropins.begin(), dropins.end(),
+              [](const fs::path& a, const fs::path& b) { return a.filename() < b.filename(); });
+    for (const auto& p : dropins) {
+      if (auto err = read_file(p, config)) return *err;
+    }
+  }
+  for (const auto& [key, value] : sources.overrides) {
+    if (auto err = apply_setting(config, key, value)) {
+      return ConfigError{"--" + key + ": " + *err};
+    }
+  }
+  return config;
+}
+
+namespace {
+
+po::options_description all_options() {
+  po::options_description general("Options");
+  general.add_options()("config", po::value<std::string>()->value_name("PATH"),
+                        "main configuration file (default " IMDS_SYSCONFDIR
+                        "/imds-agent/imds-agent.conf)")(
+      "config-dir", po::value<std::string>()->value_name("DIR"),
+      "drop-in directory, *.conf read in lexical order (default " IMDS_SYSCONFDIR
+      "/imds-agent/conf.d)")("check-config", "validate the configuration and exit (0 valid, 2 not)")(
+      "help,h", "show this help and exit")("version", "show the version and exit");
+  general.add(key_options());
+  return general;
+}
+
+}  // namespace
+
+std::string usage_text() {
+  std::ostringstream out;
+  out << "Usage: imds-agent [OPTIONS]\n"
+         "Watches the EC2 instance metadata service options from the host and every container\n"
+         "network namespace; reports changes to the journal and serves a local HTTP API.\n\n"
+      << all_options() << "\nSee imds-agent(8) and imds-agent.conf(5).\n";
+  return out.str();
+}
+
+std::variant<CommandLine, ConfigError> parse_command_line(int argc, const char* const* argv) {
+  CommandLine cl;
+  cl.sources.file = IMDS_SYSCONFDIR "/imds-agent/imds-agent.conf";
+  cl.sources.dir = IMDS_SYSCONFDIR "/imds-agent/conf.d";
+  auto desc = all_options();
+  try {
+    auto parsed = po::command_line_parser(argc, argv).options(desc).run();
+    for (const auto& opt : parsed.options) {
+      const std::string& k = opt.string_key;
+      std::string value = opt.value.empty() ? std::string() : opt.value.front();
+      if (k == "config") {
+        cl.sources.file = value;
+        cl.sources.file_required = true;
+      } else if (k == "config-dir") {
+        cl.sources.dir = value;
+      } else if (k == "check-config") {
+        cl.check_config = true;
+      } else if (k == "help") {
+        cl.help = true;
+      } else if (k == "version") {
+        cl.version = true;
+      } else {
+        cl.sources.overrides.emplace_back(k, value);
+      }
+    }
+  } catch (const po::error& e) {
+    return ConfigError{e.what()};
+  }
+  return cl;
+}
+
+}  // namespace imds::agent

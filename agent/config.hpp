@@ -1,0 +1,94 @@
+// The agent's configuration: /etc/imds-agent/imds-agent.conf, drop-ins in conf.d/ (lexical
+// order), then command-line flags; every error names the file and line (or the flag).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <string_view>
+#include <variant>
+#include <string>
+#include <vector>
+
+#include "model.hpp"
+
+namespace imds::agent {
+
+using Millis = std::chrono::milliseconds;
+
+struct AgentConfig {
+  Millis interval{std::chrono::seconds(60)};
+  double jitter = 0.1;  // fraction of the interval, 0..0.5
+  // How often tokenless (IMDSv1) GETs are sent; nullopt = never. They count in
+  // CloudWatch's MetadataNoToken, which teams watch to find the last IMDSv1 callers.
+  std::optional<Millis> v1_interval{std::chrono::hours(6)};
+  std::vector<std::string> expect;  // as given, for display
+  Expectations expectations;
+  std::vector<std::string> netns_dirs{"/run/netns", "/run/docker/netns"};
+  bool netns_dirs_are_defaults = true;
+  bool proc_scan = true;
+  std::string socket = "/run/imds-agent/imds-agent.sock";
+  std::string socket_group = "imds-agent";
+  std::string endpoint = "http://169.254.169.254";
+  std::string endpoint_v6 = "http://[fd00:ec2::254]";
+  bool ipv6 = true;
+  Millis request_timeout{2000};
+  std::size_t max_namespaces = 64;  // container namespaces probed per cycle
+  std::string log_level = "info";
+  Millis backoff_max{std::chrono::minutes(15)};
+  Millis min_probe_gap{std::chrono::seconds(2)};  // between any two probes (POST, inotify)
+  Millis debounce{1000};                          // after a namespace appears
+  bool packet_ttl = true;
+
+  std::vector<std::string> sources;  // files read, in order
+};
+
+// Where to read from, and the command line's own settings (highest precedence).
+struct ConfigSources {
+  std::string file;           // main file; "" = none
+  bool file_required = false;  // --config given: a missing file is an error
+  std::string dir;            // drop-in directory; "" = none
+  std::vector<std::pair<std::string, std::string>> overrides;  // key, value (flags)
+};
+
+struct ConfigError {
+  std::string message;  // "FILE:LINE: unknown key 'intervall'" / "--interval: ..."
+};
+
+// Reads the files and applies the overrides on top of the defaults. Never throws for bad
+// input: the first error is returned (a daemon must not half-apply a bad reload).
+std::variant<AgentConfig, ConfigError> load_config(const ConfigSources& sources);
+
+// Applies one KEY=VALUE to `config`; returns an error message without location.
+std::optional<std::string> apply_setting(AgentConfig& config, const std::string& key,
+                                         const std::string& value);
+
+// Every key a file may hold, with its one-line description (for --help and docs tests).
+struct KeyDoc {
+  const char* key;
+  const char* value;
+  const char* description;
+};
+const std::vector<KeyDoc>& config_keys();
+
+// "60s", "500ms", "5min", "6h", "1d"; bare numbers are seconds.
+std::optional<Millis> parse_duration(std::string_view text);
+std::string duration_text(Millis d);
+
+}  // namespace imds::agent
+
+namespace imds::agent {
+
+struct CommandLine {
+  ConfigSources sources;
+  bool check_config = false;
+  bool help = false;
+  bool version = false;
+};
+
+// Parses argv with Boost.Program_options: --config PATH, --config-dir DIR, --check-config,
+// --help, --version and every config key as --KEY VALUE.
+std::variant<CommandLine, ConfigError> parse_command_line(int argc, const char* const* argv);
+std::string usage_text();
+
+}  // namespace imds::agent

@@ -1,0 +1,163 @@
+// What the agent reports: the state it tracks between probes (Snapshot), the pure
+// function that turns two snapshots into change events (diff), and the event catalog
+// (name, MESSAGE_ID, priority, constant message template) shared with the journal catalog.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "journal.hpp"
+#include "model.hpp"
+
+namespace imds::agent {
+
+enum class EventKind {
+  started,
+  first_verdict,
+  option_changed,
+  container_imdsv2_lost,
+  container_imdsv2_gained,
+  container_appeared,
+  container_vanished,
+  policy_drift,
+  policy_compliant_again,
+  imds_unreachable,
+  imds_back,
+  config_reloaded,
+  stopping,
+};
+
+struct EventSpec {
+  EventKind kind;
+  std::string_view name;        // "option-changed": IMDS_EVENT= and docs
+  std::string_view message_id;  // systemd-id128 new
+  Priority priority;            // default; some events raise it (see diff())
+  std::string_view message;     // constant template, @FIELD@ filled from the fields
+};
+
+inline constexpr std::array<EventSpec, 13> kEventSpecs = {{
+    {EventKind::started, "started", "3c502ce89a38470a8b5401cc076d14ba", Priority::info,
+     "imds-agent @IMDS_AGENT_VERSION@ started, probing every @IMDS_INTERVAL@"},
+    {EventKind::first_verdict, "first-verdict", "dc945e5354594578bb1ca8d316f49047",
+     Priority::info,
+     "IMDS verdict: HttpEndpoint @IMDS_HTTP_ENDPOINT@, HttpTokens @IMDS_HTTP_TOKENS@, hop "
+     "limit @IMDS_HOP_LIMIT_RANGE@, @IMDS_CONTAINERS@ container namespace(s), "
+     "@IMDS_CONTAINERS_NO_V2@ without IMDSv2"},
+    {EventKind::option_changed, "option-changed", "82f6000580cd4b1190daebc52835d1bf",
+     Priority::notice,
+     "IMDS option @IMDS_OPTION@ changed from @IMDS_OLD_VALUE@ to @IMDS_NEW_VALUE@"},
+    {EventKind::container_imdsv2_lost, "container-imdsv2-lost",
+     "01e99a85d9d648179353d3286787e613", Priority::warning,
+     "Container namespace @IMDS_TARGET@ can no longer get an IMDSv2 token: @IMDS_VERDICT@"},
+    {EventKind::container_imdsv2_gained, "container-imdsv2-gained",
+     "d11418d5479d4ddc99f5ec983c575414", Priority::notice,
+     "Container namespace @IMDS_TARGET@ gets IMDSv2 tokens again: @IMDS_VERDICT@"},
+    {EventKind::container_appeared, "container-appeared", "5452aa30089e4170bb8d89f670e199b5",
+     Priority::debug,
+     "Container namespace @IMDS_TARGET@ appeared, IMDSv2 @IMDS_IMDSV2@: @IMDS_VERDICT@"},
+    {EventKind::container_vanished, "container-vanished", "966f2384fa624b879006072cd621371f",
+     Priority::debug, "Container namespace @IMDS_TARGET@ vanished"},
+    {EventKind::policy_drift, "policy-drift", "17b08986f2c24b4cb4d3c5110e72b4f9",
+     Priority::warning,
+     "IMDS option @IMDS_OPTION@ is @IMDS_NEW_VALUE@, policy expects @IMDS_EXPECTED@"},
+    {EventKind::policy_compliant_again, "policy-compliant-again",
+     "006e54f3fe2f4427a6b4faedbf8711f4", Priority::notice,
+     "IMDS option @IMDS_OPTION@ complies with the policy again (@IMDS_NEW_VALUE@, expected "
+     "@IMDS_EXPECTED@)"},
+    {EventKind::imds_unreachable, "imds-unreachable", "bd076fbdd1cf4762aedf5c4126bc1303",
+     Priority::err, "IMDS at @IMDS_ENDPOINT@ is unreachable from the host: @IMDS_REASON@"},
+    {EventKind::imds_back, "imds-back", "3dd77fe1007c42e08b05544048db169c", Priority::notice,
+     "IMDS at @IMDS_ENDPOINT@ is reachable again after @IMDS_DOWNTIME@"},
+    {EventKind::config_reloaded, "config-reloaded", "c2530a4d1d6d443ca731fb41e72ff76f",
+     Priority::info, "Configuration reloaded from @IMDS_CONFIG@"},
+    {EventKind::stopping, "stopping", "338369f5107e4f468d77647a4b813b27", Priority::info,
+     "imds-agent stopping after @IMDS_CYCLES@ probe cycle(s)"},
+}};
+
+const EventSpec& spec_of(EventKind kind);
+
+struct Event {
+  EventKind kind;
+  Priority priority;
+  std::vector<JournalField> fields;  // IMDS_EVENT is added when sent
+  [[nodiscard]] const std::string* field(std::string_view key) const;
+};
+
+// Fills @KEY@ in a template from the fields; unknown keys become "?".
+std::string expand_template(std::string_view tmpl, const std::vector<JournalField>& fields);
+
+// The journal entry of an event: MESSAGE_ID, expanded MESSAGE, PRIORITY, IMDS_EVENT=name.
+JournalEntry to_journal_entry(const Event& event,
+                              std::source_location where = std::source_location::current());
+
+// ---- The state the agent tracks between probes ----
+
+// Last *known* value of each instance option: an unknown reading (IMDS down, nothing
+// proven) keeps the previous knowledge, so an outage does not look like an option change.
+struct OptionKnowledge {
+  std::optional<HttpTokens> http_tokens;
+  std::optional<HopLimit> hop_limit;  // set once anything was proven
+  std::optional<bool> endpoint_enabled;
+  std::optional<bool> ipv6;
+  std::optional<bool> tags;
+};
+
+struct ContainerState {
+  std::string key;   // identity: "ino:<nsfs inode>" (or the name when the inode is unknown)
+  std::string name;  // NetnsTarget::name
+  std::string path;
+  std::optional<std::string> container_id;
+  Tristate imdsv2 = Tristate::unknown;  // last known
+  std::optional<int> distance;
+  std::string verdict;  // TargetVerdict::summary
+};
+
+struct PolicyViolation {
+  std::string option;    // "HttpTokens", "HttpPutResponseHopLimit", ...
+  std::string expected;  // "required", ">=2", "2", "enabled"
+  std::string actual;
+  bool operator==(const PolicyViolation&) const = default;
+};
+
+struct Snapshot {
+  bool probed = false;                  // at least one Diagnosis went in
+  std::optional<bool> reachable;        // host reaches the IMDS (nullopt: not yet known)
+  std::string unreachable_reason;       // "refused", "timeout", ... when unreachable
+  std::string endpoint;                 // the IPv4 endpoint probed
+  std::chrono::system_clock::time_point observed_at{};
+  std::optional<std::chrono::system_clock::time_point> unreachable_since;
+  OptionKnowledge options;
+  std::map<std::string, ContainerState> containers;  // by key
+  std::vector<PolicyViolation> violations;           // sorted by option
+};
+
+// The agent's view after one more Diagnosis. `present` lists every container namespace
+// that exists now (discovery); a Diagnosis may cover only some of them (the per-cycle
+// cap spreads big fleets over several cycles), and the others keep their last verdict.
+// With `present` == nullptr the Diagnosis's targets are taken as the complete list.
+Snapshot observe(const Snapshot& previous, const Diagnosis& diagnosis,
+                 const std::vector<NetnsTarget>* present, const Expectations& expectations,
+                 std::chrono::system_clock::time_point now);
+
+// Violations of `expect` that the knowledge proves (unknown values violate nothing).
+std::vector<PolicyViolation> policy_violations(const OptionKnowledge& options,
+                                               const Expectations& expect);
+
+// Exactly one event per change between two snapshots; nothing when nothing changed.
+// For the first snapshot (previous.probed == false): first-verdict, plus imds-unreachable
+// and policy-drift when those hold from the start.
+std::vector<Event> diff(const Snapshot& previous, const Snapshot& next);
+
+// Human forms used in fields and STATUS=.
+std::string hop_limit_text(const HopLimit& h);  // "2", ">=2", "<=1", "2..3", "unknown"
+std::string http_tokens_text(std::optional<HttpTokens> t);
+std::string status_line(const Snapshot& s);  // one line for sd_notify STATUS=
+
+std::string container_key(const NetnsTarget& t);
+
+}  // namespace imds::agent

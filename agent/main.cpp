@@ -1,0 +1,73 @@
+// imds-agent: configuration, logging and the main loop; the work is in libimdsagent.
+#include <curl/curl.h>
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/io_context.hpp>
+#include <cstdio>
+#include <variant>
+
+#include "agent.hpp"
+#include "config.h"
+#include "config.hpp"
+#include "engine.hpp"
+#include "journal.hpp"
+#include "systemd.hpp"
+
+namespace {
+// Exit codes, documented in imds-agent(8).
+constexpr int kExitOk = 0;
+constexpr int kExitRuntime = 1;
+constexpr int kExitConfig = 2;
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace imds::agent;
+  auto parsed = parse_command_line(argc, argv);
+  if (auto* err = std::get_if<ConfigError>(&parsed)) {
+    std::fprintf(stderr, "imds-agent: %s\nTry 'imds-agent --help'.\n", err->message.c_str());
+    return kExitConfig;
+  }
+  const auto& cl = std::get<CommandLine>(parsed);
+  if (cl.help) {
+    std::fputs(usage_text().c_str(), stdout);
+    return kExitOk;
+  }
+  if (cl.version) {
+    std::puts("imds-agent " IMDS_VERSION);
+    return kExitOk;
+  }
+  auto loaded = load_config(cl.sources);
+  if (auto* err = std::get_if<ConfigError>(&loaded)) {
+    std::fprintf(stderr, "imds-agent: configuration error: %s\n", err->message.c_str());
+    return kExitConfig;
+  }
+  auto config = std::get<AgentConfig>(std::move(loaded));
+  if (cl.check_config) {
+    std::string files;
+    for (const auto& f : config.sources) files += "\n  " + f;
+    std::printf("imds-agent: configuration is valid; read:%s\n",
+                files.empty() ? " no file (built-in defaults)" : files.c_str());
+    return kExitOk;
+  }
+
+  const bool journal = stderr_is_journal_stream();
+  setup_logging(config.log_level, journal);
+  curl_global_init(CURL_GLOBAL_DEFAULT);  // before any thread exists
+
+  int rc = kExitOk;
+  {
+    boost::asio::io_context io(1);
+    SystemdJournalSink sink("imds-agent");
+    EventReporter reporter(sink, /*echo=*/!journal);
+    SystemdNotifier notifier;
+    Agent agent(io, std::move(config), cl.sources, make_engine(), reporter, notifier);
+    if (auto err = agent.start()) {
+      spdlog::critical("cannot serve the API: {}", *err);
+      rc = kExitRuntime;
+    } else {
+      io.run();
+    }
+  }
+  curl_global_cleanup();
+  return rc;
+}

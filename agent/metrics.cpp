@@ -1,0 +1,115 @@
+// Prometheus text format 0.0.4. No client library for it is packaged in Debian 12, so the
+// few lines are written here; tests check the output with promtool and a strict parser.
+#include "metrics.hpp"
+
+#include <fmt/format.h>
+
+namespace imds::agent {
+namespace {
+
+void family(std::string& out, std::string_view name, std::string_view type,
+            std::string_view help) {
+  out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+}
+
+std::string number(double v) { return fmt::format("{}", v); }
+
+}  // namespace
+
+void DurationHistogram::observe(std::chrono::duration<double> d) {
+  const double s = d.count();
+  for (std::size_t i = 0; i < kBounds.size(); ++i) {
+    if (s <= kBounds.at(i)) ++buckets_.at(i);
+  }
+  ++count_;
+  sum_ += s;
+}
+
+std::string escape_label_value(std::string_view v) {
+  std::string out;
+  out.reserve(v.size());
+  for (char c : v) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '"') out += "\\\"";
+    else if (c == '\n') out += "\\n";
+    else out += c;
+  }
+  return out;
+}
+
+std::string render_metrics(const Snapshot& s, std::optional<bool> host_imdsv2,
+                           const ProbeStats& stats, std::string_view version) {
+  std::string out;
+  const auto& o = s.options;
+  if (o.http_tokens && *o.http_tokens != HttpTokens::unknown) {
+    family(out, "imds_http_tokens_required", "gauge",
+           "1 when the IMDS requires session tokens (HttpTokens=required), 0 when optional.");
+    out += fmt::format("imds_http_tokens_required {}\n",
+                       *o.http_tokens == HttpTokens::required ? 1 : 0);
+  }
+  if (o.hop_limit) {
+    if (o.hop_limit->exact) {
+      family(out, "imds_hop_limit", "gauge", "HttpPutResponseHopLimit, measured exactly.");
+      out += fmt::format("imds_hop_limit {}\n", *o.hop_limit->exact);
+    } else {
+      family(out, "imds_hop_limit_lower", "gauge", "Proven lower bound of the hop limit.");
+      out += fmt::format("imds_hop_limit_lower {}\n", o.hop_limit->lower);
+      family(out, "imds_hop_limit_upper", "gauge", "Proven upper bound of the hop limit.");
+      out += fmt::format("imds_hop_limit_upper {}\n", o.hop_limit->upper);
+    }
+  }
+  if (s.probed) {
+    family(out, "imds_endpoint_up", "gauge",
+           "1 when the IMDS answers the host namespace with its endpoint enabled.");
+    const bool up = s.reachable == true && o.endpoint_enabled == true;
+    out += fmt::format("imds_endpoint_up {}\n", up ? 1 : 0);
+  }
+  if (o.ipv6) {
+    family(out, "imds_ipv6_enabled", "gauge", "1 when the IPv6 endpoint answers.");
+    out += fmt::format("imds_ipv6_enabled {}\n", *o.ipv6 ? 1 : 0);
+  }
+  if (o.tags) {
+    family(out, "imds_tags_enabled", "gauge", "1 when instance tags are in the metadata.");
+    out += fmt::format("imds_tags_enabled {}\n", *o.tags ? 1 : 0);
+  }
+  family(out, "imds_target_imdsv2_ok", "gauge",
+         "1 when the namespace gets an IMDSv2 token and data, 0 when it does not.");
+  if (host_imdsv2) {
+    out += fmt::format("imds_target_imdsv2_ok{{netns=\"host\",container_id=\"\"}} {}\n",
+                       *host_imdsv2 ? 1 : 0);
+  }
+  for (const auto& [key, c] : s.containers) {
+    if (c.imdsv2 == Tristate::unknown) continue;
+    out += fmt::format("imds_target_imdsv2_ok{{netns=\"{}\",container_id=\"{}\"}} {}\n",
+                       escape_label_value(c.path.empty() ? c.name : c.path),
+                       escape_label_value(c.container_id.value_or("")),
+                       c.imdsv2 == Tristate::yes ? 1 : 0);
+  }
+  family(out, "imds_container_namespaces", "gauge", "Container network namespaces known.");
+  out += fmt::format("imds_container_namespaces {}\n", s.containers.size());
+  family(out, "imds_policy_violations", "gauge",
+         "Options that contradict the expected policy (expect= settings).");
+  out += fmt::format("imds_policy_violations {}\n", s.violations.size());
+
+  family(out, "imds_probe_duration_seconds", "histogram", "Wall time of one probe cycle.");
+  for (std::size_t i = 0; i < DurationHistogram::kBounds.size(); ++i) {
+    out += fmt::format("imds_probe_duration_seconds_bucket{{le=\"{}\"}} {}\n",
+                       number(DurationHistogram::kBounds.at(i)), stats.durations.bucket(i));
+  }
+  out += fmt::format("imds_probe_duration_seconds_bucket{{le=\"+Inf\"}} {}\n",
+                     stats.durations.count());
+  out += fmt::format("imds_probe_duration_seconds_sum {}\n", number(stats.durations.sum()));
+  out += fmt::format("imds_probe_duration_seconds_count {}\n", stats.durations.count());
+  family(out, "imds_probe_errors_total", "counter",
+         "Probe cycles that failed, found the IMDS unreachable or were throttled.");
+  out += fmt::format("imds_probe_errors_total {}\n", stats.errors);
+  family(out, "imds_probe_throttled_total", "counter", "Probe cycles that saw HTTP 429 or 503.");
+  out += fmt::format("imds_probe_throttled_total {}\n", stats.throttled);
+  family(out, "imds_probe_cycles_total", "counter", "Probe cycles run.");
+  out += fmt::format("imds_probe_cycles_total {}\n", stats.cycles);
+  family(out, "imds_build_info", "gauge", "Version of imds-agent; always 1.");
+  out += fmt::format("imds_build_info{{version=\"{}\"}} 1\n", escape_label_value(version));
+  return out;
+}
+
+}  // namespace imds::agent

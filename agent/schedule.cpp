@@ -1,0 +1,59 @@
+// Scheduling decisions; see schedule.hpp.
+#include "schedule.hpp"
+
+#include <algorithm>
+
+namespace imds::agent {
+
+CycleResult classify(const Diagnosis& d) {
+  for (const auto& t : d.targets) {
+    for (const auto& o : t.observations) {
+      if (o.result.outcome == Outcome::http &&
+          (o.result.status == 429 || o.result.status == 503)) {
+        return CycleResult::throttled;
+      }
+    }
+  }
+  if (d.inference.endpoint == EndpointState::unreachable) return CycleResult::error;
+  return CycleResult::ok;
+}
+
+Millis Schedule::finished(CycleResult result, std::mt19937_64& rng) {
+  if (result == CycleResult::ok) {
+    failures_ = 0;
+    backoff_ = Millis(0);
+    const double spread = config_.jitter * static_cast<double>(config_.interval.count());
+    std::uniform_real_distribution<double> dist(-spread, spread);
+    auto delay = Millis(config_.interval.count() + static_cast<long long>(dist(rng)));
+    return std::max(delay, config_.min_probe_gap);
+  }
+  ++failures_;
+  // interval * 2^(failures-1) after errors: the first keeps the normal pace (a blip),
+  // then it doubles; never more than backoff-max, never less than the interval.
+  // Throttling (429/503) doubles at once: the service asked us to slow down.
+  auto shift = std::min(failures_ - (result == CycleResult::throttled ? 0U : 1U), 20U);
+  auto delay = config_.interval * (1LL << shift);
+  backoff_ = std::min<Millis>(std::max(delay, config_.interval), config_.backoff_max);
+  backoff_ = std::max(backoff_, config_.min_probe_gap);
+  return backoff_;
+}
+
+bool Schedule::take_v1(SteadyTime now) {
+  if (!config_.v1_interval) return false;
+  if (last_v1_ && now - *last_v1_ < *config_.v1_interval) return false;
+  last_v1_ = now;
+  return true;
+}
+
+std::vector<NetnsTarget> select_window(const std::vector<NetnsTarget>& containers,
+                                       std::size_t max, std::size_t& cursor) {
+  if (containers.size() <= max) return containers;
+  std::vector<NetnsTarget> out;
+  out.reserve(max);
+  cursor %= containers.size();
+  for (std::size_t i = 0; i < max; ++i) out.push_back(containers[(cursor + i) % containers.size()]);
+  cursor = (cursor + max) % containers.size();
+  return out;
+}
+
+}  // namespace imds::agent

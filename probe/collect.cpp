@@ -1,0 +1,902 @@
+// Collection: every request of every target on one curl multi handle, sockets created inside
+// the target's namespace, TTLs from packet sockets, predicted drops aborted early.
+#include "collect.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "config.h"
+#include "http.hpp"
+#include "netns.hpp"
+#include "packet_ttl.hpp"
+
+namespace imds {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+constexpr std::size_t kMaxHeaderBytes = 16 * 1024;
+constexpr std::size_t kMaxTokenBytes = 4096;
+constexpr std::size_t kMaxProbePathBytes = 512;
+constexpr milliseconds kPollSlice{100};
+constexpr std::string_view kTokenPath = "/latest/api/token";
+constexpr std::string_view kListingPath = "/latest/meta-data/";
+constexpr std::array<std::string_view, 3> kIdentityPaths = {
+    "/latest/meta-data/ami-id",
+    "/latest/meta-data/placement/region",
+    "/latest/meta-data/placement/availability-zone",
+};
+constexpr std::string_view kNotStarted = "not started before the overall deadline";
+
+std::size_t family_index(Family family) { return family == Family::v4 ? 0 : 1; }
+
+// An endpoint URL taken apart with curl's own URL parser.
+struct Endpoint {
+  Family family = Family::v4;
+  std::string base;                    // "http://HOST:PORT", no trailing slash
+  std::optional<ImdsAddress> address;  // numeric hosts only: what the packet filter matches
+};
+
+std::string url_part(const CurlUrl& url, CURLUPart part, unsigned flags) {
+  char* value = nullptr;
+  if (curl_url_get(url.get(), part, &value, flags) != CURLUE_OK || value == nullptr) return {};
+  std::string copy(value);
+  curl_free(value);
+  return copy;
+}
+
+Endpoint parse_endpoint(const std::string& text, Family family) {
+  const std::string label = family == Family::v4 ? "IPv4 endpoint" : "IPv6 endpoint";
+  CurlUrl url(curl_url());
+  if (!url) throw std::bad_alloc();
+  if (text.size() > 2048 || curl_url_set(url.get(), CURLUPART_URL, text.c_str(), 0) != CURLUE_OK) {
+    throw std::invalid_argument(label + " '" + text + "' is not a URL");
+  }
+  if (url_part(url, CURLUPART_SCHEME, 0) != "http") {
+    throw std::invalid_argument(label + " '" + text + "' must be an http:// URL");
+  }
+  const std::string path = url_part(url, CURLUPART_PATH, 0);
+  if ((!path.empty() && path != "/") || !url_part(url, CURLUPART_QUERY, 0).empty() ||
+      !url_part(url, CURLUPART_USER, 0).empty()) {
+    throw std::invalid_argument(label + " '" + text +
+                                "' must be scheme, host and port only (no path, query or user)");
+  }
+  const std::string host = url_part(url, CURLUPART_HOST, 0);
+  const std::string port = url_part(url, CURLUPART_PORT, CURLU_DEFAULT_PORT);
+  Endpoint endpoint;
+  endpoint.family = family;
+  endpoint.base = "http://" + host + ":" + port;
+  ImdsAddress address;
+  address.family = family;
+  address.port = static_cast<std::uint16_t>(std::stoi(port));
+  const bool bracketed = host.size() > 2 && host.front() == '[' && host.back() == ']';
+  const std::string bare = bracketed ? host.substr(1, host.size() - 2) : host;
+  if (family == Family::v4 && ::inet_pton(AF_INET, bare.c_str(), &address.v4) == 1) {
+    endpoint.address = address;
+  } else if (family == Family::v6 && ::inet_pton(AF_INET6, bare.c_str(), &address.v6) == 1) {
+    endpoint.address = address;
+  }
+  return endpoint;
+}
+
+void validate(const CollectConfig& config, std::size_t target_count) {
+  if (target_count > kMaxTargets) {
+    throw std::invalid_argument("too many target namespaces: " + std::to_string(target_count) +
+                                " (at most " + std::to_string(kMaxTargets) + ")");
+  }
+  const std::string& path = config.probe_path;
+  if (path.empty() || path.front() != '/' || path.size() > kMaxProbePathBytes ||
+      !plausible_token(path)) {
+    throw std::invalid_argument("probe path '" + path +
+                                "' must start with '/' and be printable ASCII without spaces");
+  }
+  if (is_forbidden_path(path)) {
+    throw std::invalid_argument("probe path '" + path +
+                                "' would touch credentials or user-data; refusing");
+  }
+  if (config.token_ttl_seconds < 1 || config.token_ttl_seconds > 21600) {
+    throw std::invalid_argument("token TTL must be 1..21600 seconds");
+  }
+  if (config.max_parallel == 0) throw std::invalid_argument("max_parallel must be at least 1");
+  if (config.connect_timeout.count() <= 0 || config.request_timeout.count() <= 0 ||
+      config.deadline.count() <= 0) {
+    throw std::invalid_argument("timeouts and the deadline must be positive");
+  }
+}
+
+std::string describe(const HttpResult& result) {
+  switch (result.outcome) {
+    case Outcome::http:
+      return "HTTP " + std::to_string(result.status);
+    case Outcome::timeout:
+      return "timeout";
+    case Outcome::reset:
+      return "connection reset";
+    case Outcome::refused:
+      return "connection refused";
+    case Outcome::unreachable:
+      return "unreachable";
+    case Outcome::error:
+      return "error (" + result.error + ")";
+    case Outcome::skipped:
+      return "skipped (" + result.skip_reason + ")";
+  }
+  return "unknown";
+}
+
+std::optional<std::string> response_header(CURL* easy, const char* name) {
+  curl_header* header = nullptr;
+  if (curl_easy_header(easy, name, 0, CURLH_HEADER, -1, &header) != CURLHE_OK ||
+      header == nullptr || header->value == nullptr) {
+    return std::nullopt;
+  }
+  std::string value(header->value);
+  if (value.size() > 256) value.resize(256);
+  return value;
+}
+
+std::uint16_t local_port_of(int fd) {
+  sockaddr_storage address{};
+  socklen_t length = sizeof address;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) return 0;
+  if (address.ss_family == AF_INET) {
+    return ntohs(reinterpret_cast<const sockaddr_in*>(&address)->sin_port);
+  }
+  if (address.ss_family == AF_INET6) {
+    return ntohs(reinterpret_cast<const sockaddr_in6*>(&address)->sin6_port);
+  }
+  return 0;
+}
+
+class Collector;
+
+struct Request {
+  Collector* owner = nullptr;
+  std::size_t target = 0;
+  Family family = Family::v4;
+  std::size_t observation = 0;  // index into the target's observations
+  Step step = Step::token_put;
+  int netns = -1;               // where its socket is created (-1: own namespace)
+  std::optional<int> min_ttl;   // IP_MINTTL / IPV6_MINHOPCOUNT (hop-limit search only)
+  CurlEasy easy;
+  CurlSlist headers;
+  std::string token;  // token_put: the response body, a secret; moved out or wiped
+  std::string body;
+  bool body_truncated = false;
+  bool token_oversized = false;
+  std::size_t header_bytes = 0;
+  bool headers_oversized = false;
+  std::array<char, CURL_ERROR_SIZE> error_buffer{};
+  int fd = -1;  // the socket curl asked us to open, while it is open
+  std::uint16_t local_port = 0;
+  int socket_errno = 0;
+  Clock::time_point started;
+
+  ~Request() { wipe(token); }
+};
+
+struct FamilyState {
+  const Endpoint* endpoint = nullptr;
+  std::optional<PacketTtlSocket> packets;
+  std::optional<int> handshake_ttl;  // SYN-ACK TTL in this namespace (any of our connections)
+  std::optional<int> put_ttl;        // token PUT response TTL here (at the host: the hop limit)
+  bool put_succeeded = false;
+  std::string token;  // secret: in memory only, wiped at the end
+  Request* put = nullptr;
+  std::size_t put_observation = 0;
+  std::vector<std::size_t> token_followups;  // v2_get, listing, identity observations
+  std::optional<std::size_t> v1_observation;
+
+  FamilyState() = default;
+  FamilyState(FamilyState&&) = default;
+  FamilyState& operator=(FamilyState&&) = default;
+  ~FamilyState() { wipe(token); }
+};
+
+struct TargetState {
+  TargetObservations out;
+  UniqueFd netns;
+  std::vector<FamilyState> families;  // in CollectConfig order: v4, then v6
+  std::size_t outstanding = 0;        // requests queued or in flight
+  bool active = false;
+};
+
+class Collector {
+ public:
+  Collector(const CollectConfig& config, const std::vector<NetnsTarget>& targets);
+  Collector(const Collector&) = delete;
+  Collector& operator=(const Collector&) = delete;
+  ~Collector();
+
+  CollectResult run();
+
+  // curl callbacks
+  static curl_socket_t open_socket(void* clientp, curlsocktype purpose, curl_sockaddr* address);
+  static int close_socket(void* clientp, curl_socket_t fd);
+
+ private:
+  TargetState& target_of(const Request& request) { return targets_[request.target]; }
+  FamilyState& family_of(const Request& request) {
+    return target_of(request).families[family_index(request.family)];
+  }
+  HttpResult& result_of(const Request& request) {
+    return target_of(request).out.observations[request.observation].result;
+  }
+
+  void build_observations(TargetState& state);
+  bool schedule();
+  void activate(TargetState& state);
+  Request& make_request(TargetState& state, FamilyState& family, std::size_t observation);
+  void configure(Request& request, milliseconds timeout);
+  void start(Request& request);
+  void finish(Request& request, CURLcode code);
+  void abort(Request& request, const std::string& skip_reason);
+  void release(Request& request);
+  void after_put(TargetState& state, FamilyState& family, const HttpResult& put);
+  void read_packets();
+  void observe_ports();
+  void predict_dropped_puts();
+  void expire_everything();
+  void search_hop_limit(CollectResult& result);
+  std::optional<bool> put_with_min_ttl(std::size_t host, FamilyState& family, int min_ttl);
+  void set_distances();
+  [[nodiscard]] milliseconds remaining() const;
+
+  const CollectConfig& config_;
+  NetnsSocketFactory sockets_;
+  std::vector<Endpoint> endpoints_;
+  std::vector<TargetState> targets_;
+  std::optional<std::size_t> host_;
+  std::size_t next_target_ = 0;
+  std::deque<Request*> ready_;  // follow-ups waiting for a free slot
+  std::vector<std::unique_ptr<Request>> live_;  // queued or in flight
+  std::size_t running_ = 0;                      // in flight (added to the multi handle)
+  std::unordered_map<int, Request*> by_fd_;
+  bool packet_ttl_available_ = false;
+  Clock::time_point deadline_;
+  CurlMulti multi_;  // declared last: cleaned up first, while everything it calls back exists
+};
+
+Collector::Collector(const CollectConfig& config, const std::vector<NetnsTarget>& targets)
+    : config_(config), multi_(curl_multi_init()) {
+  validate(config, targets.size());
+  ensure_curl_initialised();
+  if (!multi_) throw std::bad_alloc();
+  endpoints_.reserve(2);
+  endpoints_.push_back(parse_endpoint(config.endpoint_v4, Family::v4));
+  if (config.probe_v6) endpoints_.push_back(parse_endpoint(config.endpoint_v6, Family::v6));
+  curl_multi_setopt(multi_.get(), CURLMOPT_MAX_TOTAL_CONNECTIONS,
+                    static_cast<long>(config.max_parallel));
+  targets_.reserve(targets.size());
+  for (const NetnsTarget& target : targets) {
+    TargetState state;
+    state.out.target = target;
+    if (target.is_host) {
+      state.out.distance = 0;
+      if (!host_) host_ = targets_.size();
+    }
+    build_observations(state);
+    targets_.push_back(std::move(state));
+  }
+  // The host goes first: its PUT response TTL is what lets container verdicts be predicted.
+  if (host_ && *host_ != 0) std::swap(targets_[0], targets_[*host_]);
+}
+
+Collector::~Collector() {
+  for (auto& request : live_) {
+    if (request->easy) curl_multi_remove_handle(multi_.get(), request->easy.get());
+  }
+}
+
+void Collector::build_observations(TargetState& state) {
+  const auto add = [&](Step step, Family family, std::string_view path) {
+    Observation observation;
+    observation.step = step;
+    observation.family = family;
+    observation.path = path;
+    observation.result.outcome = Outcome::skipped;
+    observation.result.skip_reason = kNotStarted;
+    state.out.observations.push_back(std::move(observation));
+    return state.out.observations.size() - 1;
+  };
+  for (const Endpoint& endpoint : endpoints_) {
+    FamilyState family;
+    family.endpoint = &endpoint;
+    family.put_observation = add(Step::token_put, endpoint.family, kTokenPath);
+    family.token_followups.push_back(add(Step::v2_get, endpoint.family, config_.probe_path));
+    const std::size_t listing = add(Step::listing, endpoint.family, kListingPath);
+    if (config_.probe_listing) {
+      family.token_followups.push_back(listing);
+    } else {
+      state.out.observations[listing].result.skip_reason = "listing disabled";
+    }
+    if (state.out.target.is_host && config_.probe_identity) {
+      for (const std::string_view path : kIdentityPaths) {
+        family.token_followups.push_back(add(Step::identity, endpoint.family, path));
+      }
+    }
+    const std::size_t v1 = add(Step::v1_get, endpoint.family, config_.probe_path);
+    if (config_.probe_v1) {
+      family.v1_observation = v1;
+    } else {
+      state.out.observations[v1].result.skip_reason =
+          "tokenless GET disabled (it counts in MetadataNoToken)";
+    }
+    state.families.push_back(std::move(family));
+  }
+}
+
+milliseconds Collector::remaining() const {
+  return std::max(milliseconds{0},
+                  std::chrono::duration_cast<milliseconds>(deadline_ - Clock::now()));
+}
+
+CollectResult Collector::run() {
+  deadline_ = Clock::now() + config_.deadline;
+  std::vector<curl_waitfd> extra;
+  while (schedule()) {
+    if (remaining().count() == 0) {
+      expire_everything();
+      break;
+    }
+    int running = 0;
+    curl_multi_perform(multi_.get(), &running);
+    int queued = 0;
+    while (CURLMsg* message = curl_multi_info_read(multi_.get(), &queued)) {
+      if (message->msg != CURLMSG_DONE) continue;
+      Request* request = nullptr;
+      curl_easy_getinfo(message->easy_handle, CURLINFO_PRIVATE, &request);
+      const CURLcode code = message->data.result;
+      finish(*request, code);  // invalidates `message`
+    }
+    read_packets();
+    observe_ports();
+    predict_dropped_puts();
+    // Start what became possible at once rather than after the next wait.
+    if (running_ == 0 || (!ready_.empty() && running_ < config_.max_parallel)) continue;
+    extra.clear();
+    for (const TargetState& state : targets_) {
+      if (!state.active) continue;
+      for (const FamilyState& family : state.families) {
+        if (family.packets) extra.push_back({family.packets->fd(), CURL_WAIT_POLLIN, 0});
+      }
+    }
+    const auto wait = std::min(remaining(), kPollSlice);
+    curl_multi_poll(multi_.get(), extra.data(), static_cast<unsigned>(extra.size()),
+                    static_cast<int>(std::max(milliseconds{1}, wait).count()), nullptr);
+  }
+  CollectResult result;
+  if (config_.exact_hop_limit_search) search_hop_limit(result);
+  set_distances();
+  result.packet_ttl_available = packet_ttl_available_;
+  result.proxy = collect_proxy_environment();
+  for (TargetState& state : targets_) {
+    for (FamilyState& family : state.families) wipe(family.token);
+  }
+  // Back to the caller's order.
+  if (host_ && *host_ != 0) std::swap(targets_[0], targets_[*host_]);
+  result.targets.reserve(targets_.size());
+  for (TargetState& state : targets_) result.targets.push_back(std::move(state.out));
+  return result;
+}
+
+// Starts what fits; returns false once nothing is queued, in flight or left to activate.
+bool Collector::schedule() {
+  while (!ready_.empty() && running_ < config_.max_parallel) {
+    Request* request = ready_.front();
+    ready_.pop_front();
+    start(*request);
+  }
+  while (next_target_ < targets_.size() && ready_.empty()) {
+    const std::size_t needed = endpoints_.size() * (config_.probe_v1 ? 2 : 1);
+    if (running_ != 0 && running_ + needed > config_.max_parallel) break;
+    activate(targets_[next_target_++]);
+  }
+  return !live_.empty() || next_target_ < targets_.size();
+}
+
+void Collector::activate(TargetState& state) {
+  const NetnsTarget& target = state.out.target;
+  if (!target.is_host) {
+    auto opened = sockets_.open_namespace(target.path);
+    if (auto* error = std::get_if<std::string>(&opened)) {
+      state.out.error = *error;
+      for (Observation& observation : state.out.observations) {
+        observation.result.skip_reason = "namespace not entered: " + *error;
+      }
+      return;
+    }
+    state.netns = std::move(std::get<UniqueFd>(opened));
+  }
+  state.active = true;
+  for (FamilyState& family : state.families) {
+    if (config_.packet_ttl && family.endpoint->address) {
+      auto opened = PacketTtlSocket::open(sockets_, state.netns.get(), *family.endpoint->address);
+      if (auto* socket = std::get_if<PacketTtlSocket>(&opened)) {
+        family.packets.emplace(std::move(*socket));
+        packet_ttl_available_ = true;
+      }  // else: no CAP_NET_RAW (or no AF_PACKET); TTLs stay unknown, nothing else changes
+    }
+  }
+  for (FamilyState& family : state.families) {
+    Request& put = make_request(state, family, family.put_observation);
+    family.put = &put;
+    start(put);
+    if (family.v1_observation) start(make_request(state, family, *family.v1_observation));
+  }
+}
+
+Request& Collector::make_request(TargetState& state, FamilyState& family,
+                                 std::size_t observation) {
+  const Observation& planned = state.out.observations[observation];
+  // The last line of defence; configuration validation refuses such paths long before.
+  if (is_forbidden_path(planned.path)) {
+    throw std::logic_error("refusing to request a path that carries secrets: " + planned.path);
+  }
+  auto request = std::make_unique<Request>();
+  request->owner = this;
+  request->target = static_cast<std::size_t>(&state - targets_.data());
+  request->family = family.endpoint->family;
+  request->observation = observation;
+  request->step = planned.step;
+  request->netns = state.netns.get();
+  live_.push_back(std::move(request));
+  ++state.outstanding;
+  return *live_.back();
+}
+
+void Collector::configure(Request& request, milliseconds timeout) {
+  request.easy.reset(curl_easy_init());
+  if (!request.easy) throw std::bad_alloc();
+  CURL* easy = request.easy.get();
+  const FamilyState& family = family_of(request);
+  const Observation& planned = target_of(request).out.observations[request.observation];
+  const std::string url = family.endpoint->base + planned.path;
+
+  curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(easy, CURLOPT_PRIVATE, &request);
+  curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, request.error_buffer.data());
+  // Only plain HTTP to exactly this address: no proxy, no redirects, no other schemes.
+  curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http");
+  curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http");
+  curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(easy, CURLOPT_PROXY, "");
+  curl_easy_setopt(easy, CURLOPT_NOPROXY, "*");
+  curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
+  curl_easy_setopt(easy, CURLOPT_USERAGENT, "imds-probe/" IMDS_VERSION);
+  curl_easy_setopt(easy, CURLOPT_IPRESOLVE,
+                   request.family == Family::v4 ? CURL_IPRESOLVE_V4 : CURL_IPRESOLVE_V6);
+  // Every connection belongs to one namespace: never share one between requests.
+  curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, 1L);
+  curl_easy_setopt(easy, CURLOPT_FORBID_REUSE, 1L);
+  const long total = std::max(1L, static_cast<long>(timeout.count()));
+  curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, total);
+  curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
+                   std::min(total, static_cast<long>(config_.connect_timeout.count())));
+  curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, &Collector::open_socket);
+  curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, &request);
+  curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, &Collector::close_socket);
+  curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, this);
+
+  using WriteFn = size_t (*)(char*, size_t, size_t, void*);
+  const WriteFn on_header = [](char* data, size_t size, size_t count, void* user) -> size_t {
+    auto* r = static_cast<Request*>(user);
+    r->header_bytes += size * count;
+    if (r->header_bytes > kMaxHeaderBytes) {
+      r->headers_oversized = true;
+      return 0;
+    }
+    (void)data;  // values are read afterwards with curl_easy_header()
+    return size * count;
+  };
+  const WriteFn on_body = [](char* data, size_t size, size_t count, void* user) -> size_t {
+    auto* r = static_cast<Request*>(user);
+    const std::size_t bytes = size * count;
+    if (r->step == Step::token_put) {
+      if (r->token.size() + bytes > kMaxTokenBytes) {
+        r->token_oversized = true;
+        return 0;
+      }
+      r->token.append(data, bytes);
+      return bytes;
+    }
+    const std::size_t room = r->owner->config_.max_body_bytes - r->body.size();
+    if (bytes > room) {
+      r->body.append(data, room);
+      r->body_truncated = true;
+      return 0;  // enough seen: stop the transfer
+    }
+    r->body.append(data, bytes);
+    return bytes;
+  };
+  curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(easy, CURLOPT_HEADERDATA, &request);
+  curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(easy, CURLOPT_WRITEDATA, &request);
+
+  if (request.step == Step::token_put) {
+    // PUT with Content-Length: 0; the IMDS answers 417 to `Expect: 100-continue`.
+    using ReadFn = size_t (*)(char*, size_t, size_t, void*);
+    const ReadFn nothing = [](char*, size_t, size_t, void*) -> size_t { return 0; };
+    curl_easy_setopt(easy, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(0));
+    curl_easy_setopt(easy, CURLOPT_READFUNCTION, nothing);
+    append_header(request.headers, "X-aws-ec2-metadata-token-ttl-seconds: " +
+                                       std::to_string(config_.token_ttl_seconds));
+    append_header(request.headers, "Expect:");
+  } else if (request.step != Step::v1_get && !family.token.empty()) {
+    std::string line = "X-aws-ec2-metadata-token: " + family.token;
+    append_header(request.headers, line);
+    wipe(line);
+  }
+  if (request.headers) curl_easy_setopt(easy, CURLOPT_HTTPHEADER, request.headers.get());
+}
+
+void Collector::start(Request& request) {
+  configure(request, std::min(config_.request_timeout, remaining()));
+  request.started = Clock::now();
+  HttpResult& result = result_of(request);
+  result.skip_reason.clear();
+  result.outcome = Outcome::timeout;  // until it ends otherwise
+  if (curl_multi_add_handle(multi_.get(), request.easy.get()) != CURLM_OK) {
+    result.outcome = Outcome::error;
+    result.error = "curl could not start the transfer";
+    request.easy.reset();
+    if (request.step == Step::token_put) {
+      family_of(request).put = nullptr;
+      after_put(target_of(request), family_of(request), result);
+    }
+    release(request);
+    return;
+  }
+  ++running_;
+}
+
+curl_socket_t Collector::open_socket(void* clientp, curlsocktype purpose, curl_sockaddr* address) {
+  auto* request = static_cast<Request*>(clientp);
+  if (purpose != CURLSOCKTYPE_IPCXN) return CURL_SOCKET_BAD;
+  const int fd = request->owner->sockets_.socket_in(request->netns, address->family,
+                                                    address->socktype, address->protocol);
+  if (fd < 0) {
+    request->socket_errno = -fd;
+    return CURL_SOCKET_BAD;
+  }
+  if (request->min_ttl) {
+    const bool v4 = address->family == AF_INET;
+    const int level = v4 ? IPPROTO_IP : IPPROTO_IPV6;
+    const int option = v4 ? IP_MINTTL : IPV6_MINHOPCOUNT;
+    const int value = *request->min_ttl;
+    if (::setsockopt(fd, level, option, &value, sizeof value) != 0) {
+      request->socket_errno = errno;
+      ::close(fd);
+      return CURL_SOCKET_BAD;
+    }
+  }
+  request->fd = fd;
+  request->owner->by_fd_[fd] = request;
+  return fd;
+}
+
+int Collector::close_socket(void* clientp, curl_socket_t fd) {
+  auto* self = static_cast<Collector*>(clientp);
+  if (const auto found = self->by_fd_.find(fd); found != self->by_fd_.end()) {
+    Request* request = found->second;
+    if (request->local_port == 0) request->local_port = local_port_of(fd);
+    request->fd = -1;
+    self->by_fd_.erase(found);
+  }
+  return ::close(fd);
+}
+
+void Collector::finish(Request& request, CURLcode code) {
+  FamilyState& family = family_of(request);
+  if (family.packets) family.packets->drain();
+  CURL* easy = request.easy.get();
+  HttpResult& result = result_of(request);
+
+  long os_errno = 0;
+  curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &os_errno);
+  result.outcome = outcome_from_curl(code, os_errno, request.error_buffer.data());
+  if (code != CURLE_OK) {
+    result.error = request.error_buffer[0] != '\0' ? request.error_buffer.data()
+                                                   : curl_easy_strerror(code);
+  }
+  long status = 0;
+  curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+  if (code == CURLE_WRITE_ERROR && request.body_truncated && status != 0) {
+    result.outcome = Outcome::http;  // we stopped reading at the cap, the answer was there
+    result.error.clear();
+  }
+  if (request.headers_oversized) {
+    result.outcome = Outcome::error;
+    result.error = "response headers larger than " + std::to_string(kMaxHeaderBytes) + " bytes";
+  } else if (request.token_oversized) {
+    result.outcome = Outcome::error;
+    result.error = "token response larger than " + std::to_string(kMaxTokenBytes) + " bytes";
+  } else if (request.socket_errno != 0) {
+    result.outcome = Outcome::error;
+    result.error = errno_message("cannot create a socket in the target namespace",
+                                 request.socket_errno);
+  }
+  if (result.outcome == Outcome::http) {
+    result.status = static_cast<int>(status);
+    result.server = response_header(easy, "Server");
+    if (auto ttl = response_header(easy, "X-aws-ec2-metadata-token-ttl-seconds")) {
+      result.token_ttl_seconds = parse_token_ttl(*ttl);
+    }
+  }
+  if (request.step != Step::token_put) {
+    result.body = std::move(request.body);
+    result.body_truncated = request.body_truncated;
+  }
+  curl_off_t connect_us = 0;
+  curl_easy_getinfo(easy, CURLINFO_CONNECT_TIME_T, &connect_us);
+  result.connected = connect_us > 0;
+  result.latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() -
+                                                                         request.started);
+  if (request.local_port == 0) {
+    long port = 0;
+    curl_easy_getinfo(easy, CURLINFO_LOCAL_PORT, &port);
+    request.local_port = static_cast<std::uint16_t>(port);
+  }
+  if (family.packets && request.local_port != 0) {
+    const PortTtls ttls = family.packets->at(request.local_port);
+    result.handshake_ttl = ttls.handshake_ttl;
+    result.ttl = ttls.data_ttl;
+    if (ttls.handshake_ttl) result.connected = true;
+    if (!family.handshake_ttl) family.handshake_ttl = ttls.handshake_ttl;
+    family.packets->forget(request.local_port);
+  }
+
+  if (request.step == Step::token_put) {
+    family.put = nullptr;
+    if (result.ttl) family.put_ttl = result.ttl;
+    if (result.outcome == Outcome::http && result.status == 200 && plausible_token(request.token)) {
+      family.token = std::move(request.token);
+      family.put_succeeded = true;
+    } else if (result.outcome == Outcome::http && result.status == 200) {
+      result.outcome = Outcome::error;
+      result.error = "HTTP 200, but the body is not a token";
+    }
+    wipe(request.token);
+    after_put(target_of(request), family, result);
+  }
+  release(request);
+}
+
+void Collector::after_put(TargetState& state, FamilyState& family, const HttpResult& put) {
+  if (family.put_succeeded) {
+    for (const std::size_t observation : family.token_followups) {
+      ready_.push_back(&make_request(state, family, observation));
+    }
+    return;
+  }
+  const std::string reason =
+      put.outcome == Outcome::skipped ? "no token: " + put.skip_reason
+                                      : "no token: the token PUT ended with " + describe(put);
+  for (const std::size_t observation : family.token_followups) {
+    state.out.observations[observation].result.skip_reason = reason;
+  }
+}
+
+void Collector::abort(Request& request, const std::string& skip_reason) {
+  HttpResult& result = result_of(request);
+  FamilyState& family = family_of(request);
+  result.outcome = Outcome::skipped;
+  result.skip_reason = skip_reason;
+  result.latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() -
+                                                                         request.started);
+  if (family.packets && request.local_port != 0) {
+    const PortTtls ttls = family.packets->at(request.local_port);
+    result.handshake_ttl = ttls.handshake_ttl;
+    result.ttl = ttls.data_ttl;
+    result.connected = ttls.handshake_ttl.has_value();
+    family.packets->forget(request.local_port);
+  }
+  if (request.step == Step::token_put) {
+    family.put = nullptr;
+    wipe(request.token);
+    after_put(target_of(request), family, result);
+  }
+  release(request);
+}
+
+// Ends a request's life: out of the multi handle, socket bookkeeping, target bookkeeping.
+void Collector::release(Request& request) {
+  if (request.easy) {
+    curl_multi_remove_handle(multi_.get(), request.easy.get());
+    --running_;
+  }
+  if (request.fd >= 0) by_fd_.erase(request.fd);  // curl may close it later, unknown to us
+  request.easy.reset();
+  TargetState& state = target_of(request);
+  if (--state.outstanding == 0 && state.active) {
+    // Done with this namespace: give its descriptors back before activating more.
+    for (FamilyState& family : state.families) family.packets.reset();
+    state.netns.reset();
+    state.active = false;
+  }
+  const auto found = std::find_if(live_.begin(), live_.end(),
+                                  [&](const auto& owned) { return owned.get() == &request; });
+  if (found != live_.end()) live_.erase(found);
+}
+
+void Collector::read_packets() {
+  for (TargetState& state : targets_) {
+    if (!state.active) continue;
+    for (FamilyState& family : state.families) {
+      if (family.packets) family.packets->drain();
+    }
+  }
+}
+
+// Learns each live connection's local port (the kernel picks it at connect()) and what the
+// packet socket has seen for it so far.
+void Collector::observe_ports() {
+  for (const auto& owned : live_) {
+    Request& request = *owned;
+    if (!request.easy) continue;  // queued, not started
+    if (request.local_port == 0 && request.fd >= 0) request.local_port = local_port_of(request.fd);
+    if (request.local_port == 0) continue;
+    FamilyState& family = family_of(request);
+    if (!family.packets) continue;
+    const PortTtls ttls = family.packets->at(request.local_port);
+    if (!family.handshake_ttl && ttls.handshake_ttl) family.handshake_ttl = ttls.handshake_ttl;
+    if (request.step == Step::token_put && !family.put_ttl && ttls.data_ttl) {
+      family.put_ttl = ttls.data_ttl;
+    }
+  }
+}
+
+// IMDS.md: the PUT response leaves with TTL = hop limit H (what the host reads) and each
+// forwarding hop takes one off. A namespace d >= H hops further away never gets it: say so now
+// instead of sitting out the timeout.
+void Collector::predict_dropped_puts() {
+  if (!host_) return;
+  const TargetState& host = targets_[0];
+  for (std::size_t f = 0; f < endpoints_.size(); ++f) {
+    const FamilyState& at_host = host.families[f];
+    if (!at_host.put_ttl || !at_host.handshake_ttl) continue;
+    const int hop_limit = *at_host.put_ttl;
+    for (std::size_t t = 1; t < targets_.size(); ++t) {
+      TargetState& state = targets_[t];
+      if (!state.active) continue;
+      FamilyState& family = state.families[f];
+      if (family.put == nullptr || !family.handshake_ttl) continue;
+      const int distance = *at_host.handshake_ttl - *family.handshake_ttl;
+      if (distance < hop_limit) continue;
+      abort(*family.put, "predicted: PUT response TTL " + std::to_string(hop_limit) +
+                             " at the host cannot cross " + std::to_string(distance) + " hops");
+    }
+  }
+}
+
+void Collector::expire_everything() {
+  const std::string message =
+      "overall deadline of " + std::to_string(config_.deadline.count()) + " ms reached";
+  while (!live_.empty()) {
+    Request& request = *live_.front();
+    HttpResult& result = result_of(request);
+    if (request.easy) {
+      FamilyState& family = family_of(request);
+      result.outcome = Outcome::timeout;
+      result.error = message;
+      result.latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() -
+                                                                             request.started);
+      if (family.packets) {
+        family.packets->drain();
+        if (request.local_port == 0 && request.fd >= 0) {
+          request.local_port = local_port_of(request.fd);
+        }
+        const PortTtls ttls = family.packets->at(request.local_port);
+        result.handshake_ttl = ttls.handshake_ttl;
+        result.ttl = ttls.data_ttl;
+        result.connected = ttls.handshake_ttl.has_value();
+      }
+      if (request.step == Step::token_put) family.put = nullptr;
+    }  // else: queued, never started; keeps "not started before the overall deadline"
+    release(request);
+  }
+  ready_.clear();
+}
+
+// Unprivileged exact hop limit (IMDS.md): with IP_MINTTL = k the kernel drops the PUT response
+// unless it arrives with TTL >= k. The host got a token, so k = 1 works; find the largest k.
+void Collector::search_hop_limit(CollectResult& result) {
+  if (!host_) return;
+  for (std::size_t f = 0; f < endpoints_.size(); ++f) {
+    FamilyState& family = targets_[0].families[f];
+    if (!family.put_succeeded) continue;
+    int works = 1;
+    int fails = kMaxHopLimit + 1;
+    while (fails - works > 1) {
+      const int middle = works + (fails - works) / 2;
+      const std::optional<bool> ok = put_with_min_ttl(0, family, middle);
+      if (!ok) return;  // out of time or a local error: no claim at all
+      (*ok ? works : fails) = middle;
+    }
+    result.searched_hop_limit = works;
+    return;
+  }
+}
+
+std::optional<bool> Collector::put_with_min_ttl(std::size_t host, FamilyState& family,
+                                                int min_ttl) {
+  const milliseconds budget = std::min(config_.search_timeout, remaining());
+  if (budget.count() < 10) return std::nullopt;
+  TargetState& state = targets_[host];
+  // A scratch observation: the search's PUTs are not part of the reported observations.
+  Observation scratch;
+  scratch.step = Step::token_put;
+  scratch.family = family.endpoint->family;
+  scratch.path = kTokenPath;
+  state.out.observations.push_back(scratch);
+  const std::size_t index = state.out.observations.size() - 1;
+  Request& request = make_request(state, family, index);
+  request.min_ttl = min_ttl;
+  configure(request, budget);
+  request.started = Clock::now();
+  const CURLcode code = curl_easy_perform(request.easy.get());
+  long status = 0;
+  curl_easy_getinfo(request.easy.get(), CURLINFO_RESPONSE_CODE, &status);
+  std::optional<bool> answer;
+  if (request.socket_errno == 0) {
+    const Outcome outcome = outcome_from_curl(code, 0, request.error_buffer.data());
+    if (code == CURLE_OK) {
+      answer = status == 200 && plausible_token(request.token);
+    } else if (outcome == Outcome::timeout || outcome == Outcome::reset) {
+      answer = false;  // the response was dropped by IP_MINTTL (or the server gave up)
+    }
+  }
+  wipe(request.token);
+  request.easy.reset();
+  --state.outstanding;
+  live_.pop_back();
+  state.out.observations.pop_back();
+  return answer;
+}
+
+void Collector::set_distances() {
+  if (!host_) return;
+  const TargetState& host = targets_[0];
+  for (std::size_t t = 1; t < targets_.size(); ++t) {
+    TargetState& state = targets_[t];
+    if (state.out.target.is_host) {
+      state.out.distance = 0;
+      continue;
+    }
+    for (std::size_t f = 0; f < endpoints_.size(); ++f) {
+      const auto& at_host = host.families[f].handshake_ttl;
+      const auto& here = state.families[f].handshake_ttl;
+      if (!at_host || !here) continue;
+      const int distance = *at_host - *here;
+      if (distance >= 0 && distance <= kMaxHopLimit) {
+        state.out.distance = distance;
+        break;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+CollectResult collect(const CollectConfig& config, const std::vector<NetnsTarget>& targets) {
+  Collector collector(config, targets);
+  return collector.run();
+}
+
+}  // namespace imds

@@ -1,0 +1,66 @@
+// Collection: runs every request of every target namespace concurrently on one curl multi
+// handle, reads SYN-ACK and response TTLs with packet sockets, and returns plain Observations.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "model.hpp"
+
+namespace imds {
+
+inline constexpr std::size_t kMaxTargets = 4096;
+
+struct CollectConfig {
+  // Base URLs without a path. --endpoint may replace them (e.g. http://127.0.0.1:8080);
+  // the packet-socket filter follows the host and port given here.
+  std::string endpoint_v4 = "http://169.254.169.254";
+  std::string endpoint_v6 = "http://[fd00:ec2::254]";
+  bool probe_v6 = true;
+  bool probe_v1 = true;        // tokenless GET (counts in MetadataNoToken)
+  bool probe_listing = true;   // GET /latest/meta-data/ (tags/ or not)
+  bool probe_identity = true;  // host only: ami-id, placement/region, placement/availability-zone
+  std::string probe_path = "/latest/meta-data/instance-id";
+  int token_ttl_seconds = 60;  // 1..21600
+  std::chrono::milliseconds connect_timeout{1000};
+  std::chrono::milliseconds request_timeout{2000};  // per request, from its start
+  std::chrono::milliseconds deadline{8000};         // hard bound for the whole run
+  bool packet_ttl = true;               // try AF_PACKET (needs CAP_NET_RAW); silent fallback
+  bool exact_hop_limit_search = false;  // IP_MINTTL binary search from the host (no privileges)
+  std::chrono::milliseconds search_timeout{500};  // per PUT of the search
+  std::size_t max_body_bytes = 64 * 1024;
+  std::size_t max_parallel = 64;  // concurrent connections (far below the 1024 pps limit)
+};
+
+struct CollectResult {
+  // One entry per input target, same order. Each has, per probed family, in this order:
+  // token_put, v2_get, listing, identity... (host only), v1_get; requests not sent are
+  // present with Outcome::skipped and a skip_reason.
+  std::vector<TargetObservations> targets;
+  bool packet_ttl_available = false;      // at least one packet socket could be opened
+  std::optional<int> searched_hop_limit;  // IP_MINTTL search result (exact_hop_limit_search)
+  ProxyEnvironment proxy;                 // from this process's environment
+};
+
+// Never throws for network or namespace failures: those are values in the result
+// (Observation outcomes, TargetObservations::error). Throws std::invalid_argument for an
+// unusable configuration (bad endpoint URL, more than kMaxTargets targets, a probe_path
+// that is forbidden, token TTL out of range).
+CollectResult collect(const CollectConfig& config, const std::vector<NetnsTarget>& targets);
+
+// Proxy variables that would send SDK/curl traffic for http://169.254.169.254 to a proxy:
+// http_proxy, HTTP_PROXY, all_proxy, ALL_PROXY (first one set wins), and whether
+// no_proxy/NO_PROXY exempts 169.254.169.254 (exact, "*", domain-suffix or CIDR match).
+ProxyEnvironment proxy_environment(const std::function<const char*(const char*)>& getenv_fn);
+ProxyEnvironment collect_proxy_environment();  // proxy_environment(::getenv)
+
+// True for paths a probe must never request: they carry secrets
+// (iam/security-credentials, identity-credentials, user-data).
+bool is_forbidden_path(std::string_view path);
+
+}  // namespace imds

@@ -1,0 +1,131 @@
+// diagnose(): resolves the targets, builds the simulated container when asked, collects,
+// infers and makes the findings. Reusable by the CLI and the agent: no output, no exit.
+#include "diagnose.hpp"
+
+#include <curl/curl.h>
+
+#include <ctime>
+#include <memory>
+#include <set>
+
+#include "config.h"
+#include "inference.hpp"
+
+namespace imds {
+namespace {
+
+// The host part of a base URL when it is an IP literal (for the simulated container's
+// route lookup); nullopt for names and bad URLs.
+std::optional<std::string> ip_host(const std::string& url) {
+  std::unique_ptr<CURLU, void (*)(CURLU*)> u(curl_url(), curl_url_cleanup);
+  if (!u || curl_url_set(u.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) return {};
+  char* host = nullptr;
+  if (curl_url_get(u.get(), CURLUPART_HOST, &host, 0) != CURLUE_OK || host == nullptr) return {};
+  std::string h = host;
+  curl_free(host);
+  if (h.size() > 2 && h.front() == '[' && h.back() == ']') return h.substr(1, h.size() - 2);
+  const bool literal = h.find_first_not_of("0123456789.") == std::string::npos ||
+                       h.find(':') != std::string::npos;
+  if (!literal) return {};
+  return h;
+}
+
+}  // namespace
+
+std::string rfc3339_utc(std::chrono::system_clock::time_point t) {
+  using namespace std::chrono;
+  const auto secs = time_point_cast<seconds>(t);
+  const auto ms = duration_cast<milliseconds>(t - secs).count();
+  const std::time_t tt = system_clock::to_time_t(secs);
+  std::tm tm{};
+  ::gmtime_r(&tt, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  char out[48];
+  std::snprintf(out, sizeof out, "%s.%03lldZ", buf, static_cast<long long>(ms));
+  return out;
+}
+
+std::vector<NetnsTarget> resolve_targets(const ProbeOptions& options,
+                                         std::vector<std::string>* notes) {
+  std::vector<NetnsTarget> targets;
+  std::set<std::uint64_t> seen;
+  auto host = host_target();
+  if (!host) throw ProbeConfigError("cannot identify the host network namespace: " + host.error());
+  seen.insert(host.value().inode);
+  targets.push_back(host.value());
+
+  auto add = [&](Result<NetnsTarget> r) {
+    if (!r) throw ProbeConfigError(r.error());
+    if (!seen.insert(r.value().inode).second) {
+      if (notes != nullptr)
+        notes->push_back(r.value().path + " is a namespace already probed; probed once");
+      return;
+    }
+    targets.push_back(std::move(r.value()));
+  };
+  for (const auto& path : options.netns_paths) add(target_for_path(path));
+  for (const pid_t pid : options.pids) add(target_for_pid(pid));
+  for (const auto& id : options.containers) add(target_for_container(id));
+
+  if (options.all_containers) {
+    auto found = discover_containers(options.discovery);
+    for (auto& t : found.targets) {
+      if (seen.insert(t.inode).second) targets.push_back(std::move(t));
+    }
+    if (notes != nullptr) notes->insert(notes->end(), found.notes.begin(), found.notes.end());
+  }
+  if (targets.size() > kMaxTargets) {
+    throw ProbeConfigError("too many namespaces (" + std::to_string(targets.size()) +
+                           "); the probe handles at most " + std::to_string(kMaxTargets));
+  }
+  return targets;
+}
+
+Diagnosis diagnose(const ProbeOptions& options, std::vector<std::string>* notes) {
+  const auto started = std::chrono::system_clock::now();
+  const auto t0 = std::chrono::steady_clock::now();
+
+  auto targets = resolve_targets(options, notes);
+  std::unique_ptr<SimulatedContainer> simulated;
+  if (options.simulate_container) {
+    SimulatedContainer::Options sim_options;
+    sim_options.ipv6 = options.collect.probe_v6;
+    if (auto h = ip_host(options.collect.endpoint_v4)) sim_options.imds_v4 = *h;
+    if (auto h = ip_host(options.collect.endpoint_v6)) sim_options.imds_v6 = *h;
+    auto sim = SimulatedContainer::create(sim_options);
+    if (!sim) throw ProbeConfigError(sim.error());
+    simulated = std::move(sim.value());
+    targets.push_back(simulated->target());
+  }
+
+  CollectResult collected = collect(options.collect, targets);
+  if (simulated) {
+    for (const auto& e : simulated->remove()) {
+      if (notes != nullptr) notes->push_back("simulated container teardown: " + e);
+    }
+  }
+
+  Diagnosis d;
+  d.tool_version = options.tool_version.empty() ? IMDS_VERSION : options.tool_version;
+  d.started_at = rfc3339_utc(started);
+  d.endpoint_v4 = options.collect.endpoint_v4;
+  d.endpoint_v6 = options.collect.probe_v6 ? options.collect.endpoint_v6 : "";
+  d.v1_probed = options.collect.probe_v1;
+  d.packet_ttl_available = collected.packet_ttl_available;
+  d.searched_hop_limit = collected.searched_hop_limit;
+  d.proxy = collected.proxy;
+  d.expectations = options.expectations;
+  d.targets = std::move(collected.targets);
+  for (auto& t : d.targets) {
+    // One veth hop from the host by construction, whatever the TTLs could show.
+    if (t.target.source == "simulated" && !t.distance) t.distance = 1;
+  }
+  d.inference = infer(d);
+  d.findings = make_findings(d);
+  d.duration = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - t0);
+  return d;
+}
+
+}  // namespace imds

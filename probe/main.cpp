@@ -1,0 +1,381 @@
+// imds-probe: one-shot diagnosis of the instance metadata service's options from the host and
+// every container namespace. A thin front-end: parses flags, calls diagnose(), renders.
+#include <curl/curl.h>
+#include <unistd.h>
+
+#include <boost/program_options.hpp>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config.h"
+#include "diagnose.hpp"
+#include "expect.hpp"
+#include "render.hpp"
+
+namespace po = boost::program_options;
+using namespace std::chrono_literals;
+
+namespace {
+
+using imds::kExitUsage;
+constexpr const char* kDefaultSocket = IMDS_RUNSTATEDIR "/imds-agent/imds-agent.sock";
+constexpr std::size_t kMaxStatusBytes = 8 * 1024 * 1024;
+
+// A usage or configuration error: printed as "imds-probe: MESSAGE", exit 2.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+enum class JsonMode { off, short_, pretty };
+
+JsonMode parse_json_mode(const std::string& v) {
+  if (v == "off") return JsonMode::off;
+  if (v == "short") return JsonMode::short_;
+  if (v == "pretty") return JsonMode::pretty;
+  throw UsageError("--json=" + v + ": expected short, pretty or off");
+}
+
+// "2s", "500ms", "1.5s", "1m"; a bare number is seconds. Bounded to [min, max].
+std::chrono::milliseconds parse_duration(const std::string& flag, const std::string& text,
+                                         std::chrono::milliseconds min,
+                                         std::chrono::milliseconds max) {
+  auto bad = [&] {
+    return UsageError(flag + " " + text +
+                      ": expected a duration such as 500ms, 2s or 1.5s (between " +
+                      std::to_string(min.count()) + " ms and " +
+                      std::to_string(max.count() / 1000) + " s)");
+  };
+  if (text.empty() || text.size() > 32) throw bad();
+  double value = 0;
+  const char* begin = text.data();
+  const char* end = text.data() + text.size();
+  const auto [p, ec] = std::from_chars(begin, end, value);
+  if (ec != std::errc() || p == begin || !std::isfinite(value) || value < 0) throw bad();
+  const std::string unit(p, end);
+  double ms = 0;
+  if (unit.empty() || unit == "s") {
+    ms = value * 1000;
+  } else if (unit == "ms") {
+    ms = value;
+  } else if (unit == "m" || unit == "min") {
+    ms = value * 60000;
+  } else {
+    throw bad();
+  }
+  if (ms < static_cast<double>(min.count()) || ms > static_cast<double>(max.count())) throw bad();
+  return std::chrono::milliseconds(static_cast<long long>(std::llround(ms)));
+}
+
+// An endpoint base URL: http only, a host, optional port, no path/query/credentials.
+std::string check_endpoint(const std::string& flag, const std::string& url) {
+  auto bad = [&](const std::string& why) {
+    return UsageError(flag + " " + url + ": " + why + " (expected e.g. http://169.254.169.254 "
+                      "or http://127.0.0.1:8080)");
+  };
+  if (url.size() > 256) throw bad("too long");
+  std::unique_ptr<CURLU, void (*)(CURLU*)> u(curl_url(), curl_url_cleanup);
+  if (!u) throw std::bad_alloc();
+  if (curl_url_set(u.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK)
+    throw bad("not a URL");
+  auto part = [&](CURLUPart which) -> std::optional<std::string> {
+    char* s = nullptr;
+    if (curl_url_get(u.get(), which, &s, 0) != CURLUE_OK || s == nullptr) return std::nullopt;
+    std::string out = s;
+    curl_free(s);
+    return out;
+  };
+  const auto scheme = part(CURLUPART_SCHEME);
+  if (!scheme || *scheme != "http") throw bad("only http:// is supported (the IMDS speaks plain HTTP)");
+  const auto host = part(CURLUPART_HOST);
+  if (!host || host->empty()) throw bad("no host");
+  if (part(CURLUPART_USER) || part(CURLUPART_PASSWORD)) throw bad("credentials are not allowed");
+  if (part(CURLUPART_QUERY) || part(CURLUPART_FRAGMENT)) throw bad("no query or fragment allowed");
+  const auto path = part(CURLUPART_PATH);
+  if (path && !path->empty() && *path != "/") throw bad("give the base URL without a path");
+  std::string base = "http://" + *host;
+  if (const auto port = part(CURLUPART_PORT)) base += ":" + *port;
+  return base;
+}
+
+pid_t parse_pid(const std::string& text) {
+  long v = 0;
+  const auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (text.empty() || ec != std::errc() || p != text.data() + text.size() || v <= 0 ||
+      v > 0x3fffffff) {
+    throw UsageError("--pid " + text + ": expected a process id (a positive number)");
+  }
+  return static_cast<pid_t>(v);
+}
+
+bool colour_wanted(bool no_color_flag) {
+  if (no_color_flag) return false;
+  const char* nc = std::getenv("NO_COLOR");
+  if (nc != nullptr && *nc != '\0') return false;
+  return ::isatty(STDOUT_FILENO) == 1;
+}
+
+void print_json(const nlohmann::json& j, JsonMode mode) {
+  std::cout << (mode == JsonMode::pretty ? j.dump(2) : j.dump()) << '\n';
+}
+
+std::string usage_header() {
+  return "Usage: imds-probe [OPTIONS]\n"
+         "       imds-probe status [--socket PATH] [--json=MODE]\n"
+         "\n"
+         "Diagnoses what the EC2 instance metadata service (IMDS) enforces (HttpTokens, hop\n"
+         "limit, endpoint, IPv6, tags) from this namespace and from container namespaces, and\n"
+         "says what each container will experience and the command that fixes it.\n";
+}
+
+std::string help_footer() {
+  return "\nExpectations (--expect, repeatable), one of:\n  " +
+         std::string(imds::expectation_forms()) +
+         "\n\n"
+         "Exit status: 0 healthy and compliant; 1 a finding at warning or worse (or an\n"
+         "expectation not met); 2 usage or configuration error; 3 IMDS unreachable from the\n"
+         "host.\n"
+         "\n"
+         "Safety: never requests credentials or user data, never prints a token. The tokenless\n"
+         "IMDSv1 GET is counted by CloudWatch as MetadataNoToken; use --no-v1 to skip it.\n"
+         "See imds-probe(1).\n";
+}
+
+// GET /v1/status from the agent's Unix socket.
+int agent_status(const std::string& socket_path, JsonMode mode) {
+  std::unique_ptr<CURL, void (*)(CURL*)> curl(curl_easy_init(), curl_easy_cleanup);
+  if (!curl) throw std::bad_alloc();
+  std::string body;
+  bool too_big = false;
+  struct Sink {
+    std::string* body;
+    bool* too_big;
+  } sink{&body, &too_big};
+  auto write = +[](char* data, size_t size, size_t n, void* user) -> size_t {
+    auto* s = static_cast<Sink*>(user);
+    if (s->body->size() + size * n > kMaxStatusBytes) {
+      *s->too_big = true;
+      return 0;
+    }
+    s->body->append(data, size * n);
+    return size * n;
+  };
+  curl_easy_setopt(curl.get(), CURLOPT_UNIX_SOCKET_PATH, socket_path.c_str());
+  curl_easy_setopt(curl.get(), CURLOPT_URL, "http://localhost/v1/status");
+  curl_easy_setopt(curl.get(), CURLOPT_PROXY, "");
+  curl_easy_setopt(curl.get(), CURLOPT_NOPROXY, "*");
+  curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, 5000L);
+  curl_easy_setopt(curl.get(), CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(curl.get(), CURLOPT_WRITEFUNCTION, write);
+  curl_easy_setopt(curl.get(), CURLOPT_WRITEDATA, &sink);
+  const CURLcode rc = curl_easy_perform(curl.get());
+  if (rc != CURLE_OK) {
+    std::cerr << "imds-probe: cannot read the agent's status from " << socket_path << ": "
+              << (too_big ? "answer larger than 8 MiB" : curl_easy_strerror(rc))
+              << " (is imds-agent running? `systemctl status imds-agent`)\n";
+    return kExitUsage;
+  }
+  long status = 0;
+  curl_easy_getinfo(curl.get(), CURLINFO_RESPONSE_CODE, &status);
+  const auto doc = nlohmann::json::parse(body, nullptr, false);
+  if (status != 200 || doc.is_discarded() || !doc.is_object()) {
+    std::cerr << "imds-probe: the agent at " << socket_path << " answered HTTP " << status
+              << (doc.is_discarded() ? " with a body that is not JSON" : "") << '\n';
+    return kExitUsage;
+  }
+  // The agent serves the probe's JSON schema plus its own state. There is no reader of that
+  // schema back into a Diagnosis yet, so people get it pretty-printed too.
+  print_json(doc, mode == JsonMode::off ? JsonMode::pretty : mode);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  std::string json_text = "off";
+  std::vector<std::string> netns, containers, netns_dirs, excludes, expects, pids;
+  std::string endpoint, endpoint_v6, timeout, deadline, socket_path = kDefaultSocket;
+
+  po::options_description targets("Targets (the host namespace is always probed)");
+  targets.add_options()
+      ("all-containers", "discover every other network namespace: /run/netns, "
+                         "/run/docker/netns and /proc/*/ns/net, one probe per distinct namespace")
+      ("netns", po::value(&netns)->value_name("PATH"),
+       "also probe the namespace at PATH (e.g. /run/netns/NAME); repeatable")
+      ("pid", po::value(&pids)->value_name("PID"),
+       "also probe the network namespace of process PID; repeatable")
+      ("container", po::value(&containers)->value_name("ID"),
+       "also probe the container whose id starts with ID (from /proc/*/cgroup); repeatable")
+      ("netns-dir", po::value(&netns_dirs)->value_name("DIR"),
+       "with --all-containers: read named namespaces from DIR instead of /run/netns and "
+       "/run/docker/netns; repeatable")
+      ("exclude-netns", po::value(&excludes)->value_name("PATH"),
+       "with --all-containers: skip the namespace at PATH; repeatable")
+      ("no-proc-scan", "with --all-containers: do not look at /proc/*/ns/net")
+      ("simulate-container",
+       "also probe from a temporary bridge namespace one hop away (veth, forwarding, "
+       "masquerade in its own nftables table), removed afterwards; needs root");
+  po::options_description requests("Requests");
+  requests.add_options()
+      ("no-v1", "do not send the tokenless IMDSv1 GET (it counts in MetadataNoToken)")
+      ("no-ipv6", "do not probe the IPv6 endpoint")
+      ("exact-hop-limit", "without packet sockets, find the exact hop limit with an IP_MINTTL "
+                          "search (up to 6 more token PUTs from the host)")
+      ("no-packet-ttl", "do not read TTLs with packet sockets (even with CAP_NET_RAW)")
+      ("endpoint", po::value(&endpoint)->value_name("URL"),
+       "IPv4 IMDS base URL (default http://169.254.169.254)")
+      ("endpoint-v6", po::value(&endpoint_v6)->value_name("URL"),
+       "IPv6 IMDS base URL (default http://[fd00:ec2::254])")
+      ("timeout", po::value(&timeout)->value_name("DURATION"),
+       "per-request timeout, e.g. 2s or 500ms (default 2s; 10ms..60s)")
+      ("deadline", po::value(&deadline)->value_name("DURATION"),
+       "hard bound for the whole run (default 8s or 4 x --timeout; 100ms..10m)");
+  po::options_description policy("Policy");
+  policy.add_options()
+      ("expect", po::value(&expects)->value_name("EXPR"),
+       "expected option, e.g. http-tokens=required, hop-limit=>=2, imds-support=v2.0; "
+       "a mismatch is a finding; repeatable");
+  po::options_description output("Output");
+  output.add_options()
+      ("json", po::value(&json_text)->value_name("MODE")->implicit_value("pretty"),
+       "print JSON: short, pretty or off (bare --json means pretty)")
+      ("no-color", "no colours (also when NO_COLOR is set or stdout is not a terminal)")
+      ("agent", "print the running imds-agent's latest diagnosis instead of probing "
+                "(same as `imds-probe status`)")
+      ("socket", po::value(&socket_path)->value_name("PATH"),
+       "the agent's Unix socket (default " IMDS_RUNSTATEDIR "/imds-agent/imds-agent.sock)")
+      ("version", "print the version and exit")
+      ("help,h", "print this help and exit");
+  po::options_description hidden;
+  hidden.add_options()("command", po::value<std::vector<std::string>>(), "");
+  po::options_description visible;
+  visible.add(targets).add(requests).add(policy).add(output);
+  po::options_description all;
+  all.add(visible).add(hidden);
+  po::positional_options_description positional;
+  positional.add("command", -1);
+
+  try {
+    po::variables_map vm;
+    po::store(po::command_line_parser(argc, argv)
+                  .options(all)
+                  .positional(positional)
+                  .style(po::command_line_style::unix_style &
+                         ~po::command_line_style::allow_guessing)
+                  .run(),
+              vm);
+    po::notify(vm);
+
+    if (vm.count("help") != 0) {
+      std::cout << usage_header() << '\n' << visible << help_footer();
+      return 0;
+    }
+    if (vm.count("version") != 0) {
+      std::cout << "imds-probe " << IMDS_VERSION << '\n';
+      return 0;
+    }
+    const JsonMode json = parse_json_mode(json_text);
+    const bool colour = colour_wanted(vm.count("no-color") != 0);
+
+    bool status_command = vm.count("agent") != 0;
+    if (vm.count("command") != 0) {
+      const auto& words = vm["command"].as<std::vector<std::string>>();
+      if (words.size() != 1 || words[0] != "status") {
+        throw UsageError("unexpected argument '" + words[0] +
+                         "' (the only command is `status`; options start with --)");
+      }
+      status_command = true;
+    }
+    if (status_command) {
+      for (const char* probe_only :
+           {"all-containers", "netns", "pid", "container", "netns-dir", "exclude-netns",
+            "no-proc-scan", "simulate-container", "no-v1", "no-ipv6", "exact-hop-limit",
+            "no-packet-ttl", "endpoint", "endpoint-v6", "timeout", "deadline", "expect"}) {
+        if (vm.count(probe_only) != 0) {
+          throw UsageError(std::string("--") + probe_only +
+                           " is for probing; `status` only reads the agent's latest result");
+        }
+      }
+      if (socket_path.empty() || socket_path.size() > 107) {
+        throw UsageError("--socket: expected a Unix socket path (at most 107 bytes)");
+      }
+      return agent_status(socket_path, json);
+    }
+    if (vm.count("socket") != 0) throw UsageError("--socket only goes with `status` / --agent");
+
+    imds::ProbeOptions options;
+    auto& c = options.collect;
+    options.all_containers = vm.count("all-containers") != 0;
+    if (!options.all_containers) {
+      for (const char* f : {"netns-dir", "exclude-netns", "no-proc-scan"}) {
+        if (vm.count(f) != 0) throw UsageError(std::string("--") + f + " needs --all-containers");
+      }
+    }
+    if (!netns_dirs.empty()) options.discovery.netns_dirs = netns_dirs;
+    for (const auto& d : netns_dirs) {
+      if (d.empty()) throw UsageError("--netns-dir needs a directory");
+    }
+    options.discovery.exclude_paths = excludes;
+    options.discovery.proc_scan = vm.count("no-proc-scan") == 0;
+    options.netns_paths = netns;
+    for (const auto& p : pids) options.pids.push_back(parse_pid(p));
+    options.containers = containers;
+    options.simulate_container = vm.count("simulate-container") != 0;
+
+    c.probe_v1 = vm.count("no-v1") == 0;
+    c.probe_v6 = vm.count("no-ipv6") == 0;
+    c.exact_hop_limit_search = vm.count("exact-hop-limit") != 0;
+    c.packet_ttl = vm.count("no-packet-ttl") == 0;
+    if (!endpoint.empty() || vm.count("endpoint") != 0)
+      c.endpoint_v4 = check_endpoint("--endpoint", endpoint);
+    if (!endpoint_v6.empty() || vm.count("endpoint-v6") != 0)
+      c.endpoint_v6 = check_endpoint("--endpoint-v6", endpoint_v6);
+    if (vm.count("timeout") != 0) {
+      c.request_timeout = parse_duration("--timeout", timeout, 10ms, 60s);
+      c.connect_timeout = std::min(c.connect_timeout, c.request_timeout);
+      c.search_timeout = std::min(c.search_timeout, c.request_timeout);
+    }
+    if (vm.count("deadline") != 0) {
+      c.deadline = parse_duration("--deadline", deadline, 100ms, 10min);
+      if (c.deadline < c.request_timeout) {
+        throw UsageError("--deadline " + deadline + " is shorter than the per-request timeout (" +
+                         std::to_string(c.request_timeout.count()) + " ms)");
+      }
+    } else {
+      c.deadline = std::max(c.deadline, std::chrono::milliseconds(c.request_timeout * 4));
+    }
+    for (const auto& e : expects) {
+      if (auto error = imds::parse_expectation(e, options.expectations)) {
+        throw UsageError("--expect " + e + ": " + *error);
+      }
+    }
+
+    std::vector<std::string> notes;
+    const imds::Diagnosis d = imds::diagnose(options, &notes);
+    for (const auto& n : notes) std::cerr << "imds-probe: note: " << n << '\n';
+    if (json != JsonMode::off) {
+      print_json(imds::to_json(d), json);
+    } else {
+      std::cout << imds::render_text(d, colour);
+    }
+    std::cout.flush();
+    return imds::exit_code(d);
+  } catch (const po::error& e) {
+    std::cerr << "imds-probe: " << e.what() << "\nTry 'imds-probe --help' for the options.\n";
+    return kExitUsage;
+  } catch (const UsageError& e) {
+    std::cerr << "imds-probe: " << e.what() << '\n';
+    return kExitUsage;
+  } catch (const std::invalid_argument& e) {  // ProbeConfigError, collect's config checks
+    std::cerr << "imds-probe: " << e.what() << '\n';
+    return kExitUsage;
+  }
+}

