@@ -406,7 +406,6 @@ void Agent::handle(const ApiRequest& req, std::function<void(ApiResponse)> respo
     if (probing_) {  // coalesce: everyone asking now gets the probe that is running
       if (waiting_.size() >= kMaxWaiting) return respond(error_response(503, "too many waiting"));
       waiting_.push_back(std::move(respond));
-      again_ = true;
       return;
     }
     const auto now = std::chrono::steady_clock::now();

@@ -8,7 +8,6 @@
 namespace imds::agent {
 namespace {
 
-std::string yes_no(bool v) { return v ? "yes" : "no"; }
 std::string enabled_text(bool v) { return v ? "enabled" : "disabled"; }
 
 std::string tristate_text(Tristate t) {

@@ -8,15 +8,6 @@
 
 namespace imds::agent {
 
-bool is_valid_journal_key(std::string_view k) {
-  if (k.empty() || k.size() > 64 || k.front() == '_') return false;
-  if (k.front() >= '0' && k.front() <= '9') return false;
-  for (char c : k) {
-    if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_')) return false;
-  }
-  return true;
-}
-
 std::string_view priority_name(Priority p) {
   static constexpr std::array<std::string_view, 8> names = {
       "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"};

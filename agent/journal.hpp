@@ -10,19 +10,23 @@
 
 namespace imds::agent {
 
-// A journal field name, validated at compile time the way journald validates it at run
-// time: 1-64 characters of A-Z, 0-9 and '_', not starting with a digit or '_' (a leading
-// '_' is reserved for trusted fields the journal adds itself).
+// journald's rule for field names: 1-64 characters of A-Z, 0-9 and '_', not starting with
+// a digit or '_' (a leading '_' is reserved for trusted fields the journal adds itself).
+constexpr bool is_valid_journal_key(std::string_view k) {
+  if (k.empty() || k.size() > 64 || k.front() == '_') return false;
+  if (k.front() >= '0' && k.front() <= '9') return false;
+  for (char c : k) {
+    if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_')) return false;
+  }
+  return true;
+}
+
+// A journal field name checked at compile time: a bad literal does not build.
 class JournalKey {
  public:
   consteval JournalKey(const char* key) : key_(key) {  // NOLINT(google-explicit-constructor)
-    std::string_view k(key);
-    if (k.empty() || k.size() > 64) throw "journal key must have 1..64 characters";
-    if (k.front() == '_') throw "journal key must not start with '_' (reserved)";
-    if (k.front() >= '0' && k.front() <= '9') throw "journal key must not start with a digit";
-    for (char c : k) {
-      bool ok = (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
-      if (!ok) throw "journal key may only hold A-Z, 0-9 and '_'";
+    if (!is_valid_journal_key(key)) {
+      throw "journal keys are 1-64 of A-Z, 0-9, '_', not starting with '_' or a digit";
     }
   }
   [[nodiscard]] constexpr std::string_view view() const { return key_; }
@@ -30,10 +34,6 @@ class JournalKey {
  private:
   const char* key_;
 };
-
-// Run-time check with the same rules, for keys that do not come from a literal (tests use
-// it to prove the compile-time rule and the run-time rule agree).
-bool is_valid_journal_key(std::string_view key);
 
 struct JournalField {
   JournalKey key;

@@ -24,17 +24,17 @@ Millis Schedule::finished(CycleResult result, std::mt19937_64& rng) {
     backoff_ = Millis(0);
     const double spread = config_.jitter * static_cast<double>(config_.interval.count());
     std::uniform_real_distribution<double> dist(-spread, spread);
-    auto delay = Millis(config_.interval.count() + static_cast<long long>(dist(rng)));
-    return std::max(delay, config_.min_probe_gap);
+    const Millis delay(config_.interval.count() + static_cast<long>(dist(rng)));
+    return std::max<Millis>(delay, config_.min_probe_gap);
   }
   ++failures_;
   // interval * 2^(failures-1) after errors: the first keeps the normal pace (a blip),
   // then it doubles; never more than backoff-max, never less than the interval.
   // Throttling (429/503) doubles at once: the service asked us to slow down.
   auto shift = std::min(failures_ - (result == CycleResult::throttled ? 0U : 1U), 20U);
-  auto delay = config_.interval * (1LL << shift);
-  backoff_ = std::min<Millis>(std::max(delay, config_.interval), config_.backoff_max);
-  backoff_ = std::max(backoff_, config_.min_probe_gap);
+  const Millis delay(config_.interval.count() * (1L << shift));
+  backoff_ = std::min<Millis>(std::max<Millis>(delay, config_.interval), config_.backoff_max);
+  backoff_ = std::max<Millis>(backoff_, config_.min_probe_gap);
   return backoff_;
 }
 

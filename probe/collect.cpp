@@ -32,6 +32,7 @@ constexpr std::size_t kMaxHeaderBytes = 16 * 1024;
 constexpr std::size_t kMaxTokenBytes = 4096;
 constexpr std::size_t kMaxProbePathBytes = 512;
 constexpr milliseconds kPollSlice{100};
+constexpr std::size_t kRetiredPacketSocketsBatch = 64;
 constexpr std::string_view kTokenPath = "/latest/api/token";
 constexpr std::string_view kListingPath = "/latest/meta-data/";
 constexpr std::array<std::string_view, 3> kIdentityPaths = {
@@ -266,6 +267,7 @@ class Collector {
   std::size_t running_ = 0;                      // in flight (added to the multi handle)
   std::unordered_map<int, Request*> by_fd_;
   bool packet_ttl_available_ = false;
+  std::vector<UniqueFd> retired_packet_sockets_;  // closed in bulk: see close_packet_sockets
   Clock::time_point deadline_;
   CurlMulti multi_;  // declared last: cleaned up first, while everything it calls back exists
 };
@@ -378,6 +380,7 @@ CollectResult Collector::run() {
     curl_multi_poll(multi_.get(), extra.data(), static_cast<unsigned>(extra.size()),
                     static_cast<int>(std::max(milliseconds{1}, wait).count()), nullptr);
   }
+  close_packet_sockets(retired_packet_sockets_);
   CollectResult result;
   if (config_.exact_hop_limit_search) search_hop_limit(result);
   set_distances();
@@ -726,7 +729,14 @@ void Collector::release(Request& request) {
   TargetState& state = target_of(request);
   if (--state.outstanding == 0 && state.active) {
     // Done with this namespace: give its descriptors back before activating more.
-    for (FamilyState& family : state.families) family.packets.reset();
+    for (FamilyState& family : state.families) {
+      if (!family.packets) continue;
+      retired_packet_sockets_.push_back(std::move(*family.packets).take_fd());
+      family.packets.reset();
+    }
+    if (retired_packet_sockets_.size() >= kRetiredPacketSocketsBatch) {
+      close_packet_sockets(retired_packet_sockets_);
+    }
     state.netns.reset();
     state.active = false;
   }

@@ -82,6 +82,43 @@ std::vector<NetnsTarget> resolve_targets(const ProbeOptions& options,
   return targets;
 }
 
+namespace {
+
+Diagnosis assemble(CollectResult collected, const CollectConfig& config,
+                   const Expectations& expectations, const std::string& tool_version,
+                   std::chrono::system_clock::time_point started,
+                   std::chrono::steady_clock::time_point t0) {
+  Diagnosis d;
+  d.tool_version = tool_version.empty() ? IMDS_VERSION : tool_version;
+  d.started_at = rfc3339_utc(started);
+  d.endpoint_v4 = config.endpoint_v4;
+  d.endpoint_v6 = config.probe_v6 ? config.endpoint_v6 : "";
+  d.v1_probed = config.probe_v1;
+  d.packet_ttl_available = collected.packet_ttl_available;
+  d.searched_hop_limit = collected.searched_hop_limit;
+  d.proxy = collected.proxy;
+  d.expectations = expectations;
+  d.targets = std::move(collected.targets);
+  for (auto& t : d.targets) {
+    // One veth hop from the host by construction, whatever the TTLs could show.
+    if (t.target.source == "simulated" && !t.distance) t.distance = 1;
+  }
+  d.inference = infer(d);
+  d.findings = make_findings(d);
+  d.duration = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - t0);
+  return d;
+}
+
+}  // namespace
+
+Diagnosis diagnose_targets(const std::vector<NetnsTarget>& targets, const CollectConfig& config,
+                           const Expectations& expectations, const std::string& tool_version) {
+  const auto started = std::chrono::system_clock::now();
+  const auto t0 = std::chrono::steady_clock::now();
+  return assemble(collect(config, targets), config, expectations, tool_version, started, t0);
+}
+
 Diagnosis diagnose(const ProbeOptions& options, std::vector<std::string>* notes) {
   const auto started = std::chrono::system_clock::now();
   const auto t0 = std::chrono::steady_clock::now();
@@ -105,27 +142,8 @@ Diagnosis diagnose(const ProbeOptions& options, std::vector<std::string>* notes)
       if (notes != nullptr) notes->push_back("simulated container teardown: " + e);
     }
   }
-
-  Diagnosis d;
-  d.tool_version = options.tool_version.empty() ? IMDS_VERSION : options.tool_version;
-  d.started_at = rfc3339_utc(started);
-  d.endpoint_v4 = options.collect.endpoint_v4;
-  d.endpoint_v6 = options.collect.probe_v6 ? options.collect.endpoint_v6 : "";
-  d.v1_probed = options.collect.probe_v1;
-  d.packet_ttl_available = collected.packet_ttl_available;
-  d.searched_hop_limit = collected.searched_hop_limit;
-  d.proxy = collected.proxy;
-  d.expectations = options.expectations;
-  d.targets = std::move(collected.targets);
-  for (auto& t : d.targets) {
-    // One veth hop from the host by construction, whatever the TTLs could show.
-    if (t.target.source == "simulated" && !t.distance) t.distance = 1;
-  }
-  d.inference = infer(d);
-  d.findings = make_findings(d);
-  d.duration = std::chrono::duration_cast<std::chrono::milliseconds>(
-      std::chrono::steady_clock::now() - t0);
-  return d;
+  return assemble(std::move(collected), options.collect, options.expectations,
+                  options.tool_version, started, t0);
 }
 
 }  // namespace imds

@@ -47,6 +47,12 @@ std::vector<NetnsTarget> resolve_targets(const ProbeOptions& options,
 // diagnosis: skipped discovery entries, leftovers the simulated container could not remove.
 Diagnosis diagnose(const ProbeOptions& options, std::vector<std::string>* notes = nullptr);
 
+// The part of diagnose() after target resolution, for callers that resolve targets
+// themselves (the agent spreads discovered namespaces over cycles): collect -> infer ->
+// findings, and every Diagnosis field filled. `targets` must start with the host.
+Diagnosis diagnose_targets(const std::vector<NetnsTarget>& targets, const CollectConfig& config,
+                           const Expectations& expectations, const std::string& tool_version = "");
+
 // "2026-11-29T01:42:03.123Z"
 std::string rfc3339_utc(std::chrono::system_clock::time_point t);
 

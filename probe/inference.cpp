@@ -80,8 +80,8 @@ Family primary_family(const TargetObservations& t) {
 // Something at the IMDS address talked to this namespace: a handshake or an HTTP answer.
 bool reached(const TargetObservations& t, Family f) {
   return std::any_of(t.observations.begin(), t.observations.end(), [f](const Observation& o) {
-    return o.family == f && (answered(o.result) || o.result.connected ||
-                             o.result.outcome == Outcome::reset);
+    return o.family == f &&
+           (answered(o.result) || o.result.connected || o.result.outcome == Outcome::reset);
   });
 }
 
@@ -148,8 +148,7 @@ bool region_shaped(std::string_view text, std::size_t max) {
   if (text.empty() || text.size() > max) return false;
   const auto lower_alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
   return (text.front() >= 'a' && text.front() <= 'z') && lower_alnum(text.back()) &&
-         std::all_of(text.begin(), text.end(),
-                     [&](char c) { return lower_alnum(c) || c == '-'; });
+         std::all_of(text.begin(), text.end(), [&](char c) { return lower_alnum(c) || c == '-'; });
 }
 
 InstanceIdentity infer_identity(const TargetObservations* host) {
@@ -360,9 +359,8 @@ HopResolution resolve_hop_limit(const Diagnosis& d) {
     h.upper = hi != nullptr ? hi->value : kMaxHopLimit;
     if (h.lower > h.upper) {
       // A token that arrived is hard proof; a missing response may have other causes.
-      out.conflicts.push_back(lo->why + " (hop limit >= " + std::to_string(lo->value) +
-                              "), but " + hi->why + " (hop limit <= " +
-                              std::to_string(hi->value) + ")");
+      out.conflicts.push_back(lo->why + " (hop limit >= " + std::to_string(lo->value) + "), but " +
+                              hi->why + " (hop limit <= " + std::to_string(hi->value) + ")");
       h.upper = kMaxHopLimit;
     } else if (h.lower == h.upper) {
       h.exact = h.lower;
@@ -435,8 +433,8 @@ std::string works_summary(const TargetObservations& t, std::optional<int> dist,
   return "IMDSv2 works (token received " + hops(*dist) + " away)";
 }
 
-std::string no_token_summary(const HttpResult& put, std::optional<int> dist,
-                             const HopLimit& limit, EndpointState endpoint) {
+std::string no_token_summary(const HttpResult& put, std::optional<int> dist, const HopLimit& limit,
+                             EndpointState endpoint) {
   const std::string base = "no IMDSv2 token: ";
   if (put_dropped(put)) {
     if (dist && *dist >= 1 && limit.exact && *limit.exact <= *dist) {
@@ -492,23 +490,19 @@ TargetVerdict verdict_for(const TargetObservations& t, const Inference& inf) {
   if (put != nullptr && ok(put->result)) {
     const bool get_failed = v2 != nullptr && attempted(v2->result) && !ok(v2->result);
     v.imdsv2 = get_failed ? Tristate::no : Tristate::yes;
-  } else if (put != nullptr && (attempted(put->result) || v.predicted)) {
-    v.imdsv2 = Tristate::no;
-  } else if (v.reachable == Tristate::no) {
+  } else if ((put != nullptr && (attempted(put->result) || v.predicted)) ||
+             v.reachable == Tristate::no) {
     v.imdsv2 = Tristate::no;
   }
 
-  // IMDSv1: a tokenless GET answers 200.
-  if (v1 != nullptr && answered(v1->result)) {
-    const int s = v1->result.status;
-    if (s == 200) {
-      v.imdsv1 = Tristate::yes;
-    } else if (s == 401 || s == 403) {
-      v.imdsv1 = Tristate::no;
-    }
-  } else if (v1 != nullptr && attempted(v1->result)) {
-    v.imdsv1 = Tristate::no;
-  } else if (inf.http_tokens == HttpTokens::required || v.reachable == Tristate::no) {
+  // IMDSv1: a tokenless GET answers 200. A throttled or odd answer (429, 503, 404) says
+  // nothing either way; a failed request, a 401 or a 403 means no.
+  const bool v1_inconclusive = v1 != nullptr && answered(v1->result) && v1->result.status != 200 &&
+                               v1->result.status != 401 && v1->result.status != 403;
+  if (v1 != nullptr && ok(v1->result)) {
+    v.imdsv1 = Tristate::yes;
+  } else if (inf.http_tokens == HttpTokens::required || v.reachable == Tristate::no ||
+             (v1 != nullptr && attempted(v1->result) && !v1_inconclusive)) {
     v.imdsv1 = Tristate::no;
   }
 
@@ -565,8 +559,8 @@ FixContext fix_context(const Inference& inf) {
 }
 
 std::string modify_options(const FixContext& c, const std::string& options) {
-  return "aws ec2 modify-instance-metadata-options --instance-id " + c.instance_id +
-         " --region " + c.region + " " + options;
+  return "aws ec2 modify-instance-metadata-options --instance-id " + c.instance_id + " --region " +
+         c.region + " " + options;
 }
 
 std::string ami_route(const FixContext& c) {
@@ -589,9 +583,7 @@ int recommended_hop_limit(const Diagnosis& d) {
   return std::clamp(std::max(2, deepest + 1), 1, kMaxHopLimit);
 }
 
-std::string hop_limit_option(int n) {
-  return "--http-put-response-hop-limit " + std::to_string(n);
-}
+std::string hop_limit_option(int n) { return "--http-put-response-hop-limit " + std::to_string(n); }
 
 std::string endpoint_words(const std::string& url) {
   return url.empty() ? std::string("the IMDS") : "the IMDS at " + printable(url);
@@ -627,14 +619,6 @@ std::string tokens_words(HttpTokens t) {
       return "unknown";
   }
   return "unknown";
-}
-
-std::string hop_limit_words(const HopLimit& h) {
-  if (h.exact) return std::to_string(*h.exact) + " (" + h.method + ")";
-  if (h.method == "none") return "unknown";
-  if (h.upper >= kMaxHopLimit) return ">= " + std::to_string(h.lower) + " (" + h.method + ")";
-  if (h.lower <= 1) return "<= " + std::to_string(h.upper) + " (" + h.method + ")";
-  return std::to_string(h.lower) + ".." + std::to_string(h.upper) + " (" + h.method + ")";
 }
 
 std::string switch_word(bool on) { return on ? "enabled" : "disabled"; }
@@ -730,7 +714,8 @@ void tokens_findings(const Diagnosis& d, const FixContext& c, FindingList& out) 
   if (inf.http_tokens == HttpTokens::optional) {
     const int want = recommended_hop_limit(d);
     std::string options = "--http-tokens required";
-    if (!inf.hop_limit.exact || *inf.hop_limit.exact < want) options += " " + hop_limit_option(want);
+    if (!inf.hop_limit.exact || *inf.hop_limit.exact < want)
+      options += " " + hop_limit_option(want);
     options += " --http-endpoint enabled";
     const bool intended = d.expectations.http_tokens == HttpTokens::optional;
     out.add("tokens-optional", intended ? Severity::notice : Severity::warning, "",
@@ -743,11 +728,13 @@ void tokens_findings(const Diagnosis& d, const FixContext& c, FindingList& out) 
             modify_options(c, options) + "\n" + ami_route(c));
   }
   const auto* host = host_of(d);
-  const bool v1_skipped = [&] {
-    if (!d.v1_probed) return true;
-    if (host == nullptr) return false;
+  // Why no tokenless GET was sent from the host, when none was.
+  const std::optional<std::string> v1_skipped = [&]() -> std::optional<std::string> {
+    if (!d.v1_probed) return "--no-v1";
+    if (host == nullptr) return std::nullopt;
     const Observation* o = find(*host, Step::v1_get, Family::v4);
-    return o != nullptr && o->result.outcome == Outcome::skipped;
+    if (o == nullptr || o->result.outcome != Outcome::skipped) return std::nullopt;
+    return o->result.skip_reason.empty() ? "not sent" : printable(o->result.skip_reason);
   }();
   if (v1_skipped && inf.http_tokens == HttpTokens::unknown) {
     bool v2_works = false;
@@ -757,15 +744,15 @@ void tokens_findings(const Diagnosis& d, const FixContext& c, FindingList& out) 
       }
     }
     out.add("v1-not-probed", Severity::info, "",
-            "IMDSv1 was not probed (--no-v1): HttpTokens cannot be known",
+            "IMDSv1 was not probed (" + *v1_skipped + "): HttpTokens cannot be known",
             std::string("Without one tokenless GET nobody can tell from inside whether IMDSv1 is "
                         "still open (HttpTokens optional) or rejected (required); no metadata "
                         "path exposes the option. ") +
                 (v2_works ? "The token flow worked, so IMDSv2 itself works. " : "") +
                 "Run once without --no-v1 (it adds one count to MetadataNoToken), or ask the "
                 "EC2 API:",
-            "aws ec2 describe-instances --instance-ids " + c.instance_id + " --region " +
-                c.region + " --query 'Reservations[].Instances[].MetadataOptions'");
+            "aws ec2 describe-instances --instance-ids " + c.instance_id + " --region " + c.region +
+                " --query 'Reservations[].Instances[].MetadataOptions'");
   }
 }
 
@@ -779,8 +766,7 @@ void target_findings(const Diagnosis& d, const FixContext& c, FindingList& out) 
     const std::string who = label(t);
     if (v.reachable == Tristate::no) {
       if (!t.target.is_host) {
-        out.add("container-unreachable", Severity::notice, t.target.name,
-                who + ": the IMDS is unreachable from this namespace (" + v.summary + ")",
+        out.add("container-unreachable", Severity::notice, t.target.name, who + ": " + v.summary,
                 "A blackhole route (ECS awsvpc blocking) or a firewall DROP keeps this namespace "
                 "away from the IMDS; when that is intended there is nothing to do. SDKs there "
                 "wait for their connect timeouts and find no credentials.");
@@ -815,8 +801,9 @@ void target_findings(const Diagnosis& d, const FixContext& c, FindingList& out) 
                  " If it is required: " + std::string(kSdkRequired);
       }
       if (r.outcome == Outcome::reset) {
-        detail += " Here the dropped PUT ends in a connection reset, so clients fail at once "
-                  "instead of waiting.";
+        detail +=
+            " Here the dropped PUT ends in a connection reset, so clients fail at once "
+            "instead of waiting.";
       }
       const int need = v.distance ? std::max(want, *v.distance + 1) : want;
       fix = modify_options(c, hop_limit_option(need) + " --http-endpoint enabled");
@@ -826,8 +813,9 @@ void target_findings(const Diagnosis& d, const FixContext& c, FindingList& out) 
                std::string(kSdkOnHttpError);
     }
     if (v.predicted) {
-      detail += " (Predicted from the TTL the host's PUT response arrived with; this namespace's "
-                "PUT was not sent.)";
+      detail +=
+          " (Predicted from the TTL the host's PUT response arrived with; this namespace's "
+          "PUT was not sent.)";
     }
     out.add("container-no-token", severity, t.target.name, who + ": " + v.summary, detail, fix);
   }
@@ -864,8 +852,9 @@ void hop_limit_findings(const Diagnosis& d, const FixContext& c, FindingList& ou
                 std::to_string(want) + " suffices)",
             "Every extra hop lets the token PUT response travel further from the instance (into "
             "nested containers or forwarded networks); " +
-                need + ". Namespaces not probed here (started later, deeper nesting) may need "
-                       "more.",
+                need +
+                ". Namespaces not probed here (started later, deeper nesting) may need "
+                "more.",
             modify_options(c, hop_limit_option(want) + " --http-endpoint enabled"));
   }
 }
@@ -937,7 +926,7 @@ void environment_findings(const Diagnosis& d, FindingList& out) {
 void policy_findings(const Diagnosis& d, const FixContext& c, FindingList& out) {
   const Expectations& e = d.expectations;
   const Inference& inf = d.inference;
-  const auto unverifiable = [&](std::string id, std::string what, std::string why) {
+  const auto unverifiable = [&](std::string id, const std::string& what, std::string why) {
     out.add(std::move(id), Severity::warning, "", "cannot verify the expected " + what,
             std::move(why));
   };
@@ -976,13 +965,12 @@ void policy_findings(const Diagnosis& d, const FixContext& c, FindingList& out) 
     if (known && (h.upper < min || h.lower > max)) {
       const int set = e.hop_limit_max ? min : std::max(min, recommended_hop_limit(d));
       out.add("policy-hop-limit", Severity::error, "",
-              "hop limit is " + hop_limit_words(h) + ", expected " + want,
+              "hop limit is " + describe_hop_limit(h) + ", expected " + want,
               "The policy (--expect) asks for a hop limit of " + want + ".",
-              modify_options(c, hop_limit_option(std::min(set, max)) +
-                                    " --http-endpoint enabled"));
+              modify_options(c, hop_limit_option(std::min(set, max)) + " --http-endpoint enabled"));
     } else if (!known || h.lower < min || h.upper > max) {
       unverifiable("policy-hop-limit", "hop limit " + want,
-                   "The hop limit is only known as " + hop_limit_words(h) +
+                   "The hop limit is only known as " + describe_hop_limit(h) +
                        ". Run with CAP_NET_RAW (packet TTLs) or --exact-hop-limit, or with a "
                        "container namespace (--simulate-container), to pin it down.");
     }
@@ -993,11 +981,11 @@ void policy_findings(const Diagnosis& d, const FixContext& c, FindingList& out) 
     const EndpointState have = inf.endpoint;
     if (have == EndpointState::enabled || have == EndpointState::disabled) {
       if ((have == EndpointState::enabled) != want) {
-        out.add("policy-endpoint", Severity::error, "",
-                "the metadata endpoint is " + switch_word(!want) + ", expected " +
-                    switch_word(want),
-                "The policy (--expect) asks for HttpEndpoint=" + switch_word(want) + ".",
-                modify_options(c, "--http-endpoint " + switch_word(want)));
+        out.add(
+            "policy-endpoint", Severity::error, "",
+            "the metadata endpoint is " + switch_word(!want) + ", expected " + switch_word(want),
+            "The policy (--expect) asks for HttpEndpoint=" + switch_word(want) + ".",
+            modify_options(c, "--http-endpoint " + switch_word(want)));
       }
     } else {
       unverifiable("policy-endpoint", "endpoint=" + switch_word(want),
@@ -1027,6 +1015,17 @@ void policy_findings(const Diagnosis& d, const FixContext& c, FindingList& out) 
 }
 
 }  // namespace
+
+std::string describe_hop_limit(const HopLimit& h) {
+  std::string how = h.method;
+  if (how == "packet-ttl") how = "packet TTL";
+  if (how == "min-ttl-search") how = "IP_MINTTL search";
+  if (h.exact) return std::to_string(*h.exact) + " (" + how + ")";
+  if (h.method == "none" || h.method.empty()) return "unknown";
+  if (h.upper >= kMaxHopLimit) return ">= " + std::to_string(h.lower) + " (" + how + ")";
+  if (h.lower <= 1) return "<= " + std::to_string(h.upper) + " (" + how + ")";
+  return std::to_string(h.lower) + ".." + std::to_string(h.upper) + " (" + how + ")";
+}
 
 bool is_instance_id(std::string_view text) { return hex_id(text, "i-"); }
 bool is_ami_id(std::string_view text) { return hex_id(text, "ami-"); }

@@ -2,6 +2,7 @@
 // namespace will experience, and the findings (with fixes). Pure functions, no I/O.
 #pragma once
 
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -18,6 +19,9 @@ std::vector<Finding> make_findings(const Diagnosis& diagnosis);
 
 // No finding at warning or worse.
 bool is_healthy(const Diagnosis& diagnosis);
+
+// "2 (packet TTL)", ">= 2 (bounds)", "1..3 (bounds)", "unknown": the hop limit in words.
+std::string describe_hop_limit(const HopLimit& limit);
 
 // Validators for text that came from the IMDS, before it goes anywhere near a command
 // line: infer() drops identity values that fail them.

@@ -148,6 +148,61 @@ std::string help_footer() {
          "See imds-probe(1).\n";
 }
 
+// The agent's answer for people: its state, the options it sees, one line per container,
+// the findings. Values come from the agent (JSON): printed through printable().
+std::string printable(const nlohmann::json& v) {
+  std::string s = v.is_string() ? v.get<std::string>() : v.is_null() ? "-" : v.dump();
+  if (s.size() > 200) s = s.substr(0, 200) + "...";
+  for (char& c : s) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  }
+  return s;
+}
+
+std::string agent_status_text(const nlohmann::json& doc) {
+  auto get = [](const nlohmann::json& j, const char* key) -> nlohmann::json {
+    if (!j.is_object()) return nullptr;
+    const auto it = j.find(key);
+    return it == j.end() ? nlohmann::json(nullptr) : *it;
+  };
+  std::string out;
+  const auto agent = get(doc, "agent");
+  out += "imds-agent " + printable(get(agent, "version")) + " (pid " +
+         printable(get(agent, "pid")) + "): " + printable(get(agent, "status")) + "\n";
+  out += "last probe: " + printable(get(agent, "last_probe")) +
+         ", next: " + printable(get(agent, "next_probe")) + "\n";
+  const auto options = get(agent, "options");
+  if (options.is_object()) {
+    out += "options: HttpTokens=" + printable(get(options, "http_tokens")) +
+           ", hop limit=" + printable(get(options, "hop_limit")) +
+           ", endpoint=" + printable(get(options, "http_endpoint")) +
+           ", IPv6=" + printable(get(options, "ipv6")) + ", tags=" + printable(get(options, "tags")) +
+           "\n";
+  }
+  const auto containers = get(agent, "containers");
+  if (containers.is_array() && !containers.empty()) {
+    out += "containers:\n";
+    std::size_t n = 0;
+    for (const auto& c : containers) {
+      if (++n > 500) {
+        out += "  ...\n";
+        break;
+      }
+      out += "  " + printable(get(c, "name")) + "  IMDSv2 " + printable(get(c, "imdsv2")) +
+             "  " + printable(get(c, "verdict")) + "\n";
+    }
+  }
+  const auto findings = get(doc, "findings");
+  if (findings.is_array()) {
+    out += findings.empty() ? "findings: none\n" : "findings:\n";
+    for (const auto& f : findings) {
+      out += "  [" + printable(get(f, "severity")) + "] " + printable(get(f, "id")) + ": " +
+             printable(get(f, "summary")) + "\n";
+    }
+  }
+  return out;
+}
+
 // GET /v1/status from the agent's Unix socket.
 int agent_status(const std::string& socket_path, JsonMode mode) {
   std::unique_ptr<CURL, void (*)(CURL*)> curl(curl_easy_init(), curl_easy_cleanup);
@@ -190,9 +245,17 @@ int agent_status(const std::string& socket_path, JsonMode mode) {
               << (doc.is_discarded() ? " with a body that is not JSON" : "") << '\n';
     return kExitUsage;
   }
-  // The agent serves the probe's JSON schema plus its own state. There is no reader of that
-  // schema back into a Diagnosis yet, so people get it pretty-printed too.
-  print_json(doc, mode == JsonMode::off ? JsonMode::pretty : mode);
+  if (mode != JsonMode::off) {
+    print_json(doc, mode);
+  } else {
+    std::cout << agent_status_text(doc);
+  }
+  // The diagnosis part carries the exit status the probe would have given.
+  const auto code = doc.find("exit_code");
+  if (code != doc.end() && code->is_number_integer()) {
+    const int c = code->get<int>();
+    if (c >= 0 && c <= 3) return c;
+  }
   return 0;
 }
 

@@ -9,9 +9,12 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <system_error>
+#include <thread>
 
 namespace imds {
 
@@ -181,6 +184,25 @@ void PacketTtlSocket::record(const TcpSegment& segment) {
   } else if (segment.payload_bytes > 0 && !ttls.data_ttl) {
     ttls.data_ttl = segment.ttl;
   }
+}
+
+void close_packet_sockets(std::vector<UniqueFd>& sockets) noexcept {
+  constexpr std::size_t kMaxClosers = 64;
+  const std::size_t closers = std::min(sockets.size(), kMaxClosers);
+  if (closers > 1) {
+    try {
+      std::vector<std::jthread> workers;
+      workers.reserve(closers);
+      for (std::size_t first = 0; first < closers; ++first) {
+        workers.emplace_back([&sockets, first, closers] {
+          for (std::size_t i = first; i < sockets.size(); i += closers) sockets[i].reset();
+        });
+      }
+    } catch (const std::system_error&) {
+      // Fewer threads than hoped (all joined by now): what they did not close goes below.
+    }
+  }
+  sockets.clear();
 }
 
 PortTtls PacketTtlSocket::at(std::uint16_t local_port) const {

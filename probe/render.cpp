@@ -249,12 +249,8 @@ json inference_json(const Inference& inf) {
 
 json finding_json(const Finding& f) {
   return {
-      {"id", text(f.id)},
-      {"severity", to_string(f.severity)},
-      {"target", text(f.target)},
-      {"summary", text(f.summary)},
-      {"detail", text(f.detail)},
-      {"fix", text(f.fix)},
+      {"id", text(f.id)},           {"severity", to_string(f.severity)}, {"target", text(f.target)},
+      {"summary", text(f.summary)}, {"detail", text(f.detail)},          {"fix", text(f.fix)},
   };
 }
 
@@ -262,15 +258,15 @@ json finding_json(const Finding& f) {
 
 struct Palette {
   bool on = false;
-  std::string paint(std::string_view code, std::string_view s) const {
+  [[nodiscard]] std::string paint(std::string_view code, std::string_view s) const {
     if (!on) return std::string(s);
     return "\x1b[" + std::string(code) + "m" + std::string(s) + "\x1b[0m";
   }
-  std::string bold(std::string_view s) const { return paint("1", s); }
-  std::string dim(std::string_view s) const { return paint("2", s); }
-  std::string good(std::string_view s) const { return paint("32", s); }
-  std::string bad(std::string_view s) const { return paint("1;31", s); }
-  std::string severity(Severity sev, std::string_view s) const {
+  [[nodiscard]] std::string bold(std::string_view s) const { return paint("1", s); }
+  [[nodiscard]] std::string dim(std::string_view s) const { return paint("2", s); }
+  [[nodiscard]] std::string good(std::string_view s) const { return paint("32", s); }
+  [[nodiscard]] std::string bad(std::string_view s) const { return paint("1;31", s); }
+  [[nodiscard]] std::string severity(Severity sev, std::string_view s) const {
     switch (sev) {
       case Severity::error:
         return paint("1;31", s);
@@ -283,7 +279,7 @@ struct Palette {
     }
     return std::string(s);
   }
-  std::string tristate(Tristate t, std::string_view s) const {
+  [[nodiscard]] std::string tristate(Tristate t, std::string_view s) const {
     switch (t) {
       case Tristate::yes:
         return good(s);
@@ -329,17 +325,6 @@ std::string wrapped(std::string_view s, std::string_view indent, std::size_t wid
   return out;
 }
 
-std::string hop_limit_text(const HopLimit& h) {
-  std::string method = h.method;
-  if (method == "packet-ttl") method = "packet TTL";
-  if (method == "min-ttl-search") method = "IP_MINTTL search";
-  if (h.exact) return std::to_string(*h.exact) + " (" + method + ")";
-  if (h.method == "none" || h.method.empty()) return "unknown";
-  if (h.upper >= kMaxHopLimit) return ">= " + std::to_string(h.lower) + " (" + method + ")";
-  if (h.lower <= 1) return "<= " + std::to_string(h.upper) + " (" + method + ")";
-  return std::to_string(h.lower) + ".." + std::to_string(h.upper) + " (" + method + ")";
-}
-
 std::string switch_text(Tristate t) {
   switch (t) {
     case Tristate::yes:
@@ -381,15 +366,17 @@ std::string verdict_line(const Diagnosis& d, const Palette& p) {
     head = p.good(p.bold("healthy"));
   } else {
     std::vector<std::string> parts;
-    if (counts[3] > 0) parts.push_back(std::to_string(counts[3]) + " error" + (counts[3] > 1 ? "s" : ""));
-    if (counts[2] > 0) parts.push_back(std::to_string(counts[2]) + " warning" + (counts[2] > 1 ? "s" : ""));
+    if (counts[3] > 0)
+      parts.push_back(std::to_string(counts[3]) + " error" + (counts[3] > 1 ? "s" : ""));
+    if (counts[2] > 0)
+      parts.push_back(std::to_string(counts[2]) + " warning" + (counts[2] > 1 ? "s" : ""));
     std::string list;
     for (const auto& part : parts) list += (list.empty() ? "" : ", ") + part;
     head = p.bad("NOT HEALTHY") + " (" + list + ")";
   }
   const Inference& inf = d.inference;
   return "verdict: " + head + "; HttpTokens=" + std::string(to_string(inf.http_tokens)) +
-         ", hop limit=" + hop_limit_text(inf.hop_limit) + ", endpoint=" + endpoint_text(inf) +
+         ", hop limit=" + describe_hop_limit(inf.hop_limit) + ", endpoint=" + endpoint_text(inf) +
          ", IPv6=" + switch_text(inf.ipv6) + ", tags=" + switch_text(inf.tags) + "\n";
 }
 

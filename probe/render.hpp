@@ -2,10 +2,9 @@
 // process exit code. Pure: no I/O; the caller decides where output goes and about colour.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 #include "model.hpp"
 

@@ -191,6 +191,7 @@ class Lab:
         self._next_host_port = 2  # vb<N> on the host bridge and 172.17.0.<N>
         self._emulator: subprocess.Popen[bytes] | None = None
         self._history: list[dict[str, Any]] = []
+        self._children: list[subprocess.Popen[str]] = []
         self._closed = False
         self.imds: Netns
         self.host: Netns
@@ -214,9 +215,6 @@ class Lab:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-    def __hash__(self) -> int:
-        return id(self)
 
     # ----- topology --------------------------------------------------------------------
 
@@ -379,10 +377,13 @@ add rule inet {NFT_TABLE} forward ip6 saddr {ns.v6} ip6 daddr {IMDS_V6} drop
 
     def popen(self, ns: Netns, argv: Sequence[str], env: dict[str, str] | None = None,
               **kwargs: Any) -> subprocess.Popen[str]:
-        """Start argv inside ns in its own process group; the caller waits for it."""
+        """Start argv inside ns in its own process group; the caller waits for it (close()
+        kills the group if it is still running then)."""
         ns = self._check_ns(ns)
-        return subprocess.Popen(["ip", "netns", "exec", ns.name, *argv], env=self.env(env),
+        proc = subprocess.Popen(["ip", "netns", "exec", ns.name, *argv], env=self.env(env),
                                 text=True, start_new_session=True, **kwargs)
+        self._children = [p for p in self._children if p.poll() is None] + [proc]
+        return proc
 
     def exec(self, ns: Netns, argv: Sequence[str], timeout: float = 10,
              env: dict[str, str] | None = None, input: str | None = None
@@ -470,6 +471,10 @@ add rule inet {NFT_TABLE} forward ip6 saddr {ns.v6} ip6 daddr {IMDS_V6} drop
         except FileNotFoundError:
             return ""
 
+    @property
+    def emulator_pid(self) -> int | None:
+        return self._emulator.pid if self.emulator_running() else None
+
     def emulator_running(self) -> bool:
         return self._emulator is not None and self._emulator.poll() is None
 
@@ -553,6 +558,10 @@ add rule inet {NFT_TABLE} forward ip6 saddr {ns.v6} ip6 daddr {IMDS_V6} drop
         self._closed = True
         _live_labs.discard(self)
         errors = []
+        for proc in self._children:
+            if proc.poll() is None:
+                self._kill_group(proc)
+                proc.wait()
         self._stop_emulator_process()
         for name in reversed(list(self._namespaces)):
             r = subprocess.run(["ip", "netns", "del", name], capture_output=True, text=True,

@@ -169,7 +169,7 @@ from lab import Lab
 lab = Lab({build!r})
 lab.add_bridge_container("c1")
 lab.add_dind_container("d")
-print(lab.prefix, lab._emulator.pid, flush=True)
+print(lab.prefix, lab.emulator_pid, flush=True)
 time.sleep(120)
 """
 
@@ -193,8 +193,8 @@ class TeardownTest(unittest.TestCase):
             lab.add_dind_container("d")
             lab.add_firewalled_container("f")
             prefix = lab.prefix
-            assert lab._emulator is not None
-            emulator = lab._emulator.pid
+            emulator = lab.emulator_pid
+            self.assertIsNotNone(emulator)
             self.assertEqual(len(leftovers(prefix)), 7)  # imds host c1 d-outer d f + dir
         self.assertEqual(leftovers(prefix), [])
         self.assertFalse(running(emulator))

@@ -17,8 +17,8 @@ inline constexpr const char* kProbePath = "/latest/meta-data/instance-id";
 inline constexpr const char* kTokenPath = "/latest/api/token";
 inline constexpr const char* kListingPath = "/latest/meta-data/";
 
-inline HttpResult http(int status, std::string body = {}, std::optional<std::string> server =
-                                                             std::string("EC2ws")) {
+inline HttpResult http(int status, std::string body = {},
+                       std::optional<std::string> server = std::string("EC2ws")) {
   HttpResult r;
   r.outcome = Outcome::http;
   r.status = status;
@@ -119,8 +119,9 @@ inline std::vector<Observation> family_observations(const World& w, int distance
     add(Step::token_put, failed(Outcome::refused));
     add(Step::v2_get, skipped("no token: the token PUT ended with connection refused"));
     add(Step::listing, skipped("no token: the token PUT ended with connection refused"));
-    add(Step::v1_get, w.probe_v1 ? failed(Outcome::refused)
-                                 : skipped("tokenless GET disabled (it counts in MetadataNoToken)"));
+    add(Step::v1_get, w.probe_v1
+                          ? failed(Outcome::refused)
+                          : skipped("tokenless GET disabled (it counts in MetadataNoToken)"));
     return out;
   }
   const std::string no_token = "no token: the token PUT did not succeed";
@@ -128,8 +129,8 @@ inline std::vector<Observation> family_observations(const World& w, int distance
   if (!w.endpoint_enabled) {
     add(Step::token_put, http(403));
   } else if (w.hop_limit > distance) {
-    add(Step::token_put, token(w.packet_ttl ? std::optional<int>(w.hop_limit - distance)
-                                            : std::nullopt));
+    add(Step::token_put,
+        token(w.packet_ttl ? std::optional<int>(w.hop_limit - distance) : std::nullopt));
     have_token = true;
   } else if (w.packet_ttl && distance >= 1) {
     add(Step::token_put, predicted(w.hop_limit, distance));
@@ -204,8 +205,8 @@ inline Diagnosis finish(Diagnosis d) {
   return d;
 }
 
-inline Diagnosis world_diagnosis(const World& w, std::vector<std::pair<std::string, int>>
-                                                     containers = {}) {
+inline Diagnosis world_diagnosis(const World& w,
+                                 std::vector<std::pair<std::string, int>> containers = {}) {
   std::vector<TargetObservations> targets{observe_host(w)};
   for (auto& [name, distance] : containers) {
     targets.push_back(observe_container(w, name, distance));

@@ -1,7 +1,7 @@
 // --expect parsing: every accepted form, and errors that name the bad part.
-#include <gtest/gtest.h>
-
 #include "expect.hpp"
+
+#include <gtest/gtest.h>
 
 namespace imds {
 namespace {
@@ -50,9 +50,9 @@ TEST(Expect, SwitchesAcceptEnabledAndDisabled) {
 }
 
 TEST(Expect, HopLimitOutsideOneToSixtyFourIsRejectedWithTheAcceptedRange) {
-  for (const char* text : {"hop-limit=0", "hop-limit=65", "hop-limit=2x", "hop-limit=",
-                           "hop-limit=-1", "hop-limit=>=0", "hop-limit= 2", "hop-limit=>=",
-                           "hop-limit=99999999999999999999"}) {
+  for (const char* text :
+       {"hop-limit=0", "hop-limit=65", "hop-limit=2x", "hop-limit=", "hop-limit=-1",
+        "hop-limit=>=0", "hop-limit= 2", "hop-limit=>=", "hop-limit=99999999999999999999"}) {
     Expectations e;
     const auto error = parse_expectation(text, e);
     ASSERT_TRUE(error.has_value()) << text;

@@ -50,8 +50,9 @@ TEST(Findings, OptionalTokensAreAWarningWithTheFilledInFixAndTheAmiRoute) {
                        "aws ec2 modify-instance-metadata-options --instance-id i-0123456789abcdef0 "
                        "--region us-east-1 --http-tokens required --http-endpoint enabled\n"))
       << f->fix;
-  EXPECT_TRUE(contains(f->fix, "aws ec2 modify-image-attribute --image-id ami-0abcdef1234567890 "
-                               "--region us-east-1 --imds-support v2.0"))
+  EXPECT_TRUE(contains(f->fix,
+                       "aws ec2 modify-image-attribute --image-id ami-0abcdef1234567890 "
+                       "--region us-east-1 --imds-support v2.0"))
       << f->fix;
   EXPECT_TRUE(contains(f->fix, "aws ec2 register-image ... --imds-support v2.0")) << f->fix;
   EXPECT_EQ(exit_code(d), kExitFindings);
@@ -62,8 +63,9 @@ TEST(Findings, SwitchingToRequiredAlsoRaisesTheHopLimitTheContainersNeed) {
   const Diagnosis d = world_diagnosis(w, {{"c1", 1}, {"dind", 2}});
   const Finding* f = find_finding(d, "tokens-optional");
   ASSERT_NE(f, nullptr);
-  EXPECT_TRUE(contains(f->fix, "--http-tokens required --http-put-response-hop-limit 3 "
-                               "--http-endpoint enabled"))
+  EXPECT_TRUE(contains(f->fix,
+                       "--http-tokens required --http-put-response-hop-limit 3 "
+                       "--http-endpoint enabled"))
       << f->fix;
 }
 
@@ -79,8 +81,9 @@ TEST(Findings, RequiredTokensAndHopLimitOneMakeBridgeContainersAnErrorWithSdkCon
     EXPECT_TRUE(contains(f->detail, sdk)) << sdk;
   }
   EXPECT_TRUE(contains(f->detail, "Predicted")) << f->detail;
-  EXPECT_TRUE(contains(f->fix, "--instance-id i-0123456789abcdef0 --region us-east-1 "
-                               "--http-put-response-hop-limit 2 --http-endpoint enabled"))
+  EXPECT_TRUE(contains(f->fix,
+                       "--instance-id i-0123456789abcdef0 --region us-east-1 "
+                       "--http-put-response-hop-limit 2 --http-endpoint enabled"))
       << f->fix;
   EXPECT_FALSE(is_healthy(d));
 }
@@ -276,10 +279,9 @@ TEST(Findings, FindingsComeWorstFirst) {
   d.proxy.variable = "http_proxy";
   d = finish(std::move(d));
   ASSERT_GE(d.findings.size(), 3u);
-  EXPECT_TRUE(std::is_sorted(d.findings.begin(), d.findings.end(),
-                             [](const Finding& a, const Finding& b) {
-                               return a.severity > b.severity;
-                             }));
+  EXPECT_TRUE(
+      std::is_sorted(d.findings.begin(), d.findings.end(),
+                     [](const Finding& a, const Finding& b) { return a.severity > b.severity; }));
 }
 
 // ---- Policy ----
@@ -292,7 +294,7 @@ TEST(Policy, ExpectImdsSupportV2FlagsHopLimitOne) {
   const Finding* f = find_finding(d, "policy-hop-limit");
   ASSERT_NE(f, nullptr);
   EXPECT_EQ(f->severity, Severity::error);
-  EXPECT_TRUE(contains(f->summary, "hop limit is 1 (packet-ttl), expected 2")) << f->summary;
+  EXPECT_TRUE(contains(f->summary, "hop limit is 1 (packet TTL), expected 2")) << f->summary;
   EXPECT_TRUE(contains(f->fix, "--http-put-response-hop-limit 2")) << f->fix;
   EXPECT_EQ(find_finding(d, "policy-http-tokens"), nullptr);
   EXPECT_EQ(exit_code(d), kExitFindings);
@@ -309,8 +311,7 @@ TEST(Policy, ExpectImdsSupportV2IsMetByRequiredAndHopLimitTwo) {
 TEST(Policy, ExpectRequiredTokensFlagsOptionalWithTheFix) {
   World w;
   w.hop_limit = 2;
-  const Diagnosis d =
-      with_expectations(diagnosis({observe_host(w)}, w), {"http-tokens=required"});
+  const Diagnosis d = with_expectations(diagnosis({observe_host(w)}, w), {"http-tokens=required"});
   const Finding* f = find_finding(d, "policy-http-tokens");
   ASSERT_NE(f, nullptr);
   EXPECT_EQ(f->severity, Severity::error);
@@ -320,8 +321,7 @@ TEST(Policy, ExpectRequiredTokensFlagsOptionalWithTheFix) {
 TEST(Policy, ExpectedOptionalTokensTurnTheSsrfWarningIntoANotice) {
   World w;
   w.hop_limit = 2;
-  const Diagnosis d =
-      with_expectations(diagnosis({observe_host(w)}, w), {"http-tokens=optional"});
+  const Diagnosis d = with_expectations(diagnosis({observe_host(w)}, w), {"http-tokens=optional"});
   EXPECT_EQ(find_finding(d, "tokens-optional")->severity, Severity::notice);
   EXPECT_TRUE(is_healthy(d));
 }
@@ -331,8 +331,7 @@ TEST(Policy, ExpectRequiredWithoutV1ProbeCannotBeVerified) {
   w.tokens = HttpTokens::required;
   w.hop_limit = 2;
   w.probe_v1 = false;
-  const Diagnosis d =
-      with_expectations(diagnosis({observe_host(w)}, w), {"http-tokens=required"});
+  const Diagnosis d = with_expectations(diagnosis({observe_host(w)}, w), {"http-tokens=required"});
   const Finding* f = find_finding(d, "policy-http-tokens");
   ASSERT_NE(f, nullptr);
   EXPECT_EQ(f->severity, Severity::warning);

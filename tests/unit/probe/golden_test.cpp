@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include "builders.hpp"
 #include "expect.hpp"
@@ -125,6 +126,39 @@ TEST(Golden, BoundsInterceptorProxyText) {
 }
 
 TEST(Golden, NotOnEc2Json) { expect_golden_json("not-on-ec2.json", not_on_ec2()); }
+
+// Every finding id the scenarios here produce is listed in docs/json-schema.md.
+TEST(Golden, EveryFindingIdIsDocumentedInTheSchema) {
+  std::ifstream in(IMDS_SCHEMA_DOC);
+  ASSERT_TRUE(in.good()) << IMDS_SCHEMA_DOC;
+  std::ostringstream doc;
+  doc << in.rdbuf();
+  World optional_world;
+  optional_world.probe_v1 = false;
+  optional_world.hop_limit = 5;
+  Diagnosis excess = diagnosis({observe_host(optional_world)}, optional_world);
+  excess.proxy.variable = "http_proxy";
+  TargetObservations broken = target("broken", std::nullopt);
+  broken.error = "setns: Operation not permitted";
+  excess.targets.push_back(std::move(broken));
+  const std::vector<Diagnosis> scenarios = {
+      healthy_v2_instance(),
+      broken_bridge_containers(),
+      bounds_interceptor_proxy(),
+      not_on_ec2(),
+      expecting(std::move(excess),
+                {"imds-support=v2.0", "ipv6=enabled", "tags=enabled", "endpoint=disabled"}),
+  };
+  std::size_t seen = 0;
+  for (const auto& d : scenarios) {
+    for (const auto& f : d.findings) {
+      ++seen;
+      EXPECT_NE(doc.str().find("`" + f.id + "`"), std::string::npos)
+          << f.id << " is missing from " << IMDS_SCHEMA_DOC;
+    }
+  }
+  EXPECT_GE(seen, 15u);
+}
 
 }  // namespace
 }  // namespace imds

@@ -1,8 +1,9 @@
 // Inference: what observations prove about the instance's options and each namespace.
+#include "inference.hpp"
+
 #include <gtest/gtest.h>
 
 #include "builders.hpp"
-#include "inference.hpp"
 
 namespace imds {
 namespace {
@@ -176,8 +177,7 @@ TEST(HttpTokens, NoV1MeansHttpTokensUnknownWithFinding) {
   ASSERT_NE(f, nullptr);
   EXPECT_EQ(f->severity, Severity::info);
   EXPECT_NE(f->detail.find("IMDSv2 itself works"), std::string::npos) << f->detail;
-  EXPECT_NE(f->fix.find("describe-instances --instance-ids i-0123456789abcdef0"),
-            std::string::npos)
+  EXPECT_NE(f->fix.find("describe-instances --instance-ids i-0123456789abcdef0"), std::string::npos)
       << f->fix;
   EXPECT_EQ(verdict(d, "host")->imdsv1, Tristate::unknown);
   EXPECT_TRUE(is_healthy(d));
@@ -195,8 +195,8 @@ TEST(HttpTokens, AContainersTokenlessGetTellsWhenTheHostsDidNotAnswer) {
 TEST(HttpTokens, TheImdsOwnAnswerWinsOverAnInterceptors) {
   Diagnosis d = diagnosis({
       with(host_target(), {observation(Step::v1_get, http(401))}),
-      with(target("pod", 1), {observation(Step::v1_get, http(200, "i-0123456789abcdef0",
-                                                               std::string("kiam")))}),
+      with(target("pod", 1),
+           {observation(Step::v1_get, http(200, "i-0123456789abcdef0", std::string("kiam")))}),
   });
   d = finish(std::move(d));
   EXPECT_EQ(d.inference.http_tokens, HttpTokens::required);
@@ -265,9 +265,9 @@ TEST(Endpoint, OnlyLocalErrorsLeaveTheEndpointUnknown) {
 }
 
 TEST(Endpoint, InterceptorThatOnlyFailsMakesTheImdsUnreachable) {
-  Diagnosis d = finish(diagnosis({with(
-      host_target(), {observation(Step::token_put, http(502, "", std::string("squid"))),
-                      observation(Step::v1_get, http(502, "", std::string("squid")))})}));
+  Diagnosis d = finish(diagnosis(
+      {with(host_target(), {observation(Step::token_put, http(502, "", std::string("squid"))),
+                            observation(Step::v1_get, http(502, "", std::string("squid")))})}));
   EXPECT_EQ(d.inference.endpoint, EndpointState::unreachable);
   EXPECT_EQ(d.inference.unreachable_reason, UnreachableReason::intercepted_error);
 }
@@ -282,17 +282,16 @@ TEST(Ipv6, AnsweredIpv6EndpointMeansEnabled) {
 
 TEST(Ipv6, RefusedOrUnreachableIpv6EndpointMeansDisabled) {
   EXPECT_EQ(world_diagnosis(World{}).inference.ipv6, Tristate::no);  // refused (emulator)
-  Diagnosis d = finish(diagnosis({with(host_target(), {observation(Step::token_put,
-                                                                   failed(Outcome::unreachable),
-                                                                   Family::v6)})}));
+  Diagnosis d = finish(diagnosis({with(
+      host_target(), {observation(Step::token_put, failed(Outcome::unreachable), Family::v6)})}));
   EXPECT_EQ(d.inference.ipv6, Tristate::no);
 }
 
 TEST(Ipv6, UnprobedOrOnlyTimedOutIpv6IsUnknown) {
   Diagnosis d = finish(diagnosis({with(host_target(), {observation(Step::token_put, token())})}));
   EXPECT_EQ(d.inference.ipv6, Tristate::unknown);
-  d = finish(diagnosis({with(host_target(), {observation(Step::token_put,
-                                                         failed(Outcome::timeout), Family::v6)})}));
+  d = finish(diagnosis(
+      {with(host_target(), {observation(Step::token_put, failed(Outcome::timeout), Family::v6)})}));
   EXPECT_EQ(d.inference.ipv6, Tristate::unknown);
 }
 
@@ -304,8 +303,9 @@ TEST(Tags, TagsLineInTheListingMeansTagsEnabled) {
 }
 
 TEST(Tags, TagsInsideAnotherLineDoNotCount) {
-  Diagnosis d = finish(diagnosis({with(
-      host_target(), {observation(Step::listing, http(200, "ami-id\nnottags/\ntags/instance\n"))})}));
+  Diagnosis d = finish(diagnosis(
+      {with(host_target(),
+            {observation(Step::listing, http(200, "ami-id\nnottags/\ntags/instance\n"))})}));
   EXPECT_EQ(d.inference.tags, Tristate::no);
 }
 
@@ -333,8 +333,8 @@ TEST(Interception, InterceptorWithoutEc2wsServerIsFlagged) {
 }
 
 TEST(Interception, ServerHeaderMustBeExactlyEc2ws) {
-  Diagnosis d = finish(diagnosis(
-      {with(host_target(), {observation(Step::v1_get, http(200, "x", std::string("EC2ws/1.0")))})}));
+  Diagnosis d = finish(diagnosis({with(
+      host_target(), {observation(Step::v1_get, http(200, "x", std::string("EC2ws/1.0")))})}));
   EXPECT_EQ(d.inference.interception, Tristate::yes);
   EXPECT_EQ(world_diagnosis(World{}).inference.interception, Tristate::no);
 }
@@ -365,9 +365,9 @@ TEST(Identity, ValuesOfTheWrongShapeAreDropped) {
 TEST(Identity, ValidatorsAcceptRealShapesOnly) {
   EXPECT_TRUE(is_instance_id("i-0123abcd"));
   EXPECT_TRUE(is_instance_id("i-0123456789abcdef0"));
-  EXPECT_FALSE(is_instance_id("i-0123abc"));              // too short
-  EXPECT_FALSE(is_instance_id("i-0123456789abcdef01"));   // too long
-  EXPECT_FALSE(is_instance_id("i-0123456789ABCDEF0"));    // upper case
+  EXPECT_FALSE(is_instance_id("i-0123abc"));             // too short
+  EXPECT_FALSE(is_instance_id("i-0123456789abcdef01"));  // too long
+  EXPECT_FALSE(is_instance_id("i-0123456789ABCDEF0"));   // upper case
   EXPECT_FALSE(is_instance_id("ami-0123456789abcdef0"));
   EXPECT_TRUE(is_ami_id("ami-0abcdef1234567890"));
   EXPECT_FALSE(is_ami_id("ami-0abcdef123456789 "));
@@ -438,8 +438,8 @@ TEST(Verdict, OptionalTokensLetBridgeContainersFallBackToImdsv1) {
 TEST(Verdict, BlackholedContainerIsUnreachable) {
   World w;
   w.hop_limit = 2;
-  const Diagnosis d = finish(
-      diagnosis({observe_host(w), cut_off(target("task", 1), Outcome::unreachable)}, w));
+  const Diagnosis d =
+      finish(diagnosis({observe_host(w), cut_off(target("task", 1), Outcome::unreachable)}, w));
   const TargetVerdict* task = verdict(d, "task");
   EXPECT_EQ(task->reachable, Tristate::no);
   EXPECT_EQ(task->imdsv2, Tristate::no);
@@ -457,6 +457,13 @@ TEST(Verdict, UnenterableNamespaceSaysWhy) {
   EXPECT_NE(find_finding(d, "target-not-probed", "cni-1234"), nullptr);
 }
 
+TEST(Verdict, ThrottledTokenlessAnswerDecidesNothingAboutImdsv1) {
+  Diagnosis d = finish(diagnosis({with(host_target(), {observation(Step::token_put, token(1)),
+                                                       observation(Step::v1_get, http(429))})}));
+  EXPECT_EQ(d.inference.http_tokens, HttpTokens::unknown);
+  EXPECT_EQ(verdict(d, "host")->imdsv1, Tristate::unknown);
+}
+
 TEST(Verdict, HostWorksWithTheHopLimitNamed) {
   World w;
   w.hop_limit = 2;
@@ -464,9 +471,8 @@ TEST(Verdict, HostWorksWithTheHopLimitNamed) {
 }
 
 TEST(Verdict, TokenWithoutDataIsNotImdsv2Working) {
-  Diagnosis d = finish(diagnosis({with(
-      host_target(),
-      {observation(Step::token_put, token()), observation(Step::v2_get, http(401))})}));
+  Diagnosis d = finish(diagnosis({with(host_target(), {observation(Step::token_put, token()),
+                                                       observation(Step::v2_get, http(401))})}));
   EXPECT_EQ(verdict(d, "host")->imdsv2, Tristate::no);
   EXPECT_NE(verdict(d, "host")->summary.find("GET with it failed: HTTP 401"), std::string::npos);
 }

@@ -1,8 +1,9 @@
 // Renderers: JSON carries everything (and never a token), text is safe on a terminal.
+#include "render.hpp"
+
 #include <gtest/gtest.h>
 
 #include "builders.hpp"
-#include "render.hpp"
 
 namespace imds {
 namespace {
@@ -18,7 +19,8 @@ Diagnosis with_leaked_token() {
   w.hop_limit = 2;
   TargetObservations host = observe_host(w);
   for (auto& o : host.observations) {
-    if (o.step == Step::token_put && o.result.outcome == Outcome::http) o.result.body = kSecretToken;
+    if (o.step == Step::token_put && o.result.outcome == Outcome::http)
+      o.result.body = kSecretToken;
   }
   return finish(diagnosis({std::move(host)}, w));
 }
@@ -127,8 +129,9 @@ TEST(Text, OneLinePerTargetWithDistanceAndResults) {
   World w;
   w.tokens = HttpTokens::required;
   const std::string text = render_text(world_diagnosis(w, {{"c1", 1}}), false);
-  EXPECT_NE(text.find("  host  0 hops   IMDSv2 yes      IMDSv1 no       IMDSv2 works (hop limit 1)\n"),
-            std::string::npos)
+  EXPECT_NE(
+      text.find("  host  0 hops   IMDSv2 yes      IMDSv1 no       IMDSv2 works (hop limit 1)\n"),
+      std::string::npos)
       << text;
   EXPECT_NE(text.find("  c1    1 hop    IMDSv2 no       IMDSv1 no       no IMDSv2 token: PUT "
                       "response dropped after 1 hop (hop limit 1)"),

@@ -2,8 +2,12 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <iterator>
+#include <string_view>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -47,6 +51,36 @@ const Observation& find(const TargetObservations& target, Step step, Family fami
 }
 
 bool root() { return ::geteuid() == 0; }
+
+// A run of 40 or more token alphabet characters: what a leaked 56-character token looks like.
+bool holds_token_like_text(std::string_view text) {
+  std::size_t run = 0;
+  for (const char c : text) {
+    const bool token_char = std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
+    run = token_char ? run + 1 : 0;
+    if (run >= 40) return true;
+  }
+  return false;
+}
+
+void expect_no_token_anywhere(const CollectResult& result) {
+  for (const TargetObservations& target : result.targets) {
+    EXPECT_FALSE(holds_token_like_text(target.error));
+    for (const Observation& observation : target.observations) {
+      const HttpResult& r = observation.result;
+      for (const std::string_view text :
+           {std::string_view(r.body), std::string_view(r.error), std::string_view(r.skip_reason),
+            std::string_view(observation.path), std::string_view(r.server.value_or(""))}) {
+        EXPECT_FALSE(holds_token_like_text(text)) << observation.path << ": " << text;
+      }
+    }
+  }
+}
+
+std::size_t open_descriptors() {
+  return static_cast<std::size_t>(std::distance(std::filesystem::directory_iterator("/proc/self/fd"),
+                                                std::filesystem::directory_iterator{}));
+}
 
 nlohmann::json request_log(const test::Emulator& emulator) {
   std::string body;
@@ -108,12 +142,23 @@ TEST(CollectOnLoopback, HostGetsATokenAndEveryAnswerWhenTokensAreOptional) {
     }
   }
   EXPECT_EQ(token_gets, 5);  // instance-id, listing, three identity paths
+  expect_no_token_anywhere(result);
+}
+
+TEST(CollectOnLoopback, ARunLeavesNoFileDescriptorOpen) {
+  test::Emulator emulator({"--ipv6", "enabled"});
+  const CollectConfig config = loopback(emulator);
+  (void)collect(config, {host()});  // first use initialises libcurl
+  const std::size_t before = open_descriptors();
+  for (int run = 0; run < 3; ++run) (void)collect(config, {host()});
+  EXPECT_EQ(open_descriptors(), before);
 }
 
 TEST(CollectOnLoopback, RequiredTokensAnswerTheTokenlessGetWith401) {
   test::Emulator emulator({"--http-tokens", "required", "--ipv6", "enabled"});
   const CollectResult result = collect(loopback(emulator), {host()});
   const TargetObservations& at_host = result.targets[0];
+  expect_no_token_anywhere(result);
   for (const Family family : {Family::v4, Family::v6}) {
     EXPECT_EQ(find(at_host, Step::token_put, family).result.status, 200);
     EXPECT_EQ(find(at_host, Step::v2_get, family).result.status, 200);
@@ -133,7 +178,9 @@ TEST(CollectOnLoopback, NoV1SendsNoTokenlessRequestAtAll) {
   EXPECT_EQ(v1.outcome, Outcome::skipped);
   EXPECT_FALSE(v1.skip_reason.empty());
   for (const auto& entry : request_log(emulator)) {
-    if (entry.at("method") == "GET") EXPECT_EQ(entry.at("has_token"), true) << entry.dump();
+    if (entry.at("method") == "GET") {
+      EXPECT_EQ(entry.at("has_token"), true) << entry.dump();
+    }
   }
 }
 

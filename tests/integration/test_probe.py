@@ -1,0 +1,567 @@
+#!/usr/bin/python3
+"""imds-probe in the namespace lab: each test runs the real CLI inside the lab's "host"
+namespace against the emulator and asserts what a user would read (verdicts, findings,
+exit status). After every test: no request for credentials or user data reached the
+emulator, and nothing that looks like an emulator token appears in any output.
+
+Usage: test_probe.py --build BUILD_DIR [unittest options]
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import re
+import signal
+import socketserver
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "lab"))
+
+from lab import Lab, Netns, skip_unless_lab_possible  # noqa: E402
+
+
+def _build_dir_from_argv() -> Path:
+    if len(sys.argv) > 2 and sys.argv[1] == "--build":
+        path = sys.argv[2]
+        del sys.argv[1:3]
+        return Path(path).resolve()
+    return (HERE.parents[1] / "build").resolve()
+
+
+BUILD_DIR = _build_dir_from_argv()
+PROBE = str(BUILD_DIR / "probe" / "imds-probe")
+
+# The emulator's tokens: 56 characters of the URL-safe base64 alphabet.
+TOKEN_LIKE = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{56}(?![A-Za-z0-9_-])")
+ANSI = re.compile(r"\x1b\[")
+
+
+def verdicts(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["target"]: v for v in doc["inference"]["targets"]}
+
+
+def observations(doc: dict[str, Any], target: str) -> list[dict[str, Any]]:
+    for t in doc["targets"]:
+        if t["name"] == target:
+            return t["observations"]
+    raise AssertionError(f"no target {target!r} in the JSON output")
+
+
+def step(doc: dict[str, Any], target: str, name: str, family: str) -> dict[str, Any]:
+    for o in observations(doc, target):
+        if o["step"] == name and o["family"] == family:
+            return o
+    raise AssertionError(f"{target}: no {name} observation for {family}")
+
+
+def finding_ids(doc: dict[str, Any], target: str | None = None) -> set[str]:
+    return {f["id"] for f in doc["findings"] if target is None or f["target"] == target}
+
+
+class ProbeRun:
+    def __init__(self, proc: subprocess.CompletedProcess[str]):
+        self.rc = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+        self.doc: dict[str, Any] | None = None
+        if self.stdout.lstrip().startswith("{"):
+            self.doc = json.loads(self.stdout)
+
+
+class LabCase(unittest.TestCase):
+    """One Lab per test class; options change between tests through the control API."""
+
+    lab: Lab
+    emulator_args: list[str] = []
+    ipv6 = True
+
+    @classmethod
+    def build(cls, lab: Lab) -> None:
+        """Add containers; subclasses override."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.lab = Lab(BUILD_DIR, emulator_args=cls.emulator_args, ipv6=cls.ipv6)
+        try:
+            cls.build(cls.lab)
+        except BaseException:
+            cls.lab.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.lab.close()
+
+    def setUp(self) -> None:
+        self.outputs: list[str] = []
+        self.lab.set_faults()
+        self.lab.set_options(http_tokens="required", hop_limit=2, http_endpoint="enabled",
+                             ipv6="enabled" if self.ipv6 else "disabled", tags="disabled")
+        self.lab.clear_requests()
+
+    def tearDown(self) -> None:
+        if self.lab.emulator_running():
+            self.lab.set_faults()
+        self.assertEqual(self.lab.forbidden_requests(), [],
+                         "the probe asked for credentials or user data")
+        for text in self.outputs:
+            self.assertIsNone(TOKEN_LIKE.search(text), "a token-like string was printed")
+
+    def probe(self, *args: str, containers: bool = True, ns: Netns | None = None,
+              env: dict[str, str] | None = None, timeout: float = 30) -> ProbeRun:
+        argv = [PROBE] + ([] if "--timeout" in args else ["--timeout", "1s"])
+        if containers:
+            argv += ["--all-containers", "--netns-dir", self.lab.netns_dir, "--no-proc-scan",
+                     # the namespace this test runs in: never a target
+                     "--exclude-netns", f"/proc/{os.getpid()}/ns/net"]
+        argv += list(args)
+        proc = self.lab.exec(ns or self.lab.host, argv, timeout=timeout, env=env)
+        self.outputs += [proc.stdout, proc.stderr]
+        return ProbeRun(proc)
+
+    def probe_json(self, *args: str, **kwargs: Any) -> ProbeRun:
+        run = self.probe("--json=short", *args, **kwargs)
+        self.assertIsNotNone(run.doc, f"no JSON on stdout; stderr: {run.stderr}")
+        self.assertEqual(run.doc["schema_version"], 1)
+        self.assertEqual(run.rc, run.doc["exit_code"], run.stderr)
+        return run
+
+
+class TokensAndHopLimitAcrossTargets(LabCase):
+    """The matrix: tokens x hop limit x {host, 1-hop, 2-hop, blackholed, firewalled} x
+    {IPv4, IPv6}, one probe run per option combination."""
+
+    @classmethod
+    def build(cls, lab: Lab) -> None:
+        lab.add_bridge_container("c1")
+        lab.add_dind_container("c2")
+        lab.add_blackholed_container("c3")
+        lab.add_firewalled_container("c4")
+
+    def test_each_namespace_gets_a_token_exactly_when_the_hop_limit_exceeds_its_distance(self):
+        for tokens in ("optional", "required"):
+            for hop in (1, 2, 3):
+                with self.subTest(http_tokens=tokens, hop_limit=hop):
+                    self.lab.set_options(http_tokens=tokens, hop_limit=hop)
+                    run = self.probe_json()
+                    doc = run.doc
+                    inf = doc["inference"]
+                    self.assertEqual(inf["http_tokens"], tokens)
+                    self.assertEqual(inf["endpoint"], "enabled")
+                    self.assertEqual(inf["ipv6"], "yes")
+                    self.assertEqual(inf["hop_limit"]["exact"], hop)
+                    v = verdicts(doc)
+                    self.assertEqual(v["host"]["imdsv2"], "yes")
+                    for ns in self.lab.containers:
+                        verdict = v[ns.label]
+                        if ns.label in ("c3", "c4"):
+                            self.assertEqual(verdict["reachable"], "no", ns.label)
+                            self.assertEqual(verdict["imdsv2"], "no", ns.label)
+                            self.assertIn("container-unreachable", finding_ids(doc, ns.label))
+                            continue
+                        self.assertEqual(verdict["distance"], ns.distance, ns.label)
+                        gets_token = hop > ns.distance
+                        self.assertEqual(verdict["imdsv2"], "yes" if gets_token else "no",
+                                         ns.label)
+                        self.assertEqual(verdict["imdsv1"],
+                                         "yes" if tokens == "optional" else "no", ns.label)
+                        self.assertEqual("container-no-token" in finding_ids(doc, ns.label),
+                                         not gets_token, ns.label)
+                        for family in ("ipv4", "ipv6"):
+                            put = step(doc, ns.label, "token_put", family)
+                            if gets_token:
+                                self.assertEqual((put["outcome"], put["status"]),
+                                                 ("http", 200), f"{ns.label} {family}")
+                            else:
+                                self.assertIn(put["outcome"], ("skipped", "timeout", "reset"),
+                                              f"{ns.label} {family}")
+                    self.assertEqual("tokens-optional" in finding_ids(doc),
+                                     tokens == "optional")
+                    self.assertEqual(run.rc, 0 if doc["healthy"] else 1)
+
+    def test_unreachable_namespaces_are_told_apart_by_reason(self):
+        doc = self.probe_json().doc
+        for family in ("ipv4", "ipv6"):
+            self.assertEqual(step(doc, "c3", "token_put", family)["outcome"], "unreachable")
+            self.assertEqual(step(doc, "c4", "token_put", family)["outcome"], "timeout")
+
+    def test_a_one_hop_container_under_hop_limit_one_is_predicted_without_waiting(self):
+        self.lab.set_options(hop_limit=1)
+        doc = self.probe_json("--timeout", "20s", "--deadline", "60s", timeout=90).doc
+        v = verdicts(doc)
+        self.assertTrue(doc["packet_ttl_available"])
+        for label in ("c1", "c2"):
+            self.assertEqual(v[label]["imdsv2"], "no")
+            self.assertTrue(v[label]["predicted"], label)
+        self.assertFalse(v["host"]["predicted"])
+
+    def test_exact_hop_limit_search_finds_the_limit_without_packet_sockets(self):
+        self.lab.set_options(hop_limit=3)
+        doc = self.probe_json("--no-packet-ttl", "--exact-hop-limit", containers=False).doc
+        self.assertEqual(doc["searched_hop_limit"], 3)
+        self.assertEqual(doc["inference"]["hop_limit"]["exact"], 3)
+
+    def test_ipv6_endpoint_off_is_reported_and_ipv4_still_decides(self):
+        self.lab.set_options(ipv6="disabled", hop_limit=2)
+        doc = self.probe_json().doc
+        self.assertEqual(doc["inference"]["ipv6"], "no")
+        self.assertNotEqual(step(doc, "host", "token_put", "ipv6")["outcome"], "http")
+        self.assertEqual(verdicts(doc)["c1"]["imdsv2"], "yes")
+
+    def test_no_ipv6_sends_nothing_to_the_ipv6_endpoint(self):
+        doc = self.probe_json("--no-ipv6").doc
+        self.assertEqual([r for r in self.lab.requests() if r["family"] != "ipv4"], [])
+        for t in doc["targets"]:
+            for o in t["observations"]:
+                if o["family"] == "ipv6":
+                    self.assertEqual(o["outcome"], "skipped")
+
+
+class EndpointStatesFaultsAndPolicy(LabCase):
+    """Endpoint, tags, interception, emulator faults, --no-v1, --expect, exit status, output."""
+
+    @classmethod
+    def build(cls, lab: Lab) -> None:
+        cls.c1 = lab.add_bridge_container("c1")
+
+    def test_a_disabled_endpoint_is_a_warning_unless_expected(self):
+        self.lab.set_options(http_endpoint="disabled")
+        run = self.probe_json()
+        self.assertEqual(run.doc["inference"]["endpoint"], "disabled")
+        disabled = [f for f in run.doc["findings"] if f["id"] == "endpoint-disabled"]
+        self.assertEqual([f["severity"] for f in disabled], ["warning"])
+        self.assertEqual(run.rc, 1)
+        run = self.probe_json("--expect", "endpoint=disabled")
+        self.assertEqual([f["severity"] for f in run.doc["findings"]
+                          if f["id"] == "endpoint-disabled"], ["info"])
+
+    def test_tags_in_the_listing_are_seen(self):
+        for tags, seen in (("enabled", "yes"), ("disabled", "no")):
+            with self.subTest(tags=tags):
+                self.lab.set_options(tags=tags)
+                self.assertEqual(self.probe_json().doc["inference"]["tags"], seen)
+
+    def test_responses_without_the_ec2ws_server_header_suggest_an_interceptor(self):
+        self.lab.set_faults(no_server_header=True)
+        run = self.probe_json()
+        self.assertEqual(run.doc["inference"]["interception"], "yes")
+        self.assertIn("interception-suspected", finding_ids(run.doc))
+        self.assertEqual(run.rc, 1)
+
+    def test_throttling_answers_are_reported(self):
+        for status in (429, 503):
+            with self.subTest(status=status):
+                self.lab.set_faults(status=status, paths=["/latest/meta-data/instance-id"])
+                run = self.probe_json()
+                self.assertIn("throttled", finding_ids(run.doc))
+                self.assertEqual(run.rc, 1)
+
+    def test_a_reset_token_request_is_a_reset_not_a_timeout(self):
+        self.lab.set_faults(reset=True, paths=["/latest/api/token"])
+        doc = self.probe_json(containers=False).doc
+        self.assertEqual(step(doc, "host", "token_put", "ipv4")["outcome"], "reset")
+        self.assertEqual(verdicts(doc)["host"]["imdsv2"], "no")
+
+    def test_a_hanging_request_ends_as_a_timeout_and_the_run_still_finishes(self):
+        self.lab.set_faults(hang=True, paths=["/latest/meta-data/instance-id"])
+        doc = self.probe_json(containers=False).doc
+        self.assertEqual(step(doc, "host", "v2_get", "ipv4")["outcome"], "timeout")
+
+    def test_a_dropped_put_that_ends_in_a_reset_still_means_no_token(self):
+        self.lab.set_options(hop_limit=1)
+        self.lab.set_faults(after_dropped_put="reset")
+        doc = self.probe_json("--no-packet-ttl").doc
+        self.assertEqual(step(doc, "c1", "token_put", "ipv4")["outcome"], "reset")
+        self.assertEqual(verdicts(doc)["c1"]["imdsv2"], "no")
+        self.assertIn("container-no-token", finding_ids(doc, "c1"))
+
+    def test_no_v1_sends_no_tokenless_request_and_says_what_it_cannot_know(self):
+        self.lab.set_options(http_tokens="optional")
+        run = self.probe_json("--no-v1")
+        tokenless = [r for r in self.lab.requests()
+                     if r["method"] in ("GET", "HEAD") and not r["has_token"]]
+        self.assertEqual(tokenless, [])
+        self.assertFalse(run.doc["v1_probed"])
+        self.assertIn("v1-not-probed", finding_ids(run.doc))
+        self.assertEqual(run.doc["inference"]["http_tokens"], "unknown")
+
+    def test_an_unmet_expectation_is_an_error_finding_and_exit_status_one(self):
+        self.lab.set_options(http_tokens="optional", hop_limit=2)
+        run = self.probe_json("--expect", "http-tokens=required")
+        self.assertIn("policy-http-tokens", finding_ids(run.doc))
+        self.assertEqual(run.rc, 1)
+        self.lab.set_options(http_tokens="required", hop_limit=1)
+        run = self.probe_json("--expect", "hop-limit=>=2", containers=False)
+        self.assertIn("policy-hop-limit", finding_ids(run.doc))
+        self.assertEqual(run.rc, 1)
+
+    def test_an_imds_support_v2_instance_meets_its_expectation_with_exit_status_zero(self):
+        self.lab.set_options(http_tokens="required", hop_limit=2)
+        run = self.probe_json("--expect", "imds-support=v2.0", "--netns", self.c1.path,
+                              containers=False)
+        self.assertEqual({i for i in finding_ids(run.doc) if i.startswith("policy-")}, set())
+        self.assertEqual(run.rc, 0, run.doc["findings"])
+
+    def test_an_unreachable_imds_exits_three(self):
+        self.lab.stop_emulator()
+        try:
+            run = self.probe_json(containers=False)
+            self.assertEqual(run.doc["inference"]["endpoint"], "unreachable")
+            self.assertEqual(run.rc, 3)
+        finally:
+            self.lab.start_emulator()
+            self.lab.set_options(ipv6="enabled")
+
+    def test_usage_errors_exit_two_with_a_specific_message(self):
+        cases = {
+            ("--bogus",): "--bogus",
+            ("--timeout", "forever"): "--timeout",
+            ("--endpoint", "https://169.254.169.254"): "http://",
+            ("--json=long",): "--json",
+            ("--expect", "hop-limit=99"): "--expect",
+            ("--pid", "2147483646"): "pid",
+            ("--container", "deadbeefdeadbeef"): "no running container",
+            ("--netns", "/etc/hostname"): "not a namespace",
+            ("--netns-dir", "/run/netns"): "--all-containers",
+        }
+        for args, needle in cases.items():
+            with self.subTest(args=args):
+                run = self.probe(*args, containers=False)
+                self.assertEqual(run.rc, 2, run.stderr)
+                self.assertIn(needle, run.stderr)
+                self.assertNotIn("Targets", run.stderr, "printed the whole --help")
+                self.assertEqual(run.stdout, "")
+        self.assertEqual(self.lab.requests(), [], "a usage error still sent requests")
+
+    def test_json_is_one_line_when_short_and_indented_when_pretty(self):
+        short = self.probe("--json=short", containers=False)
+        pretty = self.probe("--json", containers=False)
+        self.assertEqual(short.stdout.count("\n"), 1)
+        self.assertGreater(pretty.stdout.count("\n"), 20)
+        self.assertEqual(json.loads(short.stdout)["schema_version"], 1)
+        self.assertEqual(json.loads(pretty.stdout)["schema_version"], 1)
+
+    def test_the_text_report_leads_with_the_verdict_and_has_no_colour_off_a_terminal(self):
+        self.lab.set_options(hop_limit=1)
+        run = self.probe()
+        self.assertTrue(run.stdout.startswith("verdict:"), run.stdout[:200])
+        self.assertIn("c1", run.stdout)
+        self.assertIsNone(ANSI.search(run.stdout))
+        self.assertEqual(run.rc, 1)
+
+    def test_a_proxy_in_the_environment_is_reported_but_never_used(self):
+        run = self.probe_json(containers=False,
+                              env={"http_proxy": "http://192.0.2.1:3128", "NO_PROXY": ""})
+        self.assertIn("proxy-captures-imds", finding_ids(run.doc))
+        self.assertEqual(verdicts(run.doc)["host"]["imdsv2"], "yes")
+
+    def test_pid_and_netns_name_the_same_namespace_once(self):
+        sleeper = self.lab.popen(self.c1, ["sleep", "60"], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            pid = self._wait_in_namespace(sleeper.pid, self.c1)
+            run = self.probe_json("--pid", str(pid), "--netns", self.c1.path,
+                                  containers=False)
+            targets = run.doc["targets"]
+            self.assertEqual(len(targets), 2, [t["name"] for t in targets])
+            self.assertEqual(targets[1]["inode"], os.stat(self.c1.path).st_ino)
+            self.assertEqual(verdicts(run.doc)[targets[1]["name"]]["distance"], 1)
+        finally:
+            os.killpg(sleeper.pid, signal.SIGKILL)
+            sleeper.wait()
+
+    def _wait_in_namespace(self, pid: int, ns: Netns) -> int:
+        """`ip netns exec` execs the program: wait until pid runs inside ns."""
+        want = os.stat(ns.path).st_ino
+        for _ in range(100):
+            try:
+                if os.stat(f"/proc/{pid}/ns/net").st_ino == want:
+                    return pid
+            except OSError:
+                pass
+            time.sleep(0.02)
+        self.fail(f"pid {pid} never entered {ns.name}")
+
+
+def host_state(lab: Lab) -> dict[str, str]:
+    """What --simulate-container may touch in the host namespace, and the global netns names."""
+    state = {}
+    for key, argv in {
+        "links": ["ip", "-o", "link", "show"],
+        "addresses": ["ip", "-o", "addr", "show"],
+        "routes4": ["ip", "-4", "route", "show", "table", "all"],
+        "routes6": ["ip", "-6", "route", "show", "table", "all"],
+        "nftables": ["nft", "list", "ruleset"],
+        "sysctl": ["sysctl", "net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding",
+                   "net.ipv4.conf.imds0.forwarding", "net.ipv4.conf.all.forwarding"],
+    }.items():
+        text = lab.exec(lab.host, argv).stdout
+        if key == "addresses":  # link-local addresses come and go with the lab's own links
+            text = "\n".join(line for line in text.splitlines() if "fe80::" not in line)
+        # Link state flags and counters move on their own; the set of names must not.
+        if key == "links":
+            text = "\n".join(sorted(line.split(":")[1].strip() for line in text.splitlines()))
+        state[key] = text
+    state["netns names"] = "\n".join(sorted(os.listdir("/run/netns")))
+    return state
+
+
+class SimulatedContainer(LabCase):
+    """--simulate-container builds a one-hop bridge namespace and removes every trace."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        # Forwarding off, as on a fresh instance: the probe must switch it on and back off.
+        self.lab.exec(self.lab.host, ["sysctl", "-q", "-w", "net.ipv4.conf.imds0.forwarding=0",
+                                      "net.ipv6.conf.all.forwarding=0"])
+        time.sleep(0.2)
+        self.before = host_state(self.lab)
+
+    def assert_no_trace(self) -> None:
+        after = host_state(self.lab)
+        for key in self.before:
+            self.assertEqual(after[key], self.before[key], f"--simulate-container left {key}")
+
+    def test_the_simulated_container_is_one_hop_away_and_leaves_no_trace(self):
+        for hop, token in ((1, "no"), (2, "yes")):
+            with self.subTest(hop_limit=hop):
+                self.lab.set_options(hop_limit=hop)
+                run = self.probe_json("--simulate-container", containers=False)
+                v = verdicts(run.doc)["simulated"]
+                self.assertEqual(v["distance"], 1)
+                self.assertEqual(v["imdsv2"], token)
+                self.assert_no_trace()
+
+    def test_without_packet_sockets_a_one_hop_container_still_bounds_the_hop_limit(self):
+        # The simulated container is one hop away by construction, so its token (or its
+        # missing token) bounds the hop limit even without TTLs.
+        for hop, bounds in ((2, (2, 64)), (1, (1, 1))):
+            with self.subTest(hop_limit=hop):
+                self.lab.set_options(hop_limit=hop)
+                doc = self.probe_json("--simulate-container", "--no-packet-ttl",
+                                      containers=False).doc
+                self.assertIsNone(step(doc, "host", "token_put", "ipv4")["ttl"])
+                limit = doc["inference"]["hop_limit"]
+                self.assertEqual(limit["method"], "bounds")
+                self.assertEqual((limit["lower"], limit["upper"]), bounds)
+                self.assert_no_trace()
+
+    def test_sigterm_during_the_run_still_removes_the_simulated_container(self):
+        self.lab.set_faults(hang=True)
+        proc = self.lab.popen(self.lab.host, [PROBE, "--simulate-container", "--timeout", "20s",
+                                              "--json=short"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+        try:
+            for _ in range(200):  # until the veth exists in the host namespace
+                links = self.lab.exec(self.lab.host, ["ip", "-o", "link", "show"]).stdout
+                if "imdsim" in links:
+                    break
+                time.sleep(0.05)
+            else:
+                self.fail("the simulated container never appeared")
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=20)
+            self.outputs += [out, err]
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.assertEqual(proc.returncode, -signal.SIGTERM)
+        self.assert_no_trace()
+
+
+class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+class AgentStatusClient(unittest.TestCase):
+    """`imds-probe status` reads GET /v1/status from the agent's socket and never probes.
+    A stand-in agent answers here, so the test needs no lab and no running imds-agent."""
+
+    STATUS = {
+        "schema_version": 1, "exit_code": 1, "healthy": False,
+        "findings": [{"id": "container-no-token", "severity": "error", "target": "c1",
+                      "summary": "c1: no IMDSv2 token\x1b[31m", "detail": "", "fix": ""}],
+        "agent": {"version": "0.1.0", "pid": 4242, "status": "1 container without a token",
+                  "last_probe": "2026-11-29T01:00:00Z", "next_probe": None,
+                  "options": {"http_tokens": "required", "hop_limit": "1",
+                              "http_endpoint": "enabled", "ipv6": "disabled",
+                              "tags": "disabled"},
+                  "containers": [{"name": "c1", "imdsv2": "no", "verdict": "no token"}]},
+    }
+
+    def setUp(self) -> None:
+        self.dir = tempfile.TemporaryDirectory()
+        self.socket = os.path.join(self.dir.name, "agent.sock")
+        self.paths: list[str] = []
+        status, paths = self.STATUS, self.paths
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                paths.append(self.path)
+                body = json.dumps(status).encode()
+                self.send_response(200 if self.path == "/v1/status" else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def address_string(self) -> str:
+                return "unix"
+
+        self.server = _UnixHTTPServer(self.socket, Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def tearDown(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.dir.cleanup()
+
+    def status(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([PROBE, *args, "--socket", self.socket], capture_output=True,
+                              text=True, timeout=20, check=False,
+                              env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1"})
+
+    def test_status_prints_the_agents_view_for_people_with_its_exit_status(self):
+        r = self.status("status")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(self.paths, ["/v1/status"])
+        self.assertIn("1 container without a token", r.stdout)
+        self.assertIn("container-no-token", r.stdout)
+        self.assertIn("HttpTokens=required", r.stdout)
+        self.assertIsNone(ANSI.search(r.stdout), "escape sequences from the agent reached the tty")
+
+    def test_agent_flag_with_json_prints_the_agents_document(self):
+        r = self.status("--agent", "--json=short")
+        self.assertEqual(json.loads(r.stdout), self.STATUS)
+
+    def test_a_missing_agent_is_a_clear_error(self):
+        r = subprocess.run([PROBE, "status", "--socket", self.socket + ".gone"],
+                           capture_output=True, text=True, timeout=20, check=False)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("imds-agent running", r.stderr)
+
+
+if __name__ == "__main__":
+    skip_unless_lab_possible()
+    for exe in (PROBE, str(BUILD_DIR / "tests" / "emulator" / "imds-emulator")):
+        if not os.access(exe, os.X_OK):
+            print(f"SKIP: {exe} is not built", file=sys.stderr)
+            sys.exit(77)
+    unittest.main(verbosity=2)

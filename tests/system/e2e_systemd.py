@@ -1,0 +1,521 @@
+#!/usr/bin/python3
+"""End to end under a real systemd: boot a Debian 12 container with systemd-nspawn, build
+the emulator lab inside it, install the built .deb with apt, and check what an AMI
+builder and an SRE would: the unit runs hardened and READY, journald holds the
+structured events and the catalog explains them, the socket answers its group only,
+reload/changes/new containers/watchdog behave, and remove/purge clean up.
+
+Usage: e2e_systemd.py --source SRC --build BUILD --packages-dir DIR [--keep-going]
+Exits 77 (skip) when not root or a tool is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import e2e_rootfs  # noqa: E402
+
+SKIP = 77
+TOOLS = ("debootstrap", "systemd-nspawn", "nsenter", "tar", "zstd", "dpkg-deb", "ldd")
+CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SOCKET = "/run/imds-agent/imds-agent.sock"
+UNIT = "imds-agent.service"
+# What the agent is told inside the container (a drop-in, so the packaged conffile
+# stays as shipped): probe often, watch only the lab's container namespaces.
+INTERVAL_S = 5
+
+
+class E2EError(AssertionError):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def message_ids(source: Path) -> dict[str, str]:
+    """Event name -> MESSAGE_ID, read from the agent's event table (the one source)."""
+    text = (source / "agent" / "events.hpp").read_text()
+    ids = dict(re.findall(r'EventKind::\w+,\s*"([a-z0-9-]+)",\s*"([0-9a-f]{32})"', text))
+    if "started" not in ids:
+        raise E2EError("could not read the event table from agent/events.hpp")
+    return ids
+
+
+def package_dependencies(deb: Path, emulator: Path) -> list[str]:
+    """Packages the rootfs needs preinstalled: the container has no network, so apt can
+    only install our .deb if everything it depends on is already there."""
+    depends = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True,
+                             text=True, check=True).stdout
+    names = set()
+    for clause in depends.split(","):
+        first = clause.split("|")[0].strip()  # first alternative, as apt would pick
+        name = re.split(r"[\s(:]", first, maxsplit=1)[0]
+        if name:
+            names.add(name)
+    # The emulator is copied in as a binary: the packages of its shared libraries.
+    ldd = subprocess.run(["ldd", str(emulator)], capture_output=True, text=True, check=True)
+    for lib in re.findall(r"=>\s*(/\S+)", ldd.stdout):
+        r = subprocess.run(["dpkg", "-S", os.path.realpath(lib)], capture_output=True,
+                           text=True, check=False)
+        if r.returncode != 0:
+            r = subprocess.run(["dpkg", "-S", lib], capture_output=True, text=True, check=False)
+        if r.returncode == 0:
+            names.add(r.stdout.split(":")[0].strip())
+    return sorted(names)
+
+
+class Machine:
+    """A booted nspawn container, always stopped and removed by close()."""
+
+    def __init__(self, tarball: Path, workdir: Path):
+        self.workdir = workdir
+        self.root = workdir / "root"
+        self.name = "imds-e2e-" + workdir.name.rsplit("-", 1)[-1][-8:].lower()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.leader: int | None = None
+        self.console_log = workdir / "console.log"
+        e2e_rootfs.extract(tarball, self.root)
+
+    def boot(self, timeout: float = 120) -> None:
+        notify_path = str(self.workdir / "notify.sock")
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        notify.bind(notify_path)
+        notify.settimeout(1)
+        env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+        env["NOTIFY_SOCKET"] = notify_path  # nspawn says READY=1 and its leader's pid here
+        with open(self.console_log, "wb") as console:
+            self.proc = subprocess.Popen(
+                ["systemd-nspawn", "--quiet", "--boot", "--register=no", "--keep-unit",
+                 "--private-network", "--notify-ready=yes", "--console=read-only",
+                 f"--machine={self.name}", "-D", str(self.root)],
+                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        ready = False
+        try:
+            while time.monotonic() < deadline and not ready:
+                try:
+                    msg = notify.recv(4096).decode(errors="replace")
+                except socket.timeout:
+                    if self.proc.poll() is not None:
+                        raise E2EError(f"systemd-nspawn exited {self.proc.returncode} while "
+                                       f"booting:\n{self.console_tail()}") from None
+                    continue
+                for line in msg.splitlines():
+                    if line.startswith("X_NSPAWN_LEADER_PID="):
+                        self.leader = int(line.split("=", 1)[1])
+                    ready = ready or line == "READY=1"
+        finally:
+            notify.close()
+        if not ready or self.leader is None:
+            raise E2EError(f"the container did not report READY=1 within {timeout:.0f} s:\n"
+                           + self.console_tail())
+        # READY=1 from the container's systemd means boot finished; wait for its jobs.
+        r = self.run(["systemctl", "is-system-running", "--wait"], timeout=timeout, check=False)
+        if r.stdout.strip() not in ("running", "degraded"):
+            raise E2EError(f"the container's systemd is {r.stdout.strip()!r}")
+        if r.stdout.strip() == "degraded":
+            failed = self.run(["systemctl", "--failed", "--no-legend"], check=False).stdout
+            log(f"note: container is degraded (not our unit): {failed.strip()}")
+
+    def console_tail(self) -> str:
+        try:
+            return self.console_log.read_bytes()[-3000:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def argv(self, cmd: list[str]) -> list[str]:
+        if self.leader is None:
+            raise E2EError("the container is not running")
+        return ["nsenter", "-t", str(self.leader), "-a", "--", "env", "-i",
+                f"PATH={CONTAINER_PATH}", "LANG=C.UTF-8", *cmd]
+
+    def run(self, cmd: list[str], timeout: float = 60, check: bool = True,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run(self.argv(cmd), capture_output=True, text=True, timeout=timeout,
+                           input=input, check=False)
+        if check and r.returncode != 0:
+            raise E2EError(f"in the container, `{' '.join(cmd)}` exited {r.returncode}:\n"
+                           f"{r.stdout}{r.stderr}")
+        return r
+
+    def popen(self, cmd: list[str]) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.argv(cmd), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True)
+
+    def close(self) -> None:
+        """Stop the container (never SIGKILL nspawn: that orphans it) and remove it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # nspawn asks the container to power off
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                log("container did not power off within 60 s: killing its PID 1")
+                if self.leader is not None:
+                    try:
+                        os.kill(self.leader, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                try:
+                    self.proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    log("systemd-nspawn still running: leaving it, NOT removing its tree")
+                    return
+        # --one-file-system: if anything is still mounted in there, leave it alone.
+        subprocess.run(["rm", "-rf", "--one-file-system", str(self.workdir)], check=False)
+
+
+class LabDriver:
+    """tests/system/e2e_lab_driver.py running inside the container."""
+
+    def __init__(self, machine: Machine, emulator_args: list[str]):
+        self.proc = machine.popen(["python3", "/root/e2e/e2e_lab_driver.py", "/root/e2e/build",
+                                   *emulator_args])
+        self.hello = self._read()
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise E2EError(f"the lab driver exited ({self.proc.wait()}) without answering")
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            raise E2EError(f"lab driver: {reply.get('error')}")
+        return reply
+
+    def call(self, **req: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self.proc.stdin.close()
+                self.proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.terminate()  # the driver tears its lab down on SIGTERM
+                self.proc.wait(timeout=30)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, step: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise E2EError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(step)
+
+
+class Checks:
+    """The assertions, in the order an operator would meet them."""
+
+    def __init__(self, m: Machine, ids: dict[str, str], deb_name: str):
+        self.m = m
+        self.ids = ids
+        self.deb = f"/root/e2e/{deb_name}"
+        self.passed: list[str] = []
+
+    def ok(self, what: str) -> None:
+        self.passed.append(what)
+        log(f"PASS {what}")
+
+    def unit(self, *props: str) -> dict[str, str]:
+        out = self.m.run(["systemctl", "show", UNIT, *(f"--property={p}" for p in props)],
+                         check=False).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def journal(self, *match: str) -> list[dict[str, Any]]:
+        out = self.m.run(["journalctl", "--no-pager", "-o", "json", "-u", UNIT, *match],
+                         check=False).stdout
+        entries = []
+        for line in out.splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+        return entries
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return self.journal(f"MESSAGE_ID={self.ids[name]}")
+
+    def curl(self, path: str, identity: list[str] | None = None
+             ) -> subprocess.CompletedProcess[str]:
+        """GET path on the agent's socket, as root or as the setpriv identity given."""
+        cmd = ["curl", "-sS", "--max-time", "20", "--unix-socket", SOCKET,
+               f"http://localhost{path}", "-o", "-", "-w", "\n%{http_code}"]
+        if identity:
+            cmd = ["setpriv", *identity, "--", *cmd]
+        return self.m.run(cmd, check=False, timeout=30)
+
+    # ---------------------------------------------------------------------------------
+
+    def install(self) -> None:
+        r = self.m.run(["apt-get", "install", "-y", "--no-install-recommends", self.deb],
+                       timeout=300, check=False)
+        if r.returncode != 0:
+            raise E2EError(f"apt-get install of the .deb failed:\n{r.stdout}{r.stderr}")
+        self.ok("apt installs the .deb offline (its dependencies are in the image)")
+
+    def started_and_ready(self) -> None:
+        self.m.run(["systemctl", "start", UNIT], timeout=120)
+        props = self.unit("ActiveState", "SubState", "Type", "StatusText", "MainPID",
+                          "NRestarts", "User")
+        if props.get("ActiveState") != "active" or props.get("SubState") != "running":
+            raise E2EError(f"{UNIT} is not active/running: {props}\n"
+                           + self.m.run(["journalctl", "-u", UNIT, "--no-pager", "-n", "50"],
+                                        check=False).stdout)
+        # Type=notify: systemctl start returns only after READY=1; STATUS= is the summary.
+        if props.get("Type") != "notify" or not props.get("StatusText"):
+            raise E2EError(f"no READY/STATUS from the daemon: {props}")
+        self.ok(f"unit active after systemctl start, READY reached, status "
+                f"{props['StatusText']!r}, running as {props.get('User')}")
+
+    def journal_events(self) -> None:
+        started = wait_for("the started event", lambda: self.events("started"), 30)
+        verdict = wait_for("the first verdict event", lambda: self.events("first-verdict"), 60)
+        for name, entries in (("started", started), ("first-verdict", verdict)):
+            e = entries[-1]
+            fields = sorted(k for k in e if k.startswith("IMDS_"))
+            if not fields or "PRIORITY" not in e or "CODE_FILE" not in e:
+                raise E2EError(f"{name} event lacks structured fields: {e}")
+        self.ok("journalctl -o json -u imds-agent holds the started and first-verdict events "
+                f"with their MESSAGE_IDs and IMDS_* fields ({verdict[-1].get('MESSAGE')!r})")
+
+    def catalog(self) -> None:
+        out = self.m.run(["journalctl", "--no-pager", "--catalog", "-u", UNIT,
+                          f"MESSAGE_ID={self.ids['started']}"], check=False).stdout
+        explained = [line for line in out.splitlines() if line.startswith("░░")]
+        if not explained:
+            raise E2EError("journalctl --catalog does not expand the started event:\n" + out)
+        self.ok(f"journalctl --catalog expands the events ({explained[0].strip()!r})")
+
+    def socket_api(self) -> None:
+        r = self.curl("/v1/status")
+        body, _, code = r.stdout.rpartition("\n")
+        if r.returncode != 0 or code != "200":
+            raise E2EError(f"GET /v1/status: curl {r.returncode}, HTTP {code}: {r.stderr}")
+        status = json.loads(body)
+        if "schema_version" not in json.dumps(status):
+            raise E2EError(f"/v1/status is not the probe's schema: {body[:500]}")
+        r = self.curl("/metrics")
+        body, _, code = r.stdout.rpartition("\n")
+        if code != "200" or not re.search(r"^# TYPE \S+ (gauge|counter|histogram)", body, re.M):
+            raise E2EError(f"GET /metrics: HTTP {code}, not Prometheus text: {body[:500]}")
+        self.ok("curl --unix-socket gets /v1/status (JSON) and /metrics (Prometheus text)")
+
+    def socket_group_only(self) -> None:
+        self.m.run(["useradd", "--system", "--user-group", "--no-create-home", "e2e-member"])
+        self.m.run(["usermod", "-aG", "imds-agent", "e2e-member"])
+        member = self.curl("/v1/status", ["--reuid", "e2e-member", "--regid", "e2e-member",
+                                          "--init-groups"])
+        if member.returncode != 0 or not member.stdout.endswith("200"):
+            raise E2EError(f"a member of imds-agent was refused: {member.stderr}")
+        stranger = self.curl("/v1/status", ["--reuid", "nobody", "--regid", "nogroup",
+                                            "--clear-groups"])
+        if stranger.returncode == 0 or "200" in stranger.stdout.splitlines()[-1:]:
+            raise E2EError("nobody (not in the imds-agent group) could query the socket")
+        self.ok("a member of the imds-agent group gets /v1/status, a non-member is refused "
+                f"({stranger.stderr.strip()})")
+
+    def reload(self, netns_dir: str) -> None:
+        before = len(self.events("config-reloaded"))
+        pid = self.unit("MainPID")["MainPID"]
+        # A policy the lab violates (hop limit 1): the reloaded config must say so.
+        self.write_dropin(netns_dir, extra="expect = hop-limit=>=2\n")
+        self.m.run(["systemctl", "reload", UNIT], timeout=60)
+        wait_for("the config-reloaded event",
+                 lambda: len(self.events("config-reloaded")) > before, 30)
+        if self.unit("MainPID")["MainPID"] != pid:
+            raise E2EError("systemctl reload restarted the daemon instead of reloading")
+        drift = wait_for("a policy-drift event after adding expect=hop-limit=>=2",
+                         lambda: self.events("policy-drift"), 3 * INTERVAL_S + 30)
+        self.ok("systemctl reload re-reads the config (config-reloaded, same PID, then "
+                f"{drift[-1].get('MESSAGE')!r})")
+
+    def write_dropin(self, netns_dir: str, extra: str = "") -> None:
+        text = (f"# written by tests/system/e2e_systemd.py\ninterval = {INTERVAL_S}s\n"
+                f"jitter = 0\nnetns-dir = {netns_dir}\nproc-scan = no\n" + extra)
+        self.m.run(["mkdir", "-p", "/etc/imds-agent/conf.d"])
+        self.m.run(["tee", "/etc/imds-agent/conf.d/e2e.conf"], input=text)
+
+    def option_change(self, lab: LabDriver) -> None:
+        before = len(self.events("option-changed"))
+        lab.call(cmd="set_options", options={"http_tokens": "optional"})
+        changed = wait_for("an option-changed event after HttpTokens required -> optional",
+                           lambda: self.events("option-changed")[before:], 3 * INTERVAL_S + 30)
+        if not any("optional" in json.dumps(e) for e in changed):
+            raise E2EError(f"option-changed events do not mention the new value: {changed}")
+        self.ok(f"changing the emulator's options produces {changed[0].get('MESSAGE')!r}")
+
+    def new_container(self, lab: LabDriver) -> None:
+        ns = lab.call(cmd="add_bridge_container", label="late")
+        started = time.monotonic()
+        appeared = wait_for("the container-appeared event of a namespace made after start",
+                            lambda: [e for e in self.events("container-appeared")
+                                     if ns["name"] in json.dumps(e) or "late" in json.dumps(e)],
+                            3 * INTERVAL_S + 30)
+        took = time.monotonic() - started
+        self.ok(f"a container namespace created after start is diagnosed in {took:.1f} s "
+                f"({appeared[0].get('MESSAGE')!r})")
+
+    def watchdog(self) -> None:
+        props = self.unit("MainPID", "NRestarts", "WatchdogUSec")
+        pid, restarts = props["MainPID"], int(props.get("NRestarts", "0"))
+        watchdog_s = int(props["WatchdogUSec"]) / 1e6 if props.get("WatchdogUSec", "").isdigit() \
+            else 30
+        self.m.run(["kill", "-STOP", pid])
+
+        def restarted() -> bool:
+            p = self.unit("MainPID", "NRestarts", "ActiveState")
+            return (p.get("MainPID") not in ("0", pid) and int(p.get("NRestarts", "0")) > restarts
+                    and p.get("ActiveState") == "active")
+        started = time.monotonic()
+        wait_for("the watchdog to restart the stopped daemon", restarted, watchdog_s + 60)
+        took = time.monotonic() - started
+        self.ok(f"SIGSTOP on the daemon gets it restarted by the watchdog in {took:.0f} s "
+                f"(WatchdogSec {watchdog_s:.0f} s)")
+
+    def remove_and_purge(self) -> None:
+        self.m.run(["apt-get", "remove", "-y", "imds-agent"], timeout=300)
+        state = self.unit("ActiveState", "LoadState")
+        if state.get("ActiveState") == "active":
+            raise E2EError(f"apt remove left the unit running: {state}")
+        left = [p for p in ("/usr/sbin/imds-agent", "/usr/bin/imds-probe",
+                            "/lib/systemd/system/imds-agent.service",
+                            "/usr/lib/systemd/system/imds-agent.service")
+                if self.m.run(["test", "-e", p], check=False).returncode == 0]
+        if left:
+            raise E2EError(f"apt remove left files behind: {left}")
+        if self.m.run(["test", "-e", "/etc/imds-agent/imds-agent.conf"],
+                      check=False).returncode != 0:
+            raise E2EError("apt remove deleted the configuration (only purge may)")
+        self.ok("apt remove stops the unit and removes its files, keeping the configuration")
+        self.m.run(["apt-get", "purge", "-y", "imds-agent"], timeout=300)
+        if self.m.run(["test", "-e", "/etc/imds-agent"], check=False).returncode == 0:
+            listing = self.m.run(["find", "/etc/imds-agent"], check=False).stdout
+            raise E2EError(f"apt purge left /etc/imds-agent behind:\n{listing}")
+        self.ok("apt purge removes the configuration too")
+
+
+def copy_into(machine: Machine, source: Path, build: Path, deb: Path) -> None:
+    dest = machine.root / "root" / "e2e"
+    (dest / "build" / "tests" / "emulator").mkdir(parents=True)
+    shutil.copy2(build / "tests" / "emulator" / "imds-emulator",
+                 dest / "build" / "tests" / "emulator" / "imds-emulator")
+    shutil.copy2(source / "tests" / "lab" / "lab.py", dest / "lab.py")
+    shutil.copy2(source / "tests" / "system" / "e2e_lab_driver.py", dest / "e2e_lab_driver.py")
+    shutil.copy2(deb, dest / deb.name)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--source", type=Path, required=True)
+    ap.add_argument("--build", type=Path, required=True)
+    ap.add_argument("--packages-dir", type=Path, required=True)
+    ap.add_argument("--no-cache", action="store_true", help="debootstrap even if cached")
+    args = ap.parse_args()
+
+    # meson's timeout sends SIGTERM: unwind so the container is stopped and removed.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    if os.geteuid() != 0:
+        print("SKIP: the end-to-end test needs root (debootstrap, systemd-nspawn)",
+              file=sys.stderr)
+        return SKIP
+    for tool in TOOLS:
+        if shutil.which(tool) is None:
+            print(f"SKIP: `{tool}` is not installed (./packaging/install-deps --release-tools)",
+                  file=sys.stderr)
+            return SKIP
+    emulator = args.build / "tests" / "emulator" / "imds-emulator"
+    if not emulator.exists():
+        print(f"FAIL: {emulator} is not built", file=sys.stderr)
+        return 1
+    t0 = time.monotonic()
+
+    r = subprocess.run([str(args.source / "packaging" / "build-deb"), "--reuse",
+                        str(args.packages_dir)], check=False)
+    if r.returncode != 0:
+        return r.returncode
+    debs = sorted(args.packages_dir.glob("imds-agent_*.deb"))
+    if len(debs) != 1:
+        print(f"FAIL: expected one imds-agent .deb in {args.packages_dir}, found {debs}",
+              file=sys.stderr)
+        return 1
+    deb = debs[0]
+    ids = message_ids(args.source)
+    tarball = e2e_rootfs.rootfs_tarball(package_dependencies(deb, emulator),
+                                        log=sys.stdout, use_cache=not args.no_cache)
+    log(f"rootfs ready after {time.monotonic() - t0:.0f} s")
+
+    workdir = Path(tempfile.mkdtemp(prefix="imds-e2e-", dir="/var/tmp"))
+    machine: Machine | None = None
+    lab: LabDriver | None = None
+    checks: Checks | None = None
+    try:
+        machine = Machine(tarball, workdir)
+        copy_into(machine, args.source, args.build, deb)
+        boot_start = time.monotonic()
+        machine.boot()
+        log(f"container {machine.name} booted in {time.monotonic() - boot_start:.1f} s "
+            f"(leader pid {machine.leader})")
+        # The lab first (IMDS requires tokens, hop limit 1: c1 gets no IMDSv2), then the
+        # agent's drop-in, then the package, whose postinst starts the agent.
+        lab = LabDriver(machine, ["--http-tokens", "required", "--hop-limit", "1"])
+        netns_dir = lab.hello["netns_dir"]
+        checks = Checks(machine, ids, deb.name)
+        checks.write_dropin(netns_dir)
+        checks.install()
+        checks.started_and_ready()
+        checks.journal_events()
+        checks.catalog()
+        checks.socket_api()
+        checks.socket_group_only()
+        checks.reload(netns_dir)
+        checks.option_change(lab)
+        checks.new_container(lab)
+        checks.watchdog()
+        forbidden = lab.call(cmd="forbidden")["requests"]
+        if forbidden:
+            raise E2EError(f"the agent requested secret paths: {forbidden}")
+        checks.ok("no request for credentials or user data reached the emulator")
+        checks.remove_and_purge()
+    except Exception as e:  # noqa: BLE001  (any failure: report, then clean up)
+        print(f"FAIL: {type(e).__name__}: {e}", file=sys.stderr)
+        if machine is not None and machine.leader is not None:
+            tail = subprocess.run(machine.argv(["journalctl", "--no-pager", "-n", "60"]),
+                                  capture_output=True, text=True, check=False).stdout
+            print("--- container journal (last 60 lines) ---\n" + tail, file=sys.stderr)
+        return 1
+    finally:
+        if lab is not None:
+            lab.close()
+        if machine is not None:
+            machine.close()
+        else:
+            subprocess.run(["rm", "-rf", "--one-file-system", str(workdir)], check=False)
+        log(f"end to end took {time.monotonic() - t0:.0f} s; "
+            f"{len(checks.passed) if checks else 0} checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+// The daemon's loop with a fake engine: what it reports, notifies and answers.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <deque>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include "agent.hpp"
+#include "fixtures.hpp"
+
+namespace imds::agent {
+namespace {
+
+using namespace testing;
+using namespace std::chrono_literals;
+
+class RecordingSink : public JournalSink {
+ public:
+  bool send(const JournalEntry& e) override {
+    entries.push_back(e);
+    return true;
+  }
+  std::vector<std::string> event_names() const {
+    std::vector<std::string> out;
+    for (const auto& e : entries) out.push_back(*e.field("IMDS_EVENT"));
+    return out;
+  }
+  std::vector<JournalEntry> entries;
+};
+
+class RecordingNotifier : public Notifier {
+ public:
+  void notify(std::string_view s) override { states.emplace_back(s); }
+  std::optional<std::chrono::microseconds> watchdog_period() const override { return 50ms; }
+  std::vector<std::string> states;
+};
+
+// Hands out prepared diagnoses, one per probe; the last one repeats.
+class FakeEngine {
+ public:
+  explicit FakeEngine(std::vector<Diagnosis> d, std::chrono::milliseconds delay = 0ms)
+      : queue_(d.begin(), d.end()), delay_(delay) {}
+  Engine engine() {
+    Engine e;
+    e.discover = [](const AgentConfig&) { return std::vector<NetnsTarget>{}; };
+    e.probe = [this](const AgentConfig&, const ProbeRequest& req) {
+      std::this_thread::sleep_for(delay_);
+      std::lock_guard lock(mutex_);
+      ++calls;
+      v1_flags.push_back(req.probe_v1);
+      Diagnosis d = queue_.front();
+      if (queue_.size() > 1) queue_.pop_front();
+      return d;
+    };
+    e.to_json = [](const Diagnosis& d) { return nlohmann::json{{"schema_version", d.schema_version}}; };
+    return e;
+  }
+  std::atomic<int> calls{0};
+  std::vector<bool> v1_flags;
+
+ private:
+  std::mutex mutex_;
+  std::deque<Diagnosis> queue_;
+  std::chrono::milliseconds delay_;
+};
+
+class AgentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    config_.socket = (std::filesystem::temp_directory_path() /
+                      ("imds-agent-loop-" + std::to_string(::getpid()) + ".sock"))
+                         .string();
+    config_.interval = 1h;
+    config_.min_probe_gap = 0ms;
+    config_.v1_interval.reset();
+  }
+  void start(FakeEngine& fake) {
+    agent_ = std::make_unique<Agent>(io_, config_, ConfigSources{}, fake.engine(), reporter_,
+                                     notifier_);
+    auto err = agent_->start();
+    ASSERT_FALSE(err.has_value()) << *err;
+  }
+  template <typename Pred>
+  bool run_until(Pred pred, std::chrono::milliseconds limit = 5s) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!pred() && std::chrono::steady_clock::now() < deadline) io_.run_for(10ms);
+    return pred();
+  }
+  ApiResponse call(const std::string& method, const std::string& target) {
+    std::optional<ApiResponse> got;
+    agent_->handle({method, target, ""}, [&](ApiResponse r) { got = std::move(r); });
+    run_until([&] { return got.has_value(); });
+    return got.value_or(ApiResponse{0, "", "", {}});
+  }
+  void TearDown() override {
+    if (agent_) agent_->stop();
+    io_.run_for(50ms);
+    agent_.reset();
+  }
+
+  boost::asio::io_context io_;
+  AgentConfig config_;
+  RecordingSink sink_;
+  EventReporter reporter_{sink_, false};
+  RecordingNotifier notifier_;
+  std::unique_ptr<Agent> agent_;
+};
+
+TEST_F(AgentTest, TheFirstProbeReportsStartedAndTheVerdictThenNotifiesReady) {
+  FakeEngine fake({diagnosis(HttpTokens::required, exact(2))});
+  start(fake);
+  ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
+  EXPECT_EQ(sink_.event_names(), (std::vector<std::string>{"started", "first-verdict"}));
+  EXPECT_EQ(sink_.entries[0].message_id, "3c502ce89a38470a8b5401cc076d14ba");
+  auto ready = std::find_if(notifier_.states.begin(), notifier_.states.end(),
+                            [](const auto& s) { return s.starts_with("READY=1\nSTATUS="); });
+  ASSERT_NE(ready, notifier_.states.end());
+  EXPECT_NE(ready->find("HttpTokens required, hop limit 2"), std::string::npos) << *ready;
+}
+
+TEST_F(AgentTest, TheWatchdogIsFedFromTheLoopWhileAProbeIsSlow) {
+  FakeEngine fake({diagnosis(HttpTokens::required, exact(2))}, 400ms);
+  start(fake);
+  run_until([&] { return false; }, 300ms);  // the first probe is still running
+  auto pings = std::count(notifier_.states.begin(), notifier_.states.end(), "WATCHDOG=1");
+  EXPECT_GE(pings, 3);
+}
+
+TEST_F(AgentTest, AnOptionChangeBetweenCyclesIsExactlyOneJournalEntry) {
+  FakeEngine fake({diagnosis(HttpTokens::optional, exact(2)),
+                   diagnosis(HttpTokens::required, exact(2))});
+  start(fake);
+  ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
+  EXPECT_EQ(call("POST", "/v1/probe").status, 200U);
+  EXPECT_EQ(call("POST", "/v1/probe").status, 200U);
+  EXPECT_EQ(sink_.event_names(),
+            (std::vector<std::string>{"started", "first-verdict", "option-changed"}));
+  EXPECT_EQ(sink_.entries.back().priority, Priority::notice);
+}
+
+TEST_F(AgentTest, ConcurrentProbeRequestsShareOneProbe) {
+  FakeEngine fake({diagnosis(HttpTokens::required, exact(2))}, 200ms);
+  start(fake);
+  ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
+  std::vector<ApiResponse> answers;
+  for (int i = 0; i < 3; ++i) {
+    agent_->handle({"POST", "/v1/probe", ""}, [&](ApiResponse r) { answers.push_back(r); });
+  }
+  ASSERT_TRUE(run_until([&] { return answers.size() == 3; }));
+  EXPECT_EQ(fake.calls, 2);  // the start-up probe and one shared by the three requests
+  for (const auto& a : answers) {
+    EXPECT_EQ(a.status, 200U);
+    auto j = nlohmann::json::parse(a.body);
+    EXPECT_EQ(j["agent"]["cycles"], 2);
+  }
+}
+
+TEST_F(AgentTest, ProbeRequestsWithinTheMinimumGapAreRateLimited) {
+  config_.min_probe_gap = 1h;
+  FakeEngine fake({diagnosis(HttpTokens::required, exact(2))});
+  start(fake);
+  ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
+  auto r = call("POST", "/v1/probe");
+  EXPECT_EQ(r.status, 429U);
+  ASSERT_EQ(r.headers.size(), 1U);
+  EXPECT_EQ(r.headers[0].first, "Retry-After");
+  EXPECT_EQ(fake.calls, 1);
+}
+
+TEST_F(AgentTest, UnknownPathsAre404AndWrongMethods405WithAllow) {
+  FakeEngine fake({diagnosis(HttpTokens::required, exact(2))});
+  start(fake);
+  EXPECT_EQ(call("GET", "/v2/everything").status, 404U);
+  auto r = call("DELETE", "/v1/status");
+  EXPECT_EQ(r.status, 405U);
+  ASSERT_EQ(r.headers.size(), 1U);
+  EXPECT_EQ(r.headers[0], (std::pair<std::string, std::string>{"Allow", "GET, HEAD"}));
+  EXPECT_EQ(call("GET", "/v1/probe").status, 405U);
+}
+
+TEST_F(AgentTest, StatusCarriesTheProbeJsonAndTheAgentState) {
+  FakeEngine fake({diagnosis(HttpTokens::required, exact(2), {{"c1", 11}})});
+  start(fake);
+  ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
+  auto r = call("GET", "/v1/status?pretty");
+  ASSERT_EQ(r.status, 200U);
+  auto j = nlohmann::json::parse(r.body);
+  EXPECT_EQ(j["schema_version"], 1);
+  const auto& a = j["agent"];
+  EXPECT_EQ(a["ready"], true);
+  EXPECT_EQ(a["cycles"], 1);
+  EXPECT_EQ(a["consecutive_errors"], 0);
+  EXPECT_TRUE(a["last_probe"].is_string());
+  EXPECT_TRUE(a["next_probe"].is_string());
+  EXPECT_EQ(a["options"]["http_tokens"], "required");
+  EXPECT_EQ(a["options"]["hop_limit"], "2");
+  ASSERT_EQ(a["containers"].size(), 1U);
+  EXPECT_EQ(a["containers"][0]["imdsv2"], "yes");
+}
+
+TEST_F(AgentTest, AnUnreachableImdsBacksOffAndCountsErrors) {
+  config_.interval = 1s;
+  config_.backoff_max = 1h;
+  FakeEngine fake({diagnosis(HttpTokens::unknown, HopLimit{}, {}, EndpointState::unreachable)});
+  start(fake);
+  ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
+  EXPECT_EQ(call("POST", "/v1/probe").status, 200U);
+  EXPECT_EQ(call("POST", "/v1/probe").status, 200U);
+  EXPECT_EQ(agent_->stats().errors, 3U);
+  EXPECT_EQ(agent_->stats().consecutive_errors, 3U);
+  auto j = agent_->status_json();
+  EXPECT_EQ(j["agent"]["backoff_seconds"], 4.0);  // 1s, 1s, 2s, 4s
+  EXPECT_EQ(sink_.event_names(),
+            (std::vector<std::string>{"started", "first-verdict", "imds-unreachable"}));
+}
+
+TEST_F(AgentTest, TokenlessGetsAreSentOnlyEveryV1Interval) {
+  config_.v1_interval = 1h;
+  FakeEngine fake({diagnosis(HttpTokens::required, exact(2))});
+  start(fake);
+  ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
+  call("POST", "/v1/probe");
+  call("POST", "/v1/probe");
+  EXPECT_EQ(fake.v1_flags, (std::vector<bool>{true, false, false}));
+}
+
+}  // namespace
+}  // namespace imds::agent

@@ -1,0 +1,227 @@
+// Configuration: defaults, files, drop-ins in order, flags on top, and errors that name
+// the file and line.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "config.hpp"
+
+namespace imds::agent {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+class ConfigFiles : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("imds-agent-config-test-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ / "conf.d");
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string write(const std::string& name, const std::string& text) {
+    auto p = dir_ / name;
+    std::ofstream(p) << text;
+    return p.string();
+  }
+  ConfigSources sources() const {
+    return {(dir_ / "main.conf").string(), false, (dir_ / "conf.d").string(), {}};
+  }
+  AgentConfig load_ok(const ConfigSources& s) {
+    auto r = load_config(s);
+    if (auto* e = std::get_if<ConfigError>(&r)) ADD_FAILURE() << e->message;
+    return std::holds_alternative<AgentConfig>(r) ? std::get<AgentConfig>(r) : AgentConfig{};
+  }
+  std::string load_error(const ConfigSources& s) {
+    auto r = load_config(s);
+    if (auto* e = std::get_if<ConfigError>(&r)) return e->message;
+    ADD_FAILURE() << "configuration was accepted";
+    return {};
+  }
+  fs::path dir_;
+};
+
+TEST_F(ConfigFiles, NoFilesGiveTheDocumentedDefaults) {
+  auto c = load_ok(sources());
+  EXPECT_EQ(c.interval, 60s);
+  EXPECT_DOUBLE_EQ(c.jitter, 0.1);
+  EXPECT_EQ(c.v1_interval, std::optional<Millis>(6h));
+  EXPECT_EQ(c.netns_dirs, (std::vector<std::string>{"/run/netns", "/run/docker/netns"}));
+  EXPECT_TRUE(c.proc_scan);
+  EXPECT_EQ(c.socket, "/run/imds-agent/imds-agent.sock");
+  EXPECT_EQ(c.socket_group, "imds-agent");
+  EXPECT_EQ(c.endpoint, "http://169.254.169.254");
+  EXPECT_EQ(c.max_namespaces, 64U);
+  EXPECT_TRUE(c.sources.empty());
+}
+
+TEST_F(ConfigFiles, DropInsOverrideTheMainFileInLexicalOrderAndFlagsOverrideAll) {
+  write("main.conf", "# main\ninterval = 30s\njitter = 0.2\nlog-level = debug\n");
+  write("conf.d/20-b.conf", "interval = 10min\n");
+  write("conf.d/10-a.conf", "interval = 5min\njitter = 0\n");
+  write("conf.d/notes.txt", "this is not read\n");
+  auto s = sources();
+  auto c = load_ok(s);
+  EXPECT_EQ(c.interval, 10min);
+  EXPECT_DOUBLE_EQ(c.jitter, 0.0);
+  EXPECT_EQ(c.log_level, "debug");
+  ASSERT_EQ(c.sources.size(), 3U);
+  EXPECT_NE(c.sources[1].find("10-a.conf"), std::string::npos);
+  EXPECT_NE(c.sources[2].find("20-b.conf"), std::string::npos);
+  s.overrides = {{"interval", "2h"}};
+  EXPECT_EQ(load_ok(s).interval, 2h);
+}
+
+TEST_F(ConfigFiles, AnUnknownKeyNamesTheFileAndLine) {
+  write("main.conf", "interval = 30s\n\n# a comment\nintervall = 40s\n");
+  EXPECT_EQ(load_error(sources()),
+            (dir_ / "main.conf").string() + ":4: unknown key 'intervall' (see imds-agent.conf(5))");
+}
+
+TEST_F(ConfigFiles, ABadValueNamesTheDropInAndLine) {
+  write("main.conf", "interval = 30s\n");
+  write("conf.d/10-policy.conf", "expect = imds-support=v2.0\njitter = 0.1\ninterval = 5 minutes\n");
+  auto err = load_error(sources());
+  EXPECT_EQ(err.rfind((dir_ / "conf.d/10-policy.conf").string() + ":3: interval: '5 minutes' is not a duration", 0), 0U)
+      << err;
+}
+
+TEST_F(ConfigFiles, ARepeatedKeyErrorPointsAtTheOccurrenceThatIsWrong) {
+  write("main.conf", "netns-dir = /run/netns\n# x\nnetns-dir = relative/dir\n");
+  auto err = load_error(sources());
+  EXPECT_NE(err.find("main.conf:3: netns-dir: 'relative/dir' is not an absolute path"),
+            std::string::npos)
+      << err;
+}
+
+TEST_F(ConfigFiles, ALineWithoutEqualsSignIsAnErrorWithItsLine) {
+  write("main.conf", "interval = 30s\nproc-scan\n");
+  EXPECT_NE(load_error(sources()).find("main.conf:2: expected 'KEY = VALUE', got 'proc-scan'"),
+            std::string::npos);
+}
+
+TEST_F(ConfigFiles, KeysInsideASectionAreUnknown) {
+  write("main.conf", "[agent]\ninterval = 30s\n");
+  EXPECT_NE(load_error(sources()).find("main.conf:2: unknown key 'agent.interval'"),
+            std::string::npos);
+}
+
+TEST_F(ConfigFiles, BadExpectationsAreRejectedWithTheProbesMessage) {
+  write("main.conf", "expect = hop-limit=99\n");
+  EXPECT_NE(load_error(sources()).find("main.conf:1: expect: "), std::string::npos);
+}
+
+TEST_F(ConfigFiles, ExpectationsAddUpAcrossFilesAndAnEmptyValueClears) {
+  write("main.conf", "expect = http-tokens=required\n");
+  write("conf.d/10.conf", "expect = hop-limit=>=2\n");
+  auto c = load_ok(sources());
+  EXPECT_EQ(c.expectations.http_tokens, HttpTokens::required);
+  EXPECT_EQ(c.expectations.hop_limit_min, 2);
+  EXPECT_EQ(c.expect.size(), 2U);
+  write("conf.d/20.conf", "expect =\nexpect = tags=enabled\n");
+  c = load_ok(sources());
+  EXPECT_FALSE(c.expectations.http_tokens.has_value());
+  EXPECT_EQ(c.expectations.tags_enabled, true);
+  EXPECT_EQ(c.expect, std::vector<std::string>{"tags=enabled"});
+}
+
+TEST_F(ConfigFiles, TheFirstNetnsDirReplacesTheDefaultsAndLaterOnesAdd) {
+  write("main.conf", "netns-dir = /run/netns\nnetns-dir = /run/docker/netns\n");
+  write("conf.d/10.conf", "netns-dir = /var/run/cni\n");
+  EXPECT_EQ(load_ok(sources()).netns_dirs,
+            (std::vector<std::string>{"/run/netns", "/run/docker/netns", "/var/run/cni"}));
+  write("conf.d/20.conf", "netns-dir =\n");
+  EXPECT_TRUE(load_ok(sources()).netns_dirs.empty());
+}
+
+TEST_F(ConfigFiles, AMissingDefaultFileIsFineButAMissingGivenOneIsAnError) {
+  auto s = sources();
+  EXPECT_TRUE(load_ok(s).sources.empty());
+  s.file_required = true;
+  EXPECT_NE(load_error(s).find("main.conf: does not exist"), std::string::npos);
+}
+
+TEST_F(ConfigFiles, ABadFlagValueNamesTheFlag) {
+  auto s = sources();
+  s.overrides = {{"max-namespaces", "0"}};
+  EXPECT_EQ(load_error(s), "--max-namespaces: '0' is not a number in 1..4000");
+}
+
+TEST(ConfigValues, DurationsTakeTheDocumentedUnits) {
+  EXPECT_EQ(parse_duration("500ms"), Millis(500));
+  EXPECT_EQ(parse_duration("60"), Millis(60'000));
+  EXPECT_EQ(parse_duration("60s"), Millis(60'000));
+  EXPECT_EQ(parse_duration("5min"), Millis(300'000));
+  EXPECT_EQ(parse_duration("6h"), Millis(6 * 3'600'000));
+  EXPECT_EQ(parse_duration("1d"), Millis(86'400'000));
+  EXPECT_FALSE(parse_duration("").has_value());
+  EXPECT_FALSE(parse_duration("-5s").has_value());
+  EXPECT_FALSE(parse_duration("5 parsecs").has_value());
+  EXPECT_FALSE(parse_duration("99999999999999s").has_value());
+  EXPECT_EQ(duration_text(Millis(21'600'000)), "6h");
+  EXPECT_EQ(duration_text(Millis(1500)), "1500ms");
+}
+
+TEST(ConfigValues, V1IntervalAcceptsNever) {
+  AgentConfig c;
+  EXPECT_FALSE(apply_setting(c, "v1-interval", "never").has_value());
+  EXPECT_FALSE(c.v1_interval.has_value());
+  EXPECT_FALSE(apply_setting(c, "v1-interval", "1h").has_value());
+  EXPECT_EQ(c.v1_interval, std::optional<Millis>(std::chrono::hours(1)));
+}
+
+TEST(ConfigValues, OutOfRangeValuesAreRejected) {
+  AgentConfig c;
+  EXPECT_TRUE(apply_setting(c, "interval", "100ms").has_value());
+  EXPECT_TRUE(apply_setting(c, "jitter", "0.9").has_value());
+  EXPECT_TRUE(apply_setting(c, "proc-scan", "maybe").has_value());
+  EXPECT_TRUE(apply_setting(c, "endpoint", "https://169.254.169.254").has_value());
+  EXPECT_TRUE(apply_setting(c, "endpoint", "http://169.254.169.254/latest").has_value());
+  EXPECT_TRUE(apply_setting(c, "socket", "relative.sock").has_value());
+  EXPECT_TRUE(apply_setting(c, "log-level", "chatty").has_value());
+  EXPECT_EQ(c.interval, std::chrono::seconds(60));  // unchanged by rejected values
+}
+
+TEST(CommandLine, EveryKeyIsAlsoAFlagAndUnknownFlagsAreErrors) {
+  const char* argv[] = {"imds-agent", "--config", "/x.conf", "--interval", "5s",
+                        "--expect", "imds-support=v2.0", "--check-config"};
+  auto r = parse_command_line(8, argv);
+  ASSERT_TRUE(std::holds_alternative<CommandLine>(r));
+  const auto& cl = std::get<CommandLine>(r);
+  EXPECT_EQ(cl.sources.file, "/x.conf");
+  EXPECT_TRUE(cl.sources.file_required);
+  EXPECT_TRUE(cl.check_config);
+  EXPECT_EQ(cl.sources.overrides.size(), 2U);
+  for (const auto& k : config_keys()) {
+    std::string flag = std::string("--") + k.key;
+    const char* one[] = {"imds-agent", flag.c_str(), "x"};
+    EXPECT_TRUE(std::holds_alternative<CommandLine>(parse_command_line(3, one))) << flag;
+  }
+  const char* bad[] = {"imds-agent", "--intervall", "5s"};
+  EXPECT_TRUE(std::holds_alternative<ConfigError>(parse_command_line(3, bad)));
+}
+
+TEST(CommandLine, TheDefaultConfigFileAndTheManPageDocumentEveryKey) {
+  // The man page and the default config must list every key: imds-agent.conf documents
+  // each as a commented "#key = default" line.
+  std::ifstream in(IMDS_AGENT_DEFAULT_CONF);
+  ASSERT_TRUE(in);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (const auto& k : config_keys()) {
+    EXPECT_NE(text.find(std::string("\n#") + k.key + " = "), std::string::npos) << k.key;
+  }
+  std::ifstream man(IMDS_AGENT_CONF_MAN);
+  ASSERT_TRUE(man);
+  std::string mtext((std::istreambuf_iterator<char>(man)), std::istreambuf_iterator<char>());
+  for (const auto& k : config_keys()) {
+    EXPECT_NE(mtext.find(std::string("*") + k.key + " =*"), std::string::npos) << k.key;
+  }
+}
+
+}  // namespace
+}  // namespace imds::agent

@@ -1,0 +1,39 @@
+// Journal field keys: the compile-time rule is journald's rule.
+#include <gtest/gtest.h>
+
+#include "journal.hpp"
+
+namespace imds::agent {
+namespace {
+
+// These are evaluated by the compiler: a key literal that breaks the rule does not build
+// (tests/unit/agent/meson.build also checks that such a file fails to compile).
+static_assert(is_valid_journal_key("IMDS_HTTP_TOKENS"));
+static_assert(is_valid_journal_key("MESSAGE_ID"));
+static_assert(!is_valid_journal_key("imds_http_tokens"));
+static_assert(!is_valid_journal_key("_PID"));
+static_assert(!is_valid_journal_key("1ST"));
+static_assert(!is_valid_journal_key("IMDS-HOP"));
+static_assert(!is_valid_journal_key(""));
+static_assert(JournalKey("IMDS_NETNS").view() == "IMDS_NETNS");
+
+TEST(JournalKeys, FollowJournaldsRuleAtRunTimeToo) {
+  EXPECT_TRUE(is_valid_journal_key("IMDS_HOP_LIMIT_MIN"));
+  EXPECT_TRUE(is_valid_journal_key(std::string(64, 'A')));
+  EXPECT_FALSE(is_valid_journal_key(std::string(65, 'A')));
+  EXPECT_FALSE(is_valid_journal_key("IMDS_HÖP"));
+  EXPECT_FALSE(is_valid_journal_key("IMDS HOP"));
+}
+
+TEST(JournalEntries, HumanFormShowsTheMessageThenEveryField) {
+  JournalEntry e;
+  e.message = "IMDS option HttpTokens changed from optional to required";
+  e.fields = {{"IMDS_OPTION", "HttpTokens"}, {"IMDS_NEW_VALUE", "required"}};
+  EXPECT_EQ(format_entry_for_humans(e),
+            "IMDS option HttpTokens changed from optional to required "
+            "(IMDS_OPTION=HttpTokens IMDS_NEW_VALUE=required)");
+  EXPECT_EQ(priority_name(Priority::warning), "warning");
+}
+
+}  // namespace
+}  // namespace imds::agent
