@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -170,8 +171,8 @@ struct Request {
   Family family = Family::v4;
   std::size_t observation = 0;  // index into the target's observations
   Step step = Step::token_put;
-  int netns = -1;               // where its socket is created (-1: own namespace)
-  std::optional<int> min_ttl;   // IP_MINTTL / IPV6_MINHOPCOUNT (hop-limit search only)
+  int netns = -1;              // where its socket is created (-1: own namespace)
+  std::optional<int> min_ttl;  // IP_MINTTL / IPV6_MINHOPCOUNT (hop-limit search only)
   CurlEasy easy;
   CurlSlist headers;
   std::string token;  // token_put: the response body, a secret; moved out or wiped
@@ -262,9 +263,9 @@ class Collector {
   std::vector<TargetState> targets_;
   std::optional<std::size_t> host_;
   std::size_t next_target_ = 0;
-  std::deque<Request*> ready_;  // follow-ups waiting for a free slot
+  std::deque<Request*> ready_;                  // follow-ups waiting for a free slot
   std::vector<std::unique_ptr<Request>> live_;  // queued or in flight
-  std::size_t running_ = 0;                      // in flight (added to the multi handle)
+  std::size_t running_ = 0;                     // in flight (added to the multi handle)
   std::unordered_map<int, Request*> by_fd_;
   bool packet_ttl_available_ = false;
   std::vector<UniqueFd> retired_packet_sockets_;  // closed in bulk: see close_packet_sockets
@@ -442,8 +443,7 @@ void Collector::activate(TargetState& state) {
   }
 }
 
-Request& Collector::make_request(TargetState& state, FamilyState& family,
-                                 std::size_t observation) {
+Request& Collector::make_request(TargetState& state, FamilyState& family, std::size_t observation) {
   const Observation& planned = state.out.observations[observation];
   // The last line of defence; configuration validation refuses such paths long before.
   if (is_forbidden_path(planned.path)) {
@@ -615,8 +615,8 @@ void Collector::finish(Request& request, CURLcode code) {
   curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &os_errno);
   result.outcome = outcome_from_curl(code, os_errno, request.error_buffer.data());
   if (code != CURLE_OK) {
-    result.error = request.error_buffer[0] != '\0' ? request.error_buffer.data()
-                                                   : curl_easy_strerror(code);
+    result.error =
+        request.error_buffer[0] != '\0' ? request.error_buffer.data() : curl_easy_strerror(code);
   }
   long status = 0;
   curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
@@ -632,8 +632,8 @@ void Collector::finish(Request& request, CURLcode code) {
     result.error = "token response larger than " + std::to_string(kMaxTokenBytes) + " bytes";
   } else if (request.socket_errno != 0) {
     result.outcome = Outcome::error;
-    result.error = errno_message("cannot create a socket in the target namespace",
-                                 request.socket_errno);
+    result.error =
+        errno_message("cannot create a socket in the target namespace", request.socket_errno);
   }
   if (result.outcome == Outcome::http) {
     result.status = static_cast<int>(status);
@@ -649,8 +649,8 @@ void Collector::finish(Request& request, CURLcode code) {
   curl_off_t connect_us = 0;
   curl_easy_getinfo(easy, CURLINFO_CONNECT_TIME_T, &connect_us);
   result.connected = connect_us > 0;
-  result.latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() -
-                                                                         request.started);
+  result.latency =
+      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - request.started);
   if (request.local_port == 0) {
     long port = 0;
     curl_easy_getinfo(easy, CURLINFO_LOCAL_PORT, &port);
@@ -668,6 +668,11 @@ void Collector::finish(Request& request, CURLcode code) {
   if (request.step == Step::token_put) {
     family.put = nullptr;
     if (result.ttl) family.put_ttl = result.ttl;
+    // EC2 sends the bare token; tolerate a line ending added by something in between.
+    while (!request.token.empty() &&
+           std::isspace(static_cast<unsigned char>(request.token.back())) != 0) {
+      request.token.pop_back();
+    }
     if (result.outcome == Outcome::http && result.status == 200 && plausible_token(request.token)) {
       family.token = std::move(request.token);
       family.put_succeeded = true;
@@ -688,9 +693,9 @@ void Collector::after_put(TargetState& state, FamilyState& family, const HttpRes
     }
     return;
   }
-  const std::string reason =
-      put.outcome == Outcome::skipped ? "no token: " + put.skip_reason
-                                      : "no token: the token PUT ended with " + describe(put);
+  const std::string reason = put.outcome == Outcome::skipped
+                                 ? "no token: " + put.skip_reason
+                                 : "no token: the token PUT ended with " + describe(put);
   for (const std::size_t observation : family.token_followups) {
     state.out.observations[observation].result.skip_reason = reason;
   }
@@ -701,8 +706,8 @@ void Collector::abort(Request& request, const std::string& skip_reason) {
   FamilyState& family = family_of(request);
   result.outcome = Outcome::skipped;
   result.skip_reason = skip_reason;
-  result.latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() -
-                                                                         request.started);
+  result.latency =
+      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - request.started);
   if (family.packets && request.local_port != 0) {
     const PortTtls ttls = family.packets->at(request.local_port);
     result.handshake_ttl = ttls.handshake_ttl;
@@ -805,8 +810,8 @@ void Collector::expire_everything() {
       FamilyState& family = family_of(request);
       result.outcome = Outcome::timeout;
       result.error = message;
-      result.latency = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() -
-                                                                             request.started);
+      result.latency =
+          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - request.started);
       if (family.packets) {
         family.packets->drain();
         if (request.local_port == 0 && request.fd >= 0) {

@@ -4,6 +4,8 @@
 
 #include <curl/curl.h>
 
+#include <array>
+#include <cstdio>
 #include <ctime>
 #include <memory>
 #include <set>
@@ -24,8 +26,8 @@ std::optional<std::string> ip_host(const std::string& url) {
   std::string h = host;
   curl_free(host);
   if (h.size() > 2 && h.front() == '[' && h.back() == ']') return h.substr(1, h.size() - 2);
-  const bool literal = h.find_first_not_of("0123456789.") == std::string::npos ||
-                       h.find(':') != std::string::npos;
+  const bool literal =
+      h.find_first_not_of("0123456789.") == std::string::npos || h.find(':') != std::string::npos;
   if (!literal) return {};
   return h;
 }
@@ -39,11 +41,11 @@ std::string rfc3339_utc(std::chrono::system_clock::time_point t) {
   const std::time_t tt = system_clock::to_time_t(secs);
   std::tm tm{};
   ::gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  char out[48];
-  std::snprintf(out, sizeof out, "%s.%03lldZ", buf, static_cast<long long>(ms));
-  return out;
+  std::array<char, 32> date{};
+  std::strftime(date.data(), date.size(), "%Y-%m-%dT%H:%M:%S", &tm);
+  std::array<char, 48> out{};
+  std::snprintf(out.data(), out.size(), "%s.%03lldZ", date.data(), static_cast<long long>(ms));
+  return out.data();
 }
 
 std::vector<NetnsTarget> resolve_targets(const ProbeOptions& options,
@@ -105,8 +107,8 @@ Diagnosis assemble(CollectResult collected, const CollectConfig& config,
   }
   d.inference = infer(d);
   d.findings = make_findings(d);
-  d.duration = std::chrono::duration_cast<std::chrono::milliseconds>(
-      std::chrono::steady_clock::now() - t0);
+  d.duration =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
   return d;
 }
 
@@ -142,8 +144,8 @@ Diagnosis diagnose(const ProbeOptions& options, std::vector<std::string>* notes)
       if (notes != nullptr) notes->push_back("simulated container teardown: " + e);
     }
   }
-  return assemble(std::move(collected), options.collect, options.expectations,
-                  options.tool_version, started, t0);
+  return assemble(std::move(collected), options.collect, options.expectations, options.tool_version,
+                  started, t0);
 }
 
 }  // namespace imds

@@ -573,14 +573,35 @@ std::string ami_route(const FixContext& c) {
          "aws ec2 register-image ... --imds-support v2.0";
 }
 
-// Enough for every container namespace seen, and at least 2 (the AMI v2.0 default, which
-// serves Docker bridge containers).
-int recommended_hop_limit(const Diagnosis& d) {
-  int deepest = 0;
-  for (const auto& t : d.targets) {
-    if (!t.target.is_host && t.distance) deepest = std::max(deepest, *t.distance);
+// How far the container namespaces probed are from the host.
+struct ContainerDepth {
+  int deepest = -1;         // largest measured distance; -1 without any
+  bool unmeasured = false;  // a namespace that reaches the IMDS has no measured distance
+};
+
+ContainerDepth container_depth(const Diagnosis& d) {
+  ContainerDepth depth;
+  for (std::size_t i = 0; i < d.targets.size(); ++i) {
+    const TargetObservations& t = d.targets[i];
+    if (t.target.is_host) continue;
+    if (t.distance) {
+      depth.deepest = std::max(depth.deepest, *t.distance);
+    } else if (i < d.inference.targets.size() && d.inference.targets[i].reachable != Tristate::no) {
+      depth.unmeasured = true;
+    }
   }
-  return std::clamp(std::max(2, deepest + 1), 1, kMaxHopLimit);
+  return depth;
+}
+
+// Enough for every container namespace seen, and at least 2 (the AMI v2.0 default, which
+// serves Docker bridge containers). Namespaces of unknown distance keep what they have now.
+int recommended_hop_limit(const Diagnosis& d) {
+  const ContainerDepth depth = container_depth(d);
+  int want = std::max(2, depth.deepest + 1);
+  if (depth.unmeasured && d.inference.hop_limit.exact) {
+    want = std::max(want, *d.inference.hop_limit.exact);
+  }
+  return std::clamp(want, 1, kMaxHopLimit);
 }
 
 std::string hop_limit_option(int n) { return "--http-put-response-hop-limit " + std::to_string(n); }
@@ -779,10 +800,15 @@ void target_findings(const Diagnosis& d, const FixContext& c, FindingList& out) 
     if (put == nullptr) continue;
     const HttpResult& r = put->result;
     if (t.target.is_host) {
-      out.add("host-no-token", Severity::error, t.target.name,
-              "the host namespace gets no IMDSv2 token (" + v.summary + ")",
-              "The hop limit cannot cause this on the host (it is at least 1): a firewall rule, "
-              "an interceptor, throttling or an IMDS fault is in the way.");
+      const Observation* v2 = find(t, Step::v2_get, f);
+      const HttpResult& failing = ok(r) && v2 != nullptr ? v2->result : r;
+      const bool throttled = answered(failing) && (failing.status == 429 || failing.status == 503);
+      out.add("host-no-token", throttled ? Severity::warning : Severity::error, t.target.name,
+              "IMDSv2 fails in the host namespace: " + v.summary,
+              throttled ? "The IMDS throttled the request (429/503): a transient state, but "
+                          "SDKs on the instance meet it too. Probe again later."
+                        : "The hop limit cannot cause this on the host (it is at least 1): a "
+                          "firewall rule, an interceptor or an IMDS fault is in the way.");
       continue;
     }
     std::string detail;
@@ -805,7 +831,16 @@ void target_findings(const Diagnosis& d, const FixContext& c, FindingList& out) 
             " Here the dropped PUT ends in a connection reset, so clients fail at once "
             "instead of waiting.";
       }
-      const int need = v.distance ? std::max(want, *v.distance + 1) : want;
+      if (!v.distance) {
+        detail +=
+            " This namespace's distance could not be measured (that needs packet sockets, "
+            "CAP_NET_RAW): the hop limit in the fix serves Docker bridge containers; "
+            "Docker-in-Docker and some CNIs need one more.";
+      }
+      int need = v.distance ? std::max(want, *v.distance + 1) : want;
+      if (!v.distance && inf.hop_limit.exact) {
+        need = std::min(kMaxHopLimit, std::max(need, *inf.hop_limit.exact + 1));
+      }
       fix = modify_options(c, hop_limit_option(need) + " --http-endpoint enabled");
       if (need <= 2) fix += "\n" + ami_route(c);
     } else {
@@ -838,11 +873,10 @@ void hop_limit_findings(const Diagnosis& d, const FixContext& c, FindingList& ou
   if (inf.endpoint != EndpointState::enabled || !inf.hop_limit.exact) return;
   const int want = recommended_hop_limit(d);
   const int have = *inf.hop_limit.exact;
-  if (have > want) {
-    int deepest = -1;
-    for (const auto& t : d.targets) {
-      if (!t.target.is_host && t.distance) deepest = std::max(deepest, *t.distance);
-    }
+  // Without the distance of every namespace that reaches the IMDS, lowering it is a guess.
+  const ContainerDepth depth = container_depth(d);
+  if (have > want && !depth.unmeasured) {
+    const int deepest = depth.deepest;
     const std::string need =
         deepest >= 0 ? "the deepest container namespace probed is " + hops(deepest) +
                            " away and needs " + std::to_string(deepest + 1)

@@ -48,10 +48,9 @@ std::chrono::milliseconds parse_duration(const std::string& flag, const std::str
                                          std::chrono::milliseconds min,
                                          std::chrono::milliseconds max) {
   auto bad = [&] {
-    return UsageError(flag + " " + text +
-                      ": expected a duration such as 500ms, 2s or 1.5s (between " +
-                      std::to_string(min.count()) + " ms and " +
-                      std::to_string(max.count() / 1000) + " s)");
+    return UsageError(
+        flag + " " + text + ": expected a duration such as 500ms, 2s or 1.5s (between " +
+        std::to_string(min.count()) + " ms and " + std::to_string(max.count() / 1000) + " s)");
   };
   if (text.empty() || text.size() > 32) throw bad();
   double value = 0;
@@ -77,14 +76,14 @@ std::chrono::milliseconds parse_duration(const std::string& flag, const std::str
 // An endpoint base URL: http only, a host, optional port, no path/query/credentials.
 std::string check_endpoint(const std::string& flag, const std::string& url) {
   auto bad = [&](const std::string& why) {
-    return UsageError(flag + " " + url + ": " + why + " (expected e.g. http://169.254.169.254 "
+    return UsageError(flag + " " + url + ": " + why +
+                      " (expected e.g. http://169.254.169.254 "
                       "or http://127.0.0.1:8080)");
   };
   if (url.size() > 256) throw bad("too long");
   std::unique_ptr<CURLU, void (*)(CURLU*)> u(curl_url(), curl_url_cleanup);
   if (!u) throw std::bad_alloc();
-  if (curl_url_set(u.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK)
-    throw bad("not a URL");
+  if (curl_url_set(u.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) throw bad("not a URL");
   auto part = [&](CURLUPart which) -> std::optional<std::string> {
     char* s = nullptr;
     if (curl_url_get(u.get(), which, &s, 0) != CURLUE_OK || s == nullptr) return std::nullopt;
@@ -93,7 +92,8 @@ std::string check_endpoint(const std::string& flag, const std::string& url) {
     return out;
   };
   const auto scheme = part(CURLUPART_SCHEME);
-  if (!scheme || *scheme != "http") throw bad("only http:// is supported (the IMDS speaks plain HTTP)");
+  if (!scheme || *scheme != "http")
+    throw bad("only http:// is supported (the IMDS speaks plain HTTP)");
   const auto host = part(CURLUPART_HOST);
   if (!host || host->empty()) throw bad("no host");
   if (part(CURLUPART_USER) || part(CURLUPART_PASSWORD)) throw bad("credentials are not allowed");
@@ -176,8 +176,8 @@ std::string agent_status_text(const nlohmann::json& doc) {
     out += "options: HttpTokens=" + printable(get(options, "http_tokens")) +
            ", hop limit=" + printable(get(options, "hop_limit")) +
            ", endpoint=" + printable(get(options, "http_endpoint")) +
-           ", IPv6=" + printable(get(options, "ipv6")) + ", tags=" + printable(get(options, "tags")) +
-           "\n";
+           ", IPv6=" + printable(get(options, "ipv6")) +
+           ", tags=" + printable(get(options, "tags")) + "\n";
   }
   const auto containers = get(agent, "containers");
   if (containers.is_array() && !containers.empty()) {
@@ -188,8 +188,8 @@ std::string agent_status_text(const nlohmann::json& doc) {
         out += "  ...\n";
         break;
       }
-      out += "  " + printable(get(c, "name")) + "  IMDSv2 " + printable(get(c, "imdsv2")) +
-             "  " + printable(get(c, "verdict")) + "\n";
+      out += "  " + printable(get(c, "name")) + "  IMDSv2 " + printable(get(c, "imdsv2")) + "  " +
+             printable(get(c, "verdict")) + "\n";
     }
   }
   const auto findings = get(doc, "findings");
@@ -268,55 +268,55 @@ int main(int argc, char** argv) {
   std::string endpoint, endpoint_v6, timeout, deadline, socket_path = kDefaultSocket;
 
   po::options_description targets("Targets (the host namespace is always probed)");
-  targets.add_options()
-      ("all-containers", "discover every other network namespace: /run/netns, "
-                         "/run/docker/netns and /proc/*/ns/net, one probe per distinct namespace")
-      ("netns", po::value(&netns)->value_name("PATH"),
-       "also probe the namespace at PATH (e.g. /run/netns/NAME); repeatable")
-      ("pid", po::value(&pids)->value_name("PID"),
-       "also probe the network namespace of process PID; repeatable")
-      ("container", po::value(&containers)->value_name("ID"),
-       "also probe the container whose id starts with ID (from /proc/*/cgroup); repeatable")
-      ("netns-dir", po::value(&netns_dirs)->value_name("DIR"),
-       "with --all-containers: read named namespaces from DIR instead of /run/netns and "
-       "/run/docker/netns; repeatable")
-      ("exclude-netns", po::value(&excludes)->value_name("PATH"),
-       "with --all-containers: skip the namespace at PATH; repeatable")
-      ("no-proc-scan", "with --all-containers: do not look at /proc/*/ns/net")
-      ("simulate-container",
-       "also probe from a temporary bridge namespace one hop away (veth, forwarding, "
-       "masquerade in its own nftables table), removed afterwards; needs root");
+  targets.add_options()("all-containers",
+                        "discover every other network namespace: /run/netns, "
+                        "/run/docker/netns and /proc/*/ns/net, one probe per distinct namespace")(
+      "netns", po::value(&netns)->value_name("PATH"),
+      "also probe the namespace at PATH (e.g. /run/netns/NAME); repeatable")(
+      "pid", po::value(&pids)->value_name("PID"),
+      "also probe the network namespace of process PID; repeatable")(
+      "container", po::value(&containers)->value_name("ID"),
+      "also probe the container whose id starts with ID (from /proc/*/cgroup); repeatable")(
+      "netns-dir", po::value(&netns_dirs)->value_name("DIR"),
+      "with --all-containers: read named namespaces from DIR instead of /run/netns and "
+      "/run/docker/netns; repeatable")(
+      "exclude-netns", po::value(&excludes)->value_name("PATH"),
+      "with --all-containers: skip the namespace at PATH; repeatable")(
+      "no-proc-scan", "with --all-containers: do not look at /proc/*/ns/net")(
+      "simulate-container",
+      "also probe from a temporary bridge namespace one hop away (veth, forwarding, "
+      "masquerade in its own nftables table), removed afterwards; needs root");
   po::options_description requests("Requests");
-  requests.add_options()
-      ("no-v1", "do not send the tokenless IMDSv1 GET (it counts in MetadataNoToken)")
-      ("no-ipv6", "do not probe the IPv6 endpoint")
-      ("exact-hop-limit", "without packet sockets, find the exact hop limit with an IP_MINTTL "
-                          "search (up to 6 more token PUTs from the host)")
-      ("no-packet-ttl", "do not read TTLs with packet sockets (even with CAP_NET_RAW)")
-      ("endpoint", po::value(&endpoint)->value_name("URL"),
-       "IPv4 IMDS base URL (default http://169.254.169.254)")
-      ("endpoint-v6", po::value(&endpoint_v6)->value_name("URL"),
-       "IPv6 IMDS base URL (default http://[fd00:ec2::254])")
-      ("timeout", po::value(&timeout)->value_name("DURATION"),
-       "per-request timeout, e.g. 2s or 500ms (default 2s; 10ms..60s)")
-      ("deadline", po::value(&deadline)->value_name("DURATION"),
-       "hard bound for the whole run (default 8s or 4 x --timeout; 100ms..10m)");
+  requests.add_options()("no-v1",
+                         "do not send the tokenless IMDSv1 GET (it counts in MetadataNoToken)")(
+      "no-ipv6", "do not probe the IPv6 endpoint")(
+      "exact-hop-limit",
+      "without packet sockets, find the exact hop limit with an IP_MINTTL "
+      "search (up to 6 more token PUTs from the host)")(
+      "no-packet-ttl", "do not read TTLs with packet sockets (even with CAP_NET_RAW)")(
+      "endpoint", po::value(&endpoint)->value_name("URL"),
+      "IPv4 IMDS base URL (default http://169.254.169.254)")(
+      "endpoint-v6", po::value(&endpoint_v6)->value_name("URL"),
+      "IPv6 IMDS base URL (default http://[fd00:ec2::254])")(
+      "timeout", po::value(&timeout)->value_name("DURATION"),
+      "per-request timeout, e.g. 2s or 500ms (default 2s; 10ms..60s)")(
+      "deadline", po::value(&deadline)->value_name("DURATION"),
+      "hard bound for the whole run (default 8s or 4 x --timeout; 100ms..10m)");
   po::options_description policy("Policy");
-  policy.add_options()
-      ("expect", po::value(&expects)->value_name("EXPR"),
-       "expected option, e.g. http-tokens=required, hop-limit=>=2, imds-support=v2.0; "
-       "a mismatch is a finding; repeatable");
+  policy.add_options()(
+      "expect", po::value(&expects)->value_name("EXPR"),
+      "expected option, e.g. http-tokens=required, hop-limit=>=2, imds-support=v2.0; "
+      "a mismatch is a finding; repeatable");
   po::options_description output("Output");
-  output.add_options()
-      ("json", po::value(&json_text)->value_name("MODE")->implicit_value("pretty"),
-       "print JSON: short, pretty or off (bare --json means pretty)")
-      ("no-color", "no colours (also when NO_COLOR is set or stdout is not a terminal)")
-      ("agent", "print the running imds-agent's latest diagnosis instead of probing "
-                "(same as `imds-probe status`)")
-      ("socket", po::value(&socket_path)->value_name("PATH"),
-       "the agent's Unix socket (default " IMDS_RUNSTATEDIR "/imds-agent/imds-agent.sock)")
-      ("version", "print the version and exit")
-      ("help,h", "print this help and exit");
+  output.add_options()("json", po::value(&json_text)->value_name("MODE")->implicit_value("pretty"),
+                       "print JSON: short, pretty or off (bare --json means pretty)")(
+      "no-color", "no colours (also when NO_COLOR is set or stdout is not a terminal)")(
+      "agent",
+      "print the running imds-agent's latest diagnosis instead of probing "
+      "(same as `imds-probe status`)")("socket", po::value(&socket_path)->value_name("PATH"),
+                                       "the agent's Unix socket (default " IMDS_RUNSTATEDIR
+                                       "/imds-agent/imds-agent.sock)")(
+      "version", "print the version and exit")("help,h", "print this help and exit");
   po::options_description hidden;
   hidden.add_options()("command", po::value<std::vector<std::string>>(), "");
   po::options_description visible;
@@ -328,13 +328,13 @@ int main(int argc, char** argv) {
 
   try {
     po::variables_map vm;
-    po::store(po::command_line_parser(argc, argv)
-                  .options(all)
-                  .positional(positional)
-                  .style(po::command_line_style::unix_style &
-                         ~po::command_line_style::allow_guessing)
-                  .run(),
-              vm);
+    po::store(
+        po::command_line_parser(argc, argv)
+            .options(all)
+            .positional(positional)
+            .style(po::command_line_style::unix_style & ~po::command_line_style::allow_guessing)
+            .run(),
+        vm);
     po::notify(vm);
 
     if (vm.count("help") != 0) {
@@ -351,6 +351,9 @@ int main(int argc, char** argv) {
     bool status_command = vm.count("agent") != 0;
     if (vm.count("command") != 0) {
       const auto& words = vm["command"].as<std::vector<std::string>>();
+      if (words[0] == "short" || words[0] == "pretty" || words[0] == "off") {
+        throw UsageError("unexpected argument '" + words[0] + "': write --json=" + words[0]);
+      }
       if (words.size() != 1 || words[0] != "status") {
         throw UsageError("unexpected argument '" + words[0] +
                          "' (the only command is `status`; options start with --)");

@@ -3,15 +3,12 @@
 // validated; anything unreadable is skipped quietly.
 #include "targets.hpp"
 
-#include "netns.hpp"
-
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <linux/nsfs.h>
 #include <poll.h>
 #include <sched.h>
-#include <signal.h>
 #include <spawn.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -25,26 +22,30 @@
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <csignal>
 #include <cstring>
 #include <fstream>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <ranges>
 #include <set>
 #include <thread>
 #include <unordered_map>
+
+#include "netns.hpp"
 
 extern char** environ;
 
 namespace imds {
 namespace {
 
-constexpr std::size_t kMaxCgroupBytes = 16 * 1024;
+constexpr std::size_t kMaxCgroupBytes = std::size_t{16} * 1024;
 constexpr std::size_t kMaxCgroupLines = 64;
 constexpr std::size_t kMaxDirEntries = 65536;
 constexpr std::size_t kMaxNotes = 20;
-constexpr std::size_t kMaxToolOutput = 1024 * 1024;
+constexpr std::size_t kMaxToolOutput = std::size_t{1024} * 1024;
 constexpr auto kToolTimeout = std::chrono::seconds(10);
 const char* const kToolPath = "/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -135,8 +136,7 @@ std::vector<pid_t> list_pids(const std::string& proc_root) {
 }
 
 std::optional<ContainerLabel> label_for_pid(const std::string& proc_root, pid_t pid) {
-  const auto text = read_capped(proc_root + "/" + std::to_string(pid) + "/cgroup",
-                                kMaxCgroupBytes);
+  const auto text = read_capped(proc_root + "/" + std::to_string(pid) + "/cgroup", kMaxCgroupBytes);
   if (!text) return std::nullopt;
   return parse_cgroup(*text);
 }
@@ -160,8 +160,7 @@ std::optional<std::string> scope_id(std::string_view component, std::string_view
   if (component.size() <= prefix.size() + suffix.size()) return std::nullopt;
   if (component.substr(0, prefix.size()) != prefix) return std::nullopt;
   if (component.substr(component.size() - suffix.size()) != suffix) return std::nullopt;
-  std::string id(component.substr(prefix.size(),
-                                   component.size() - prefix.size() - suffix.size()));
+  std::string id(component.substr(prefix.size(), component.size() - prefix.size() - suffix.size()));
   if (!is_container_id(id)) return std::nullopt;
   return id;
 }
@@ -196,9 +195,9 @@ std::optional<ContainerLabel> parse_cgroup_path(std::string_view path) {
     std::string_view runtime;
   };
   static constexpr std::array<Scope, 4> scopes = {{{"docker-", "docker"},
-                                                    {"cri-containerd-", "containerd"},
-                                                    {"libpod-", "podman"},
-                                                    {"crio-", "cri-o"}}};
+                                                   {"cri-containerd-", "containerd"},
+                                                   {"libpod-", "podman"},
+                                                   {"crio-", "cri-o"}}};
   for (std::size_t i = 0; i < parts.size(); ++i) {
     for (const auto& s : scopes) {
       if (auto id = scope_id(parts[i], s.prefix)) {
@@ -233,13 +232,18 @@ std::optional<ContainerLabel> parse_cgroup(std::string_view text) {
 }
 
 Result<std::uint64_t> netns_inode(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  // nsfs files are regular files; refuse FIFOs and devices before opening (an open of a
+  // FIFO planted in a netns directory would block, a device open can have side effects).
+  struct stat pre {};
+  if (::stat(path.c_str(), &pre) == 0 && !S_ISREG(pre.st_mode)) {
+    return Result<std::uint64_t>::failure(path + " is not a namespace file");
+  }
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
   if (!fd.valid()) {
     const int err = errno;
     return Result<std::uint64_t>::failure(
         "cannot open " + path + ": " + errno_text(err) +
-        (err == EACCES || err == EPERM ? " (run as root, or with CAP_SYS_PTRACE for /proc)"
-                                       : ""));
+        (err == EACCES || err == EPERM ? " (run as root, or with CAP_SYS_PTRACE for /proc)" : ""));
   }
   struct statfs fs {};
   if (::fstatfs(fd.get(), &fs) != 0 || fs.f_type != NSFS_MAGIC) {
@@ -305,7 +309,9 @@ Discovery discover_containers(const DiscoveryConfig& config) {
     }
     std::sort(names.begin(), names.end());
     for (const auto& name : names) {
-      const std::string path = dir_path + "/" + name;
+      std::string path = dir_path;
+      path += '/';
+      path += name;
       auto ino = netns_inode(path);
       if (!ino) continue;  // a stale name or not a namespace: nothing to probe there
       if (excluded.count(ino.value()) != 0 || by_inode.count(ino.value()) != 0) continue;
@@ -391,8 +397,7 @@ Result<NetnsTarget> target_for_container(const std::string& id, const std::strin
     if (found && found->container_id != label->container_id) {
       return Result<NetnsTarget>::failure("--container '" + id + "' is ambiguous: it matches " +
                                           short_id(found->container_id) + " and " +
-                                          short_id(label->container_id) +
-                                          "; give more digits");
+                                          short_id(label->container_id) + "; give more digits");
     }
     if (!found) {
       found = label;
@@ -401,8 +406,7 @@ Result<NetnsTarget> target_for_container(const std::string& id, const std::strin
   }
   if (!found) {
     return Result<NetnsTarget>::failure(
-        "no running container with an id starting with '" + prefix +
-        "' (searched " + proc_root +
+        "no running container with an id starting with '" + prefix + "' (searched " + proc_root +
         "/*/cgroup; container names are not visible there, pass the id from `docker ps "
         "--no-trunc`)");
   }
@@ -492,6 +496,7 @@ Result<std::string> run_tool(const std::vector<std::string>& argv, std::string_v
   std::vector<std::string> args = argv;
   args[0] = *exe;
   std::vector<char*> cargv;
+  cargv.reserve(args.size() + 1);
   for (auto& a : args) cargv.push_back(a.data());
   cargv.push_back(nullptr);
   std::string env_path = std::string("PATH=") + kToolPath;
@@ -599,9 +604,9 @@ struct SimulatedContainer::State {
       if (auto r = run_tool({"ip", "link", "del", veth}); !r) errors.push_back(r.error());
     }
     ns_fd.reset();  // the namespace goes away with its last reference
-    for (auto it = sysctls.rbegin(); it != sysctls.rend(); ++it) {
+    for (const auto& [path, value] : std::views::reverse(sysctls)) {
       std::string error;
-      if (!write_file(it->first, it->second, error)) errors.push_back(error);
+      if (!write_file(path, value, error)) errors.push_back(error);
     }
     return errors;
   }
@@ -665,7 +670,8 @@ class SignalGuard {
   // Called with mutex_ held; returns the watcher thread for the caller to join unlocked.
   std::thread uninstall() {
     if (!watcher_.joinable()) return {};
-    for (std::size_t i = 0; i < kSignals.size(); ++i) ::sigaction(kSignals[i], &previous_[i], nullptr);
+    for (std::size_t i = 0; i < kSignals.size(); ++i)
+      ::sigaction(kSignals[i], &previous_[i], nullptr);
     const unsigned char stop = 0;
     (void)!::write(write_end_.get(), &stop, 1);
     return std::move(watcher_);
@@ -769,8 +775,7 @@ Result<std::uint32_t> pick_ipv4_subnet() {
     });
     if (!clash) return candidate.addr;
   }
-  return Result<std::uint32_t>::failure(
-      "no free /30 in 198.18.0.0/15 for the simulated container");
+  return Result<std::uint32_t>::failure("no free /30 in 198.18.0.0/15 for the simulated container");
 }
 
 // The device the host reaches `address` through, when there is a route.
@@ -837,10 +842,9 @@ Result<std::unique_ptr<SimulatedContainer>> SimulatedContainer::create(const Opt
   const std::string host4 = ipv4_text(subnet.value() + 1);
   const std::string cont4 = ipv4_text(subnet.value() + 2);
   const std::string net4 = ipv4_text(subnet.value()) + "/30";
-  const std::string ula = "fd" + random_chars(2, "0123456789abcdef") + ":" +
-                          random_chars(4, "0123456789abcdef") + ":" +
-                          random_chars(4, "0123456789abcdef") + ":" +
-                          random_chars(4, "0123456789abcdef");
+  const std::string ula =
+      "fd" + random_chars(2, "0123456789abcdef") + ":" + random_chars(4, "0123456789abcdef") + ":" +
+      random_chars(4, "0123456789abcdef") + ":" + random_chars(4, "0123456789abcdef");
   const std::string host6 = ula + "::1";
   const std::string cont6 = ula + "::2";
   const std::string net6 = ula + "::/64";
@@ -892,7 +896,8 @@ Result<std::unique_ptr<SimulatedContainer>> SimulatedContainer::create(const Opt
   std::string nft = "table inet " + state->nft_table + " {\n";
   nft += "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n";
   nft += "    ip saddr " + net4 + " oifname != \"" + state->veth + "\" masquerade\n";
-  if (options.ipv6) nft += "    ip6 saddr " + net6 + " oifname != \"" + state->veth + "\" masquerade\n";
+  if (options.ipv6)
+    nft += "    ip6 saddr " + net6 + " oifname != \"" + state->veth + "\" masquerade\n";
   nft += "  }\n}\n";
   if (auto r = run_tool({"nft", "-f", "-"}, nft); !r) return fail(r.error());
   state->nft_created = true;

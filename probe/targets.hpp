@@ -26,11 +26,11 @@ class Result {
   Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
   static Result failure(std::string message) { return Result(Error{std::move(message)}); }
 
-  bool ok() const { return v_.index() == 0; }
+  [[nodiscard]] bool ok() const { return v_.index() == 0; }
   explicit operator bool() const { return ok(); }
-  T& value() { return std::get<0>(v_); }
-  const T& value() const { return std::get<0>(v_); }
-  const std::string& error() const { return std::get<1>(v_).message; }
+  [[nodiscard]] T& value() { return std::get<0>(v_); }
+  [[nodiscard]] const T& value() const { return std::get<0>(v_); }
+  [[nodiscard]] const std::string& error() const { return std::get<1>(v_).message; }
 
  private:
   struct Error {
@@ -100,7 +100,7 @@ class SimulatedContainer {
   SimulatedContainer& operator=(const SimulatedContainer&) = delete;
 
   // Distance 1 by construction; path is /proc/<pid>/fd/<n> while this object lives.
-  const NetnsTarget& target() const { return target_; }
+  [[nodiscard]] const NetnsTarget& target() const { return target_; }
   // Removes everything now (the destructor does it otherwise); returns what could not be
   // removed, for people. Idempotent.
   std::vector<std::string> remove();

@@ -13,6 +13,7 @@ Usage: bench_probe.py --build BUILD_DIR [--sizes 1,10,50,200] [--repeat 3]
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -59,8 +60,11 @@ def timed(fn) -> float:
     return time.monotonic() - t
 
 
-def run_probe(lab: Lab, probe: str, extra: list[str], containers: bool) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB, from /usr/bin/time) of one probe run."""
+def run_probe(lab: Lab, probe: str, extra: list[str], containers: bool,
+              want_token: bool | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB, from /usr/bin/time) of one probe run. With
+    want_token, also checks that every container got (or did not get) a token: a fast run
+    that gave wrong answers would be no figure at all."""
     argv = ["/usr/bin/time", "-f", "BENCH-RSS %M", probe, "--json=short", "--timeout", TIMEOUT]
     if containers:
         argv += ["--all-containers", "--netns-dir", lab.netns_dir, "--no-proc-scan",
@@ -70,6 +74,13 @@ def run_probe(lab: Lab, probe: str, extra: list[str], containers: bool) -> tuple
     wall = time.monotonic() - t
     if r.returncode not in (0, 1):
         raise SystemExit(f"imds-probe exited {r.returncode}: {r.stderr[-2000:]}")
+    if want_token is not None:
+        doc = json.loads(r.stdout)
+        wrong = [v["target"] for v in doc["inference"]["targets"]
+                 if v["target"] != "host" and (v["imdsv2"] == "yes") != want_token]
+        if wrong:
+            raise SystemExit(f"imds-probe gave a wrong verdict for {len(wrong)} namespaces, "
+                             f"e.g. {wrong[:3]}")
     rss = 0
     for line in r.stderr.splitlines():
         if line.startswith("BENCH-RSS "):
@@ -78,8 +89,8 @@ def run_probe(lab: Lab, probe: str, extra: list[str], containers: bool) -> tuple
 
 
 def median_probe(lab: Lab, probe: str, extra: list[str], containers: bool,
-                 repeat: int) -> tuple[float, int]:
-    runs = [run_probe(lab, probe, extra, containers) for _ in range(repeat)]
+                 repeat: int, want_token: bool | None = None) -> tuple[float, int]:
+    runs = [run_probe(lab, probe, extra, containers, want_token) for _ in range(repeat)]
     return statistics.median(w for w, _ in runs), max(r for _, r in runs)
 
 
@@ -131,10 +142,10 @@ def main() -> int:
             for hop in (2, 1):
                 lab.set_options(hop_limit=hop)
                 row[f"probe{hop}"], row[f"rss{hop}"] = median_probe(
-                    lab, probe, ["--no-ipv6"], True, args.repeat)
+                    lab, probe, ["--no-ipv6"], True, args.repeat, want_token=hop > 1)
                 if hop == 1:  # without packet sockets nothing can be predicted
                     row["nopkt1"], _ = run_probe(lab, probe, ["--no-ipv6", "--no-packet-ttl"],
-                                                 True)
+                                                 True, want_token=False)
                 big = hop == 1 and n > args.baseline_max
                 row[f"shell{hop}"] = None if big else shell_loop(lab, containers)
                 row[f"boto{hop}"] = None if n > 10 else botocore_loop(lab, containers)
@@ -149,7 +160,7 @@ def main() -> int:
     print(f"host only: {host_wall:.3f} s wall, peak RSS {host_rss / 1024:.1f} MiB")
     print()
     head = ("N", "probe hop 2", "probe hop 1", "hop 1 no pkt", "peak RSS", "nsenter+curl hop 2",
-            "nsenter+curl hop 1", "botocore hop 2", "botocore hop 1", "lab build")
+            "nsenter+curl hop 1", "botocore hop 2", "botocore hop 1", "lab build (added)")
     print(" | ".join(head))
     print(" | ".join("-" * len(h) for h in head))
     for r in rows:
@@ -160,6 +171,8 @@ def main() -> int:
             fmt_s(r["build"]),
         ]))
     print()
+    print("Every probe run's verdicts were checked: all N containers get a token at hop limit "
+          "2, none at 1.")
     print("'-': not run (hop-limit-1 baselines cost one timeout per namespace; botocore runs "
           "only up to N=10).")
     return 0

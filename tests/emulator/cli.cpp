@@ -94,6 +94,8 @@ CliResult parse_command_line(int argc, const char* const* argv) {
      "write \"ready\\n\" to file descriptor N, then close it, once every listener is up")
     ("max-connections", po::value<std::string>()->value_name("N")->default_value("512"),
      "connections served at once; more are closed at accept (1..65536)")
+    ("read-timeout-ms", po::value<std::string>()->value_name("N")->default_value("10000"),
+     "time a client has to send one whole request before it is disconnected (100..600000)")
     ("verbose,v", "log every request to stderr (never token values)");
   // clang-format on
 
@@ -197,6 +199,10 @@ CliResult parse_command_line(int argc, const char* const* argv) {
     c.max_connections = static_cast<int>(
         require(max && *max >= 1 && *max <= 65536 ? max : std::nullopt, "--max-connections",
                 "an integer 1..65536", str("max-connections")));
+    const auto timeout = parse_long(str("read-timeout-ms"));
+    c.read_timeout = std::chrono::milliseconds(
+        require(timeout && *timeout >= 100 && *timeout <= 600000 ? timeout : std::nullopt,
+                "--read-timeout-ms", "milliseconds 100..600000", str("read-timeout-ms")));
     c.verbose = vm.count("verbose") != 0U;
     result.config = std::move(c);
   } catch (const BadValue& e) {

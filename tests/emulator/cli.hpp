@@ -2,6 +2,7 @@
 // it can be unit-tested.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -18,6 +19,7 @@ struct Config {
   std::optional<std::string> control;  // Unix socket path
   std::optional<int> ready_fd;
   int max_connections = 512;
+  std::chrono::milliseconds read_timeout{10000};  // to receive one whole request
   bool verbose = false;
 };
 

@@ -38,7 +38,6 @@ using tcp = asio::ip::tcp;
 using unix_stream = asio::local::stream_protocol;
 using namespace std::chrono_literals;
 
-constexpr auto kReadTimeout = 10s;             // idle clients cannot pin a connection longer
 constexpr auto kLingerDrain = 2s;              // read what the client still sends, then close
 constexpr auto kHangLimit = 60s;               // "hang" faults end after this at the latest
 constexpr auto kResetAfterDroppedPut = 100ms;  // below Linux's 200 ms minimum RTO
@@ -112,7 +111,7 @@ class ImdsConnection : public std::enable_shared_from_this<ImdsConnection> {
 class Listener {
  public:
   Listener(asio::io_context& io, tcp::endpoint endpoint, Emulator& emulator)
-      : io_(io), endpoint_(endpoint), emulator_(emulator) {}
+      : io_(io), endpoint_(endpoint), emulator_(emulator), backoff_(io) {}
   bool is_v6() const { return endpoint_.address().is_v6(); }
   bool is_open() const { return acceptor_.has_value(); }
   std::string name() const {
@@ -133,6 +132,7 @@ class Listener {
   }
   void close() {
     if (!acceptor_) return;
+    backoff_.cancel();
     beast::error_code ec;
     acceptor_->close(ec);
     acceptor_.reset();
@@ -166,6 +166,7 @@ class Listener {
   tcp::endpoint endpoint_;
   Emulator& emulator_;
   std::optional<tcp::acceptor> acceptor_;
+  asio::steady_timer backoff_;  // after a failed accept (EMFILE...), instead of spinning
 };
 
 class ControlConnection : public std::enable_shared_from_this<ControlConnection> {
@@ -190,6 +191,8 @@ class Emulator {
 
   State& state() { return state_; }
   bool verbose() const { return config_.verbose; }
+  // Idle or slow clients cannot pin a connection longer than this.
+  std::chrono::milliseconds read_timeout() const { return config_.read_timeout; }
 
   // Opens every listener the options call for and the control socket; false (after
   // logging why) when one cannot be set up.
@@ -307,14 +310,20 @@ class Emulator {
 void Listener::accept() {
   acceptor_->async_accept([this](beast::error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted || !acceptor_) return;
-    if (!ec) {
-      set_cloexec(socket.native_handle());
-      if (auto live = emulator_.admit()) {
-        std::make_shared<ImdsConnection>(std::move(socket), emulator_, std::move(live))->start();
-      } else {
-        spdlog::warn("too many connections; closing one from {}",
-                     socket.remote_endpoint(ec).address().to_string());
-      }
+    if (ec) {
+      spdlog::warn("accept on {} failed: {}; retrying in 100 ms", name(), ec.message());
+      backoff_.expires_after(100ms);
+      backoff_.async_wait([this](beast::error_code e) {
+        if (!e && acceptor_) accept();
+      });
+      return;
+    }
+    set_cloexec(socket.native_handle());
+    if (auto live = emulator_.admit()) {
+      std::make_shared<ImdsConnection>(std::move(socket), emulator_, std::move(live))->start();
+    } else {
+      spdlog::warn("too many connections; closing one from {}",
+                   socket.remote_endpoint(ec).address().to_string());
     }
     accept();
   });
@@ -339,7 +348,7 @@ ImdsConnection::ImdsConnection(tcp::socket socket, Emulator& emulator, std::shar
 ImdsConnection::~ImdsConnection() { --*live_; }
 
 void ImdsConnection::start() {
-  stream_.expires_after(kReadTimeout);
+  stream_.expires_after(emulator_.read_timeout());
   http::async_read_header(
       stream_, buffer_, parser_,
       [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
@@ -381,7 +390,7 @@ void ImdsConnection::on_body(beast::error_code ec) {
 
 void ImdsConnection::reject_unparsable() {
   // Not a request the rules can judge (bad syntax, header or body too large).
-  stream_.expires_after(kReadTimeout);
+  stream_.expires_after(emulator_.read_timeout());
   message_ = {};
   message_.version(11);
   message_.result(http::status::bad_request);
@@ -434,7 +443,7 @@ void ImdsConnection::perform() {
       return;
     case Action::malformed:
       if (response_.hop_limit) set_ttl(fd(), family_, *response_.hop_limit);
-      stream_.expires_after(kReadTimeout);
+      stream_.expires_after(emulator_.read_timeout());
       asio::async_write(stream_, asio::buffer(response_.body), done);
       return;
     case Action::respond:
@@ -451,7 +460,7 @@ void ImdsConnection::perform() {
     message_.prepare_payload();
   }
   if (response_.hop_limit) set_ttl(fd(), family_, *response_.hop_limit);
-  stream_.expires_after(kReadTimeout);
+  stream_.expires_after(emulator_.read_timeout());
   http::async_write(stream_, message_, done);
 }
 
@@ -506,7 +515,7 @@ void ImdsConnection::reset() {
 void ControlConnection::start() {
   parser_.header_limit(kHeaderLimit);
   parser_.body_limit(kControlBodyLimit);
-  timer_.expires_after(kReadTimeout);
+  timer_.expires_after(emulator_.read_timeout());
   timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
     if (!ec) {
       beast::error_code ignored;

@@ -44,7 +44,15 @@ class FakeEngine {
       : queue_(d.begin(), d.end()), delay_(delay) {}
   Engine engine() {
     Engine e;
-    e.discover = [](const AgentConfig&) { return std::vector<NetnsTarget>{}; };
+    // The namespaces "present" are those of the diagnosis the next probe returns.
+    e.discover = [this](const AgentConfig&) {
+      std::lock_guard lock(mutex_);
+      std::vector<NetnsTarget> out;
+      for (const auto& t : queue_.front().targets) {
+        if (!t.target.is_host) out.push_back(t.target);
+      }
+      return out;
+    };
     e.probe = [this](const AgentConfig&, const ProbeRequest& req) {
       std::this_thread::sleep_for(delay_);
       std::lock_guard lock(mutex_);
@@ -76,6 +84,11 @@ class AgentTest : public ::testing::Test {
     config_.min_probe_gap = 0ms;
     config_.v1_interval.reset();
   }
+  // Owned by the fixture: it must outlive the agent's worker thread.
+  FakeEngine& fake(std::vector<Diagnosis> d, std::chrono::milliseconds delay = 0ms) {
+    fake_ = std::make_unique<FakeEngine>(std::move(d), delay);
+    return *fake_;
+  }
   void start(FakeEngine& fake) {
     agent_ = std::make_unique<Agent>(io_, config_, ConfigSources{}, fake.engine(), reporter_,
                                      notifier_);
@@ -105,11 +118,12 @@ class AgentTest : public ::testing::Test {
   RecordingSink sink_;
   EventReporter reporter_{sink_, false};
   RecordingNotifier notifier_;
+  std::unique_ptr<FakeEngine> fake_;
   std::unique_ptr<Agent> agent_;
 };
 
 TEST_F(AgentTest, TheFirstProbeReportsStartedAndTheVerdictThenNotifiesReady) {
-  FakeEngine fake({diagnosis(HttpTokens::required, exact(2))});
+  auto& fake = this->fake({diagnosis(HttpTokens::required, exact(2))});
   start(fake);
   ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
   EXPECT_EQ(sink_.event_names(), (std::vector<std::string>{"started", "first-verdict"}));
@@ -121,7 +135,7 @@ TEST_F(AgentTest, TheFirstProbeReportsStartedAndTheVerdictThenNotifiesReady) {
 }
 
 TEST_F(AgentTest, TheWatchdogIsFedFromTheLoopWhileAProbeIsSlow) {
-  FakeEngine fake({diagnosis(HttpTokens::required, exact(2))}, 400ms);
+  auto& fake = this->fake({diagnosis(HttpTokens::required, exact(2))}, 400ms);
   start(fake);
   run_until([&] { return false; }, 300ms);  // the first probe is still running
   auto pings = std::count(notifier_.states.begin(), notifier_.states.end(), "WATCHDOG=1");
@@ -129,7 +143,7 @@ TEST_F(AgentTest, TheWatchdogIsFedFromTheLoopWhileAProbeIsSlow) {
 }
 
 TEST_F(AgentTest, AnOptionChangeBetweenCyclesIsExactlyOneJournalEntry) {
-  FakeEngine fake({diagnosis(HttpTokens::optional, exact(2)),
+  auto& fake = this->fake({diagnosis(HttpTokens::optional, exact(2)),
                    diagnosis(HttpTokens::required, exact(2))});
   start(fake);
   ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
@@ -141,7 +155,7 @@ TEST_F(AgentTest, AnOptionChangeBetweenCyclesIsExactlyOneJournalEntry) {
 }
 
 TEST_F(AgentTest, ConcurrentProbeRequestsShareOneProbe) {
-  FakeEngine fake({diagnosis(HttpTokens::required, exact(2))}, 200ms);
+  auto& fake = this->fake({diagnosis(HttpTokens::required, exact(2))}, 200ms);
   start(fake);
   ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
   std::vector<ApiResponse> answers;
@@ -159,7 +173,7 @@ TEST_F(AgentTest, ConcurrentProbeRequestsShareOneProbe) {
 
 TEST_F(AgentTest, ProbeRequestsWithinTheMinimumGapAreRateLimited) {
   config_.min_probe_gap = 1h;
-  FakeEngine fake({diagnosis(HttpTokens::required, exact(2))});
+  auto& fake = this->fake({diagnosis(HttpTokens::required, exact(2))});
   start(fake);
   ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
   auto r = call("POST", "/v1/probe");
@@ -170,7 +184,7 @@ TEST_F(AgentTest, ProbeRequestsWithinTheMinimumGapAreRateLimited) {
 }
 
 TEST_F(AgentTest, UnknownPathsAre404AndWrongMethods405WithAllow) {
-  FakeEngine fake({diagnosis(HttpTokens::required, exact(2))});
+  auto& fake = this->fake({diagnosis(HttpTokens::required, exact(2))});
   start(fake);
   EXPECT_EQ(call("GET", "/v2/everything").status, 404U);
   auto r = call("DELETE", "/v1/status");
@@ -181,7 +195,7 @@ TEST_F(AgentTest, UnknownPathsAre404AndWrongMethods405WithAllow) {
 }
 
 TEST_F(AgentTest, StatusCarriesTheProbeJsonAndTheAgentState) {
-  FakeEngine fake({diagnosis(HttpTokens::required, exact(2), {{"c1", 11}})});
+  auto& fake = this->fake({diagnosis(HttpTokens::required, exact(2), {{"c1", 11}})});
   start(fake);
   ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
   auto r = call("GET", "/v1/status?pretty");
@@ -203,7 +217,7 @@ TEST_F(AgentTest, StatusCarriesTheProbeJsonAndTheAgentState) {
 TEST_F(AgentTest, AnUnreachableImdsBacksOffAndCountsErrors) {
   config_.interval = 1s;
   config_.backoff_max = 1h;
-  FakeEngine fake({diagnosis(HttpTokens::unknown, HopLimit{}, {}, EndpointState::unreachable)});
+  auto& fake = this->fake({diagnosis(HttpTokens::unknown, HopLimit{}, {}, EndpointState::unreachable)});
   start(fake);
   ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
   EXPECT_EQ(call("POST", "/v1/probe").status, 200U);
@@ -218,7 +232,7 @@ TEST_F(AgentTest, AnUnreachableImdsBacksOffAndCountsErrors) {
 
 TEST_F(AgentTest, TokenlessGetsAreSentOnlyEveryV1Interval) {
   config_.v1_interval = 1h;
-  FakeEngine fake({diagnosis(HttpTokens::required, exact(2))});
+  auto& fake = this->fake({diagnosis(HttpTokens::required, exact(2))});
   start(fake);
   ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
   call("POST", "/v1/probe");

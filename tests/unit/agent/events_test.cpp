@@ -149,7 +149,7 @@ TEST(Diff, AnOutageIsOneUnreachableAndOneBackEventAndNothingElse) {
   auto back = t.feed(diagnosis(HttpTokens::required, exact(2), {{"c1", 11}}));
   ASSERT_EQ(kinds(back), std::vector{EventKind::imds_back});
   EXPECT_EQ(field(back[0], "IMDS_DOWNTIME_SEC"), "120");
-  EXPECT_EQ(field(back[0], "IMDS_DOWNTIME"), "120s");
+  EXPECT_EQ(field(back[0], "IMDS_DOWNTIME"), "2min");
 }
 
 TEST(Diff, OptionsChangedDuringAnOutageAreReportedWhenItIsBack) {

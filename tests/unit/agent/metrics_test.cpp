@@ -2,6 +2,7 @@
 // installed, by promtool (Debian package `prometheus`).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -178,7 +179,9 @@ TEST(Metrics, RenderedMetricsAreValidExpositionFormat) {
   for (const auto& s : parsed.samples) {
     if (s.name != "imds_target_imdsv2_ok") continue;
     ++targets;
-    if (s.labels.at("netns") == "/run/netns/we\\\"ird\\\\name\\n") EXPECT_EQ(s.value, 0);
+    if (s.labels.at("netns") == "/run/netns/we\\\"ird\\\\name\\n") {
+      EXPECT_EQ(s.value, 0);
+    }
   }
   EXPECT_EQ(targets, 3);  // host + two containers
 }

@@ -24,6 +24,8 @@ TEST(EmulatorCli, DefaultsMatchTheDocumentedOnes) {
   EXPECT_EQ(c.options, Options{});
   EXPECT_FALSE(c.control);
   EXPECT_FALSE(c.ready_fd);
+  EXPECT_EQ(c.max_connections, 512);
+  EXPECT_EQ(c.read_timeout, std::chrono::seconds(10));
 }
 
 TEST(EmulatorCli, EveryFlagIsApplied) {
@@ -61,6 +63,8 @@ TEST(EmulatorCli, EveryFlagIsApplied) {
                         "3",
                         "--max-connections",
                         "10",
+                        "--read-timeout-ms",
+                        "250",
                         "--verbose"});
   ASSERT_TRUE(r.config) << r.err;
   const auto& c = *r.config;
@@ -81,6 +85,7 @@ TEST(EmulatorCli, EveryFlagIsApplied) {
   EXPECT_EQ(o.availability_zone, "eu-west-1a");
   EXPECT_EQ(c.ready_fd, 3);
   EXPECT_EQ(c.max_connections, 10);
+  EXPECT_EQ(c.read_timeout, std::chrono::milliseconds(250));
   EXPECT_TRUE(c.verbose);
 }
 
@@ -100,6 +105,7 @@ TEST(EmulatorCli, BadValuesExitWithStatus2AndNameTheFlag) {
       {{"--listen", "::1", "--instance-id", "i 1"}, "--instance-id"},
       {{"--listen", "::1", "--ready-fd", "-1"}, "--ready-fd"},
       {{"--listen", "::1", "--max-connections", "0"}, "--max-connections"},
+      {{"--listen", "::1", "--read-timeout-ms", "5"}, "--read-timeout-ms"},
       {{"--listen", "::1", "--control", std::string(200, 'x')}, "--control"},
       {{"--listen", "::1", "--frobnicate"}, "frobnicate"},
       {{"--listen", "::1", "stray"}, "stray"},
@@ -117,10 +123,10 @@ TEST(EmulatorCli, HelpListsEveryFlagAndExitsZero) {
   const auto r = parse({"--help"});
   EXPECT_FALSE(r.config);
   EXPECT_EQ(r.exit_code, 0);
-  for (const char* flag :
-       {"--listen", "--port", "--control", "--http-tokens", "--hop-limit", "--http-endpoint",
-        "--ipv6", "--tags", "--tag", "--unauthorized-body", "--instance-id", "--ami-id", "--region",
-        "--availability-zone", "--ready-fd", "--max-connections", "--verbose"}) {
+  for (const char* flag : {"--listen", "--port", "--control", "--http-tokens", "--hop-limit",
+                           "--http-endpoint", "--ipv6", "--tags", "--tag", "--unauthorized-body",
+                           "--instance-id", "--ami-id", "--region", "--availability-zone",
+                           "--ready-fd", "--max-connections", "--read-timeout-ms", "--verbose"}) {
     EXPECT_THAT(r.out, HasSubstr(flag));
   }
 }

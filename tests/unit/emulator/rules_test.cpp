@@ -145,6 +145,25 @@ TEST_F(Rules, DisabledEndpointForbidsEverything) {
   EXPECT_EQ(send("GET", "/latest/meta-data/instance-id").status, 403);
 }
 
+// [guess] documented in tests/emulator/README.md: the TTL is set on the connection, so
+// whatever answers a token PUT is hop-limited, not only the 200.
+TEST_F(Rules, EveryAnswerToATokenPutIsHopLimited) {
+  Options o;
+  o.hop_limit = 4;
+  set(o);
+  EXPECT_EQ(put_token("0").hop_limit, 4);
+  EXPECT_EQ(put_token("60", {{"X-Forwarded-For", "10.0.0.1"}}).hop_limit, 4);
+  EXPECT_EQ(put_token("60", {{"Expect", "100-continue"}}).hop_limit, 4);
+  EXPECT_FALSE(send("PUT", "/latest/api/token/", {{std::string(kTokenTtlHeader), "60"}})
+                   .hop_limit.has_value());
+}
+
+// [guess]: only the PUT and token-bearing requests are known to be rejected for XFF.
+TEST_F(Rules, TokenlessGetWithForwardedForIsAnsweredAsImdsV1) {
+  EXPECT_EQ(send("GET", "/latest/meta-data/instance-id", {{"X-Forwarded-For", "1.2.3.4"}}).status,
+            200);
+}
+
 TEST_F(Rules, TokenPathIgnoresTheQueryString) {
   EXPECT_EQ(send("PUT", "/latest/api/token?x=1", {{std::string(kTokenTtlHeader), "60"}}).status,
             200);

@@ -109,6 +109,36 @@ TEST(Findings, UnknownTokensDescribeBothSdkOutcomes) {
   EXPECT_TRUE(contains(f->detail, "If it is required")) << f->detail;
 }
 
+TEST(Findings, ContainerWithoutMeasuredDistanceGetsTheBridgeFixAndACaveat) {
+  World w;
+  w.packet_ttl = false;
+  w.tokens = HttpTokens::required;
+  const Diagnosis d =
+      finish(diagnosis({observe_host(w), observe(w, target("c1", std::nullopt))}, w));
+  const Finding* f = find_finding(d, "container-no-token", "c1");
+  ASSERT_NE(f, nullptr);
+  EXPECT_TRUE(contains(f->fix, "--http-put-response-hop-limit 2")) << f->fix;
+  EXPECT_TRUE(contains(f->detail, "distance could not be measured")) << f->detail;
+}
+
+TEST(Findings, FailingContainerOfUnknownDistanceIsToldToGoAboveTheCurrentHopLimit) {
+  World w;
+  w.tokens = HttpTokens::required;
+  w.hop_limit = 2;
+  w.packet_ttl = false;
+  Diagnosis d = diagnosis({observe_host(w), observe(w, target("dind", std::nullopt))}, w);
+  // observe() puts a container without distance 1 hop away; make it fail like 2 hops.
+  for (auto& o : d.targets[1].observations) {
+    if (o.step == Step::token_put) o.result = failed(Outcome::timeout, true);
+    if (o.step == Step::v2_get || o.step == Step::listing) o.result = skipped("no token");
+  }
+  d.searched_hop_limit = 2;
+  d = finish(std::move(d));
+  const Finding* f = find_finding(d, "container-no-token", "dind");
+  ASSERT_NE(f, nullptr);
+  EXPECT_TRUE(contains(f->fix, "--http-put-response-hop-limit 3")) << f->fix;
+}
+
 TEST(Findings, DockerInDockerNeedsHopLimitThree) {
   World w;
   w.tokens = HttpTokens::required;
@@ -133,6 +163,25 @@ TEST(Findings, HopLimitLargerThanTheDeepestContainerNeedsIsANotice) {
   EXPECT_TRUE(contains(f->summary, "hop limit 5")) << f->summary;
   EXPECT_TRUE(contains(f->fix, "--http-put-response-hop-limit 2")) << f->fix;
   EXPECT_TRUE(is_healthy(d));
+}
+
+TEST(Findings, ContainersOfUnknownDistanceForbidCallingTheHopLimitExcessive) {
+  // Exact hop limit 3 from the IP_MINTTL search; the containers' distances are unknown
+  // (no packet sockets), and one of them may well be Docker-in-Docker.
+  World w;
+  w.tokens = HttpTokens::optional;
+  w.hop_limit = 3;
+  w.packet_ttl = false;
+  Diagnosis d = diagnosis({observe_host(w), observe(w, target("c1", std::nullopt)),
+                           observe(w, target("c2", std::nullopt))},
+                          w);
+  d.searched_hop_limit = 3;
+  d = finish(std::move(d));
+  EXPECT_EQ(find_finding(d, "hop-limit-excess"), nullptr);
+  // Switching tokens to required keeps the hop limit they work with.
+  const Finding* f = find_finding(d, "tokens-optional");
+  ASSERT_NE(f, nullptr);
+  EXPECT_FALSE(contains(f->fix, "--http-put-response-hop-limit")) << f->fix;
 }
 
 TEST(Findings, HopLimitTwoWithoutContainersIsNotExcess) {
@@ -268,6 +317,20 @@ TEST(Findings, HostWithoutTokenIsAnErrorThatBlamesNotTheHopLimit) {
   ASSERT_NE(f, nullptr);
   EXPECT_EQ(f->severity, Severity::error);
   EXPECT_TRUE(contains(f->detail, "cannot cause this")) << f->detail;
+}
+
+TEST(Findings, ThrottledHostIsOnlyAWarning) {
+  TargetObservations host = host_target();
+  host.observations.push_back(observation(Step::token_put, token(1)));
+  host.observations.push_back(observation(Step::v2_get, http(503)));
+  const Diagnosis d = finish(diagnosis({std::move(host)}));
+  const Finding* f = find_finding(d, "host-no-token");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->severity, Severity::warning);
+  EXPECT_EQ(f->summary,
+            "IMDSv2 fails in the host namespace: token received, but the GET with it failed: "
+            "HTTP 503");
+  EXPECT_NE(find_finding(d, "throttled"), nullptr);
 }
 
 TEST(Findings, FindingsComeWorstFirst) {

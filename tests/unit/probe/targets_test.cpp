@@ -45,8 +45,8 @@ TEST(ParseCgroup, KubernetesSystemdDriverGivesContainerAndPod) {
 }
 
 TEST(ParseCgroup, KubernetesCgroupfsDriverGivesContainerAndPod) {
-  const auto label = parse_cgroup("4:cpu:/kubepods/besteffort/pod1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d/" +
-                                  kId + "\n");
+  const auto label = parse_cgroup(
+      "4:cpu:/kubepods/besteffort/pod1a2b3c4d-5e6f-7a8b-9c0d-1e2f3a4b5c6d/" + kId + "\n");
   ASSERT_TRUE(label);
   EXPECT_EQ(label->container_id, kId);
   EXPECT_EQ(label->runtime, "kubepods");
@@ -71,7 +71,7 @@ TEST(ParseCgroup, OrdinaryProcessesHaveNoContainer) {
 TEST(ParseCgroup, IdsThatAreNotHexOrTooLongAreRejected) {
   EXPECT_FALSE(parse_cgroup("0::/system.slice/docker-../../etc/passwd.scope\n"));
   EXPECT_FALSE(parse_cgroup("0::/system.slice/docker-" + kId + "0.scope\n"));  // 65 digits
-  EXPECT_FALSE(parse_cgroup("0::/system.slice/docker-3F4E2A1B5C6D.scope\n"));   // uppercase
+  EXPECT_FALSE(parse_cgroup("0::/system.slice/docker-3F4E2A1B5C6D.scope\n"));  // uppercase
   EXPECT_FALSE(parse_cgroup(std::string(100000, 'a')));
 }
 

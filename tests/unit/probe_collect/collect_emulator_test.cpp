@@ -7,9 +7,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <iterator>
-#include <string_view>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "collect.hpp"
@@ -78,8 +78,8 @@ void expect_no_token_anywhere(const CollectResult& result) {
 }
 
 std::size_t open_descriptors() {
-  return static_cast<std::size_t>(std::distance(std::filesystem::directory_iterator("/proc/self/fd"),
-                                                std::filesystem::directory_iterator{}));
+  return static_cast<std::size_t>(std::distance(
+      std::filesystem::directory_iterator("/proc/self/fd"), std::filesystem::directory_iterator{}));
 }
 
 nlohmann::json request_log(const test::Emulator& emulator) {
@@ -92,8 +92,8 @@ TEST(CollectOnLoopback, HostGetsATokenAndEveryAnswerWhenTokensAreOptional) {
   test::Emulator emulator;
   const auto started = std::chrono::steady_clock::now();
   const CollectResult result = collect(loopback(emulator), {host()});
-  const auto took = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() -
-                                                             started);
+  const auto took =
+      std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started);
   std::printf("collect() on loopback, host only, v4+v6: %lld ms\n",
               static_cast<long long>(took.count()));
   RecordProperty("collect_ms", std::to_string(took.count()));
@@ -220,10 +220,12 @@ TEST(CollectOnLoopback, BodiesAreCappedAndMarkedTruncated) {
   CollectConfig config = loopback(emulator);
   config.probe_v6 = false;
   config.max_body_bytes = 1000;
-  ASSERT_EQ(emulator.control("POST", "/faults",
-                             R"({"oversized_bytes":200000,"paths":["/latest/meta-data/instance-id"]})"),
-            200);
-  const HttpResult& v2 = find(collect(config, {host()}).targets[0], Step::v2_get, Family::v4).result;
+  ASSERT_EQ(
+      emulator.control("POST", "/faults",
+                       R"({"oversized_bytes":200000,"paths":["/latest/meta-data/instance-id"]})"),
+      200);
+  const CollectResult result = collect(config, {host()});
+  const HttpResult& v2 = find(result.targets[0], Step::v2_get, Family::v4).result;
   EXPECT_EQ(v2.outcome, Outcome::http) << v2.error;
   EXPECT_TRUE(v2.body_truncated);
   EXPECT_EQ(v2.body.size(), 1000U);
@@ -254,10 +256,11 @@ TEST(CollectOnLoopback, ANamespaceThatCannotBeEnteredIsAnErrorValueForThatTarget
   NetnsTarget not_a_namespace;
   not_a_namespace.name = "file";
   not_a_namespace.path = "/proc/self/status";
-  const CollectResult result = collect(config, {host(), missing, not_a_namespace});
+  const CollectResult result = collect(config, {missing, host(), not_a_namespace});
   ASSERT_EQ(result.targets.size(), 3U);
-  EXPECT_EQ(find(result.targets[0], Step::token_put, Family::v4).result.status, 200);
-  for (std::size_t i = 1; i < 3; ++i) {
+  EXPECT_EQ(result.targets[0].target.name, "gone") << "results keep the order of the targets";
+  EXPECT_EQ(find(result.targets[1], Step::token_put, Family::v4).result.status, 200);
+  for (const std::size_t i : {0U, 2U}) {
     const TargetObservations& target = result.targets[i];
     EXPECT_NE(target.error.find(target.target.path), std::string::npos) << target.error;
     for (const Observation& observation : target.observations) {

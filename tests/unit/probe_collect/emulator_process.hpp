@@ -63,9 +63,9 @@ class Emulator {
     port_ = free_loopback_port();
     int ready[2];
     if (::pipe2(ready, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
-    std::vector<std::string> args = {binary,      "--listen", "127.0.0.1", "--listen",
-                                     "::1",       "--port",   std::to_string(port_),
-                                     "--control", control_,   "--ready-fd", "3"};
+    std::vector<std::string> args = {
+        binary,      "--listen", "127.0.0.1",  "--listen", "::1", "--port", std::to_string(port_),
+        "--control", control_,   "--ready-fd", "3"};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     std::vector<char*> argv;
     for (auto& arg : args) argv.push_back(arg.data());

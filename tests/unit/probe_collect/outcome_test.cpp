@@ -77,9 +77,9 @@ TEST(ForbiddenPaths, CredentialsIdentityCredentialsAndUserDataAreRefused) {
 }
 
 TEST(ForbiddenPaths, HarmlessPathsAreAllowed) {
-  for (const char* path : {"/latest/meta-data/instance-id", "/latest/meta-data/",
-                           "/latest/meta-data/placement/region", "/latest/api/token",
-                           "/latest/meta-data/tags/instance"}) {
+  for (const char* path :
+       {"/latest/meta-data/instance-id", "/latest/meta-data/", "/latest/meta-data/placement/region",
+        "/latest/api/token", "/latest/meta-data/tags/instance"}) {
     EXPECT_FALSE(is_forbidden_path(path)) << path;
   }
 }
@@ -105,8 +105,8 @@ TEST(CollectConfiguration, RefusesMoreThan4096Targets) {
 }
 
 TEST(CollectConfiguration, RefusesEndpointsThatAreNotPlainHttpBaseUrls) {
-  for (const char* bad : {"https://169.254.169.254", "http://169.254.169.254/latest",
-                          "ftp://x", "not a url", "http://user@169.254.169.254"}) {
+  for (const char* bad : {"https://169.254.169.254", "http://169.254.169.254/latest", "ftp://x",
+                          "not a url", "http://user@169.254.169.254"}) {
     CollectConfig config;
     config.endpoint_v4 = bad;
     EXPECT_THROW(collect(config, {}), std::invalid_argument) << bad;

@@ -38,10 +38,9 @@ TEST(ProxyEnvironment, EmptyOrHttpsOnlyVariablesSetNoProxyForTheImds) {
 }
 
 TEST(ProxyEnvironment, NoProxyCoversTheImdsByAddressWildcardSuffixOrCidr) {
-  for (const char* list :
-       {"169.254.169.254", "localhost, 169.254.169.254", "*", "example.com,*", ".254",
-        "169.254.0.0/16", "10.0.0.0/8,169.254.169.254/32", "169.254.169.254:80",
-        " 169.254.169.254 "}) {
+  for (const char* list : {"169.254.169.254", "localhost, 169.254.169.254", "*", "example.com,*",
+                           ".254", "169.254.0.0/16", "10.0.0.0/8,169.254.169.254/32",
+                           "169.254.169.254:80", " 169.254.169.254 "}) {
     EXPECT_TRUE(with({{"http_proxy", "http://p:1"}, {"no_proxy", list}}).no_proxy_covers_imds)
         << list;
   }
@@ -49,9 +48,9 @@ TEST(ProxyEnvironment, NoProxyCoversTheImdsByAddressWildcardSuffixOrCidr) {
 }
 
 TEST(ProxyEnvironment, NoProxyEntriesThatMissTheImdsDoNotCoverIt) {
-  for (const char* list : {"", "localhost,127.0.0.1", "169.254.169.25", "69.254.169.254",
-                           "169.254.170.0/24", "10.0.0.0/8", "169.254.0.0/40", "bad/x",
-                           ".example.com", "4"}) {
+  for (const char* list :
+       {"", "localhost,127.0.0.1", "169.254.169.25", "69.254.169.254", "169.254.170.0/24",
+        "10.0.0.0/8", "169.254.0.0/40", "bad/x", ".example.com", "4"}) {
     EXPECT_FALSE(with({{"no_proxy", list}}).no_proxy_covers_imds) << list;
   }
 }
