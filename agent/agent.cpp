@@ -233,6 +233,7 @@ void Agent::arm_watches() {
   }
   for (int wd : watch_descriptors_) ::inotify_rm_watch(inotify_->native_handle(), wd);
   watch_descriptors_.clear();
+  ancestor_watches_.clear();
   for (const auto& dir : config_.netns_dirs) {
     std::error_code ec;
     fs::path p(dir);
@@ -249,6 +250,12 @@ void Agent::arm_watches() {
       continue;
     }
     watch_descriptors_.push_back(wd);
+    if (mask == kAncestorEvents) {
+      ancestor_watches_.insert(wd);
+    } else {
+      ancestor_watches_.erase(wd);  // the same directory may be both; the netns dir wins
+      spdlog::debug("watching {} for network namespaces", p.string());
+    }
   }
 }
 
@@ -263,13 +270,22 @@ void Agent::read_inotify() {
           inotify_event ev{};
           std::memcpy(&ev, inotify_buffer_.data() + off, sizeof ev);
           off += sizeof(inotify_event) + ev.len;
-          if ((ev.mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_Q_OVERFLOW)) != 0 ||
-              (ev.mask & IN_ISDIR) != 0) {
-            rearm = true;  // a watched dir went away, or a parent of a missing one grew
+          if ((ev.mask & IN_IGNORED) != 0) continue;  // the echo of our own rm_watch
+          if (ancestor_watches_.contains(ev.wd)) {
+            // Something appeared next to a netns dir that does not exist yet: maybe the
+            // dir itself (or its parent). Re-arm; probe once the dir really is there.
+            if ((ev.mask & IN_ISDIR) != 0) rearm = true;
+            continue;
           }
+          if ((ev.mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_Q_OVERFLOW)) != 0) rearm = true;
           changed = true;
         }
-        if (rearm) arm_watches();
+        if (rearm) {
+          const auto before = ancestor_watches_.size();
+          arm_watches();
+          // A netns dir came into existence: it may already hold namespaces.
+          if (ancestor_watches_.size() < before) changed = true;
+        }
         if (changed) {
           // `ip netns add` creates the file, then bind-mounts the namespace onto it; a
           // container runtime creates several in a burst: wait for things to settle.

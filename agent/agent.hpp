@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
+#include <set>
 #include <source_location>
 #include <string>
 #include <vector>
@@ -100,6 +101,7 @@ class Agent {
   boost::asio::signal_set signals_;
   std::optional<boost::asio::posix::stream_descriptor> inotify_;
   std::vector<int> watch_descriptors_;
+  std::set<int> ancestor_watches_;  // parents of netns dirs that do not exist yet
   std::array<char, 4096> inotify_buffer_{};
   std::mt19937_64 rng_;
   Schedule schedule_;

@@ -507,7 +507,7 @@ TargetVerdict verdict_for(const TargetObservations& t, const Inference& inf) {
   }
 
   // One line for people.
-  if (!t.error.empty() && t.observations.empty()) {
+  if (!t.error.empty() && !any_tried) {
     v.summary = "not probed: " + printable(t.error);
   } else if (v.reachable == Tristate::no) {
     const Observation* first = nullptr;

@@ -267,56 +267,61 @@ int main(int argc, char** argv) {
   std::vector<std::string> netns, containers, netns_dirs, excludes, expects, pids;
   std::string endpoint, endpoint_v6, timeout, deadline, socket_path = kDefaultSocket;
 
+  // clang-format off
   po::options_description targets("Targets (the host namespace is always probed)");
-  targets.add_options()("all-containers",
-                        "discover every other network namespace: /run/netns, "
-                        "/run/docker/netns and /proc/*/ns/net, one probe per distinct namespace")(
-      "netns", po::value(&netns)->value_name("PATH"),
-      "also probe the namespace at PATH (e.g. /run/netns/NAME); repeatable")(
-      "pid", po::value(&pids)->value_name("PID"),
-      "also probe the network namespace of process PID; repeatable")(
-      "container", po::value(&containers)->value_name("ID"),
-      "also probe the container whose id starts with ID (from /proc/*/cgroup); repeatable")(
-      "netns-dir", po::value(&netns_dirs)->value_name("DIR"),
-      "with --all-containers: read named namespaces from DIR instead of /run/netns and "
-      "/run/docker/netns; repeatable")(
-      "exclude-netns", po::value(&excludes)->value_name("PATH"),
-      "with --all-containers: skip the namespace at PATH; repeatable")(
-      "no-proc-scan", "with --all-containers: do not look at /proc/*/ns/net")(
-      "simulate-container",
-      "also probe from a temporary bridge namespace one hop away (veth, forwarding, "
-      "masquerade in its own nftables table), removed afterwards; needs root");
+  targets.add_options()
+    ("all-containers",
+     "discover every other network namespace: /run/netns, /run/docker/netns and "
+     "/proc/*/ns/net, one probe per distinct namespace")
+    ("netns", po::value(&netns)->value_name("PATH"),
+     "also probe the namespace at PATH (e.g. /run/netns/NAME); repeatable")
+    ("pid", po::value(&pids)->value_name("PID"),
+     "also probe the network namespace of process PID; repeatable")
+    ("container", po::value(&containers)->value_name("ID"),
+     "also probe the container whose id starts with ID (from /proc/*/cgroup); repeatable")
+    ("netns-dir", po::value(&netns_dirs)->value_name("DIR"),
+     "with --all-containers: read named namespaces from DIR instead of /run/netns and "
+     "/run/docker/netns; repeatable")
+    ("exclude-netns", po::value(&excludes)->value_name("PATH"),
+     "with --all-containers: skip the namespace at PATH; repeatable")
+    ("no-proc-scan", "with --all-containers: do not look at /proc/*/ns/net")
+    ("simulate-container",
+     "also probe from a temporary bridge namespace one hop away (veth, forwarding, "
+     "masquerade in its own nftables table), removed afterwards; needs root");
   po::options_description requests("Requests");
-  requests.add_options()("no-v1",
-                         "do not send the tokenless IMDSv1 GET (it counts in MetadataNoToken)")(
-      "no-ipv6", "do not probe the IPv6 endpoint")(
-      "exact-hop-limit",
-      "without packet sockets, find the exact hop limit with an IP_MINTTL "
-      "search (up to 6 more token PUTs from the host)")(
-      "no-packet-ttl", "do not read TTLs with packet sockets (even with CAP_NET_RAW)")(
-      "endpoint", po::value(&endpoint)->value_name("URL"),
-      "IPv4 IMDS base URL (default http://169.254.169.254)")(
-      "endpoint-v6", po::value(&endpoint_v6)->value_name("URL"),
-      "IPv6 IMDS base URL (default http://[fd00:ec2::254])")(
-      "timeout", po::value(&timeout)->value_name("DURATION"),
-      "per-request timeout, e.g. 2s or 500ms (default 2s; 10ms..60s)")(
-      "deadline", po::value(&deadline)->value_name("DURATION"),
-      "hard bound for the whole run (default 8s or 4 x --timeout; 100ms..10m)");
+  requests.add_options()
+    ("no-v1", "do not send the tokenless IMDSv1 GET (it counts in MetadataNoToken)")
+    ("no-ipv6", "do not probe the IPv6 endpoint")
+    ("exact-hop-limit",
+     "without packet sockets, find the exact hop limit with an IP_MINTTL search (up to 6 "
+     "more token PUTs from the host)")
+    ("no-packet-ttl", "do not read TTLs with packet sockets (even with CAP_NET_RAW)")
+    ("endpoint", po::value(&endpoint)->value_name("URL"),
+     "IPv4 IMDS base URL (default http://169.254.169.254)")
+    ("endpoint-v6", po::value(&endpoint_v6)->value_name("URL"),
+     "IPv6 IMDS base URL (default http://[fd00:ec2::254])")
+    ("timeout", po::value(&timeout)->value_name("DURATION"),
+     "per-request timeout, e.g. 2s or 500ms (default 2s; 10ms..60s)")
+    ("deadline", po::value(&deadline)->value_name("DURATION"),
+     "hard bound for the whole run (default 8s or 4 x --timeout; 100ms..10m)");
   po::options_description policy("Policy");
-  policy.add_options()(
-      "expect", po::value(&expects)->value_name("EXPR"),
-      "expected option, e.g. http-tokens=required, hop-limit=>=2, imds-support=v2.0; "
-      "a mismatch is a finding; repeatable");
+  policy.add_options()
+    ("expect", po::value(&expects)->value_name("EXPR"),
+     "expected option, e.g. http-tokens=required, hop-limit=>=2, imds-support=v2.0; a "
+     "mismatch is a finding; repeatable");
   po::options_description output("Output");
-  output.add_options()("json", po::value(&json_text)->value_name("MODE")->implicit_value("pretty"),
-                       "print JSON: short, pretty or off (bare --json means pretty)")(
-      "no-color", "no colours (also when NO_COLOR is set or stdout is not a terminal)")(
-      "agent",
-      "print the running imds-agent's latest diagnosis instead of probing "
-      "(same as `imds-probe status`)")("socket", po::value(&socket_path)->value_name("PATH"),
-                                       "the agent's Unix socket (default " IMDS_RUNSTATEDIR
-                                       "/imds-agent/imds-agent.sock)")(
-      "version", "print the version and exit")("help,h", "print this help and exit");
+  output.add_options()
+    ("json", po::value(&json_text)->value_name("MODE")->implicit_value("pretty"),
+     "print JSON: short, pretty or off (bare --json means pretty)")
+    ("no-color", "no colours (also when NO_COLOR is set or stdout is not a terminal)")
+    ("agent",
+     "print the running imds-agent's latest diagnosis instead of probing (same as "
+     "`imds-probe status`)")
+    ("socket", po::value(&socket_path)->value_name("PATH"),
+     "the agent's Unix socket (default " IMDS_RUNSTATEDIR "/imds-agent/imds-agent.sock)")
+    ("version", "print the version and exit")
+    ("help,h", "print this help and exit");
+  // clang-format on
   po::options_description hidden;
   hidden.add_options()("command", po::value<std::vector<std::string>>(), "");
   po::options_description visible;

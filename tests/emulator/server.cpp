@@ -398,6 +398,8 @@ void ImdsConnection::reject_unparsable() {
   message_.set(http::field::connection, "close");
   message_.prepare_payload();
   http::async_write(stream_, message_, [self = shared_from_this()](beast::error_code, std::size_t) {
+    beast::error_code ignored;
+    self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
     self->linger_then_close(kLingerDrain);
   });
 }

@@ -464,6 +464,17 @@ TEST(Verdict, ThrottledTokenlessAnswerDecidesNothingAboutImdsv1) {
   EXPECT_EQ(verdict(d, "host")->imdsv1, Tristate::unknown);
 }
 
+TEST(Verdict, UnenterableNamespaceWithSkippedRequestsSaysWhyToo) {
+  TargetObservations broken = target("cni-1234", std::nullopt);
+  broken.error = "setns: Operation not permitted";
+  broken.observations.push_back(observation(
+      Step::token_put, skipped("namespace not entered: setns: Operation not permitted")));
+  const Diagnosis d = finish(diagnosis({observe_host(World{}), std::move(broken)}));
+  EXPECT_EQ(verdict(d, "cni-1234")->summary, "not probed: setns: Operation not permitted");
+  EXPECT_EQ(verdict(d, "cni-1234")->imdsv2, Tristate::unknown);
+  EXPECT_EQ(find_finding(d, "container-no-token", "cni-1234"), nullptr);
+}
+
 TEST(Verdict, HostWorksWithTheHopLimitNamed) {
   World w;
   w.hop_limit = 2;

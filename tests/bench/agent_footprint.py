@@ -1,0 +1,178 @@
+#!/usr/bin/python3
+"""Footprint of imds-agent over many probe cycles with many container namespaces.
+
+Builds a lab with N bridge containers (default 50), runs the agent in the lab's host
+namespace with a long interval, and drives >= 1000 cycles with POST /v1/probe back to back.
+Prints peak RSS (VmHWM), RSS after the first cycles and at the end (steady state), CPU time
+per cycle (utime + stime from /proc/PID/stat), wall time per cycle, and open file
+descriptors before and after. Fails only if descriptors grew (a leak), not on timings.
+
+Usage: agent_footprint.py --build BUILD_DIR [--cycles N] [--containers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "lab"))
+
+from lab import FORBIDDEN_PATH_PARTS, Lab, skip_unless_lab_possible  # noqa: E402
+
+
+class UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path: str):
+        super().__init__("localhost", timeout=60)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+def api(sock: str, method: str, path: str) -> tuple[int, str]:
+    conn = UnixHTTP(sock)
+    try:
+        conn.request(method, path)
+        r = conn.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        conn.close()
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS"):
+            out[key] = int(value.split()[0])  # kB
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (after pid, comm, state)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def open_fds(pid: int) -> list[str]:
+    fd_dir = Path(f"/proc/{pid}/fd")
+    out = []
+    for fd in sorted(fd_dir.iterdir(), key=lambda p: int(p.name)):
+        try:
+            out.append(f"{fd.name} -> {os.readlink(fd)}")
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", required=True, type=Path)
+    ap.add_argument("--cycles", type=int, default=1000)
+    ap.add_argument("--containers", type=int, default=50)
+    args = ap.parse_args()
+    skip_unless_lab_possible()
+    agent_exe = str(args.build.resolve() / "agent" / "imds-agent")
+
+    with Lab(args.build, emulator_args=["--http-tokens", "required", "--hop-limit", "2"]) as lab:
+        print(f"building {args.containers} bridge containers...", flush=True)
+        for i in range(args.containers):
+            lab.add_bridge_container(f"b{i}")
+        work = Path(tempfile.mkdtemp(prefix="imds-agent-bench-"))
+        sock = str(work / "agent.sock")
+        conf = work / "agent.conf"
+        conf.write_text("interval = 1h\nmin-probe-gap = 0\nv1-interval = never\n"
+                        f"proc-scan = no\nnetns-dir = {lab.netns_dir}\nsocket = {sock}\n"
+                        "request-timeout = 1s\nlog-level = warning\n")
+        proc = lab.popen(lab.host, [agent_exe, "--config", str(conf), "--config-dir",
+                                    str(work / "conf.d")],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=open(work / "agent.log", "w"))
+        try:
+            deadline = time.monotonic() + 60
+            while not os.path.exists(sock):
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the agent did not start: " + (work / "agent.log").read_text())
+                time.sleep(0.1)
+            while True:
+                status, body = api(sock, "GET", "/v1/status")
+                doc = json.loads(body)
+                if doc["agent"]["ready"]:
+                    break
+                time.sleep(0.1)
+            pid = doc["agent"]["pid"]
+            targets = 1 + len(doc["agent"]["containers"])
+            # Warm-up: the first cycles allocate what the steady state reuses.
+            for _ in range(10):
+                api(sock, "POST", "/v1/probe")
+            fds_before = open_fds(pid)
+            rss_early = proc_status(pid)["VmRSS"]
+            cpu0 = cpu_seconds(pid)
+            t0 = time.monotonic()
+            cycles0 = doc["agent"]["cycles"]
+            rss_samples = []
+            for i in range(args.cycles):
+                status, body = api(sock, "POST", "/v1/probe")
+                if status != 200:
+                    raise RuntimeError(f"POST /v1/probe answered {status}: {body[:200]}")
+                if i % 100 == 99:
+                    rss_samples.append(proc_status(pid)["VmRSS"])
+                    reqs = lab.requests()
+                    bad = [r for r in reqs if any(p in r.get("path", "") for p in FORBIDDEN_PATH_PARTS)]
+                    if bad:
+                        raise RuntimeError(f"forbidden requests: {bad[:3]}")
+                    lab._control("DELETE", "/requests")  # keep the emulator's log small
+                    print(f"  {i + 1} cycles, RSS {rss_samples[-1]} kB", flush=True)
+            wall = time.monotonic() - t0
+            cpu = cpu_seconds(pid) - cpu0
+            final = json.loads(api(sock, "GET", "/v1/status")[1])["agent"]
+            fds_after = open_fds(pid)
+            st = proc_status(pid)
+            done = final["cycles"] - cycles0
+            print()
+            print(f"imds-agent footprint: {done} probe cycles x {targets} namespaces "
+                  f"(host + {targets - 1} containers), IPv4 + IPv6, hop limit 2")
+            print(f"  peak RSS (VmHWM):            {st['VmHWM'] / 1024:.1f} MiB")
+            print(f"  RSS after warm-up:           {rss_early / 1024:.1f} MiB")
+            print(f"  RSS steady (every 100):      "
+                  + ", ".join(f"{s / 1024:.1f}" for s in rss_samples) + " MiB")
+            print(f"  RSS at the end:              {st['VmRSS'] / 1024:.1f} MiB")
+            print(f"  CPU time per cycle:          {cpu / max(done, 1) * 1000:.1f} ms "
+                  f"({cpu / max(done, 1) / targets * 1000:.2f} ms per namespace)")
+            print(f"  wall time per cycle:         {wall / max(done, 1) * 1000:.1f} ms")
+            print(f"  open fds before / after:     {len(fds_before)} / {len(fds_after)}")
+            print(f"  probe errors:                {final['errors_total']}")
+            if done < args.cycles:
+                print(f"FAIL: only {done} cycles ran", file=sys.stderr)
+                return 1
+            if len(fds_after) > len(fds_before):
+                print("FAIL: file descriptors grew:\n  " + "\n  ".join(
+                    sorted(set(fds_after) - set(fds_before))), file=sys.stderr)
+                return 1
+            return 0
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            import shutil
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
