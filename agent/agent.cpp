@@ -2,14 +2,14 @@
 #include "agent.hpp"
 
 #include <grp.h>
+#include <spdlog/spdlog.h>
 #include <sys/inotify.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
-#include <spdlog/spdlog.h>
 
 #include "config.h"
 #include "diagnose.hpp"
@@ -24,8 +24,8 @@ namespace {
 // so that systemd restarts the daemon instead of it silently reporting nothing.
 constexpr auto kStuckProbe = 120s;
 constexpr std::size_t kMaxWaiting = 64;
-constexpr std::uint32_t kDirEvents =
-    IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
+constexpr std::uint32_t kDirEvents = IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM |
+                                     IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
 constexpr std::uint32_t kAncestorEvents = IN_CREATE | IN_MOVED_TO | IN_ONLYDIR;
 
 spdlog::level::level_enum log_level_of(Priority p) {
@@ -62,7 +62,8 @@ std::string tristate_json(Tristate t) {
 ApiResponse json_response(unsigned status, const nlohmann::json& j) {
   ApiResponse r;
   r.status = status;
-  r.body = j.dump(2) + "\n";
+  // Names of namespaces come from the file system and need not be UTF-8: replace, never throw.
+  r.body = j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   return r;
 }
 
@@ -71,7 +72,7 @@ ApiResponse error_response(unsigned status, std::string message) {
 }
 
 std::optional<gid_t> lookup_group(const std::string& name) {
-  std::vector<char> buf(16 * 1024);
+  std::vector<char> buf(16U * 1024U);
   group gr{};
   group* result = nullptr;
   if (getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &result) != 0 || result == nullptr) {
@@ -98,9 +99,10 @@ Agent::Agent(asio::io_context& io, AgentConfig config, ConfigSources sources, En
       engine_(std::move(engine)),
       reporter_(reporter),
       notifier_(notifier),
-      server_(io, [this](const ApiRequest& r, std::function<void(ApiResponse)> respond) {
-        handle(r, std::move(respond));
-      }),
+      server_(io,
+              [this](const ApiRequest& r, std::function<void(ApiResponse)> respond) {
+                handle(r, std::move(respond));
+              }),
       timer_(io),
       watchdog_(io),
       debounce_(io),
@@ -116,9 +118,10 @@ Agent::~Agent() {
 std::optional<std::string> Agent::start() {
   std::optional<gid_t> gid = lookup_group(config_.socket_group);
   if (!gid) {
-    spdlog::warn("socket group '{}' does not exist: {} keeps this process's group; create the "
-                 "group (systemd-sysusers) to let its members read the API",
-                 config_.socket_group, config_.socket);
+    spdlog::warn(
+        "socket group '{}' does not exist: {} keeps this process's group; create the "
+        "group (systemd-sysusers) to let its members read the API",
+        config_.socket_group, config_.socket);
   }
   if (auto err = server_.listen(config_.socket, gid)) return err;
 
@@ -209,9 +212,10 @@ void Agent::arm_watchdog() {
     if (ec || stopping_) return;
     const bool stuck = probing_ && std::chrono::steady_clock::now() - probe_started_ > kStuckProbe;
     if (stuck) {
-      spdlog::error("a probe has been running for more than {}s: no longer feeding the "
-                    "watchdog, so that systemd restarts imds-agent",
-                    kStuckProbe.count());
+      spdlog::error(
+          "a probe has been running for more than {}s: no longer feeding the "
+          "watchdog, so that systemd restarts imds-agent",
+          kStuckProbe.count());
     } else {
       notifier_.notify("WATCHDOG=1");
     }
@@ -309,7 +313,8 @@ void Agent::request_probe(std::string_view reason) {
     start_probe(std::string(reason));
     return;
   }
-  const auto wait = std::chrono::duration_cast<Millis>(*last_probe_end_ + config_.min_probe_gap - now);
+  const auto wait =
+      std::chrono::duration_cast<Millis>(*last_probe_end_ + config_.min_probe_gap - now);
   if (next_probe_steady_ > now + wait) arm_timer(wait);
 }
 
@@ -331,28 +336,28 @@ void Agent::start_probe(std::string reason) {
   const bool v1 = schedule_.take_v1(probe_started_);
   spdlog::debug("probe cycle {} started ({}), IMDSv1 GETs: {}", stats_.cycles + 1, reason,
                 v1 ? "yes" : "no");
-  asio::post(worker_, [this, engine = engine_, config = config_, cursor = cursor_, v1,
-                       t0 = probe_started_] {
-    std::optional<Diagnosis> d;
-    std::vector<NetnsTarget> present;
-    std::size_t next_cursor = cursor;
-    std::string error;
-    try {
-      present = engine.discover(config);
-      ProbeRequest req{select_window(present, config.max_namespaces, next_cursor), v1};
-      d = engine.probe(config, req);
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-    auto took = std::chrono::steady_clock::now() - t0;
-    asio::post(io_, [this, d = std::move(d), present = std::move(present), next_cursor,
-                     error = std::move(error), took]() mutable {
-      probe_done(std::move(d), std::move(present), next_cursor, std::move(error), took);
-    });
-  });
+  asio::post(worker_,
+             [this, engine = engine_, config = config_, cursor = cursor_, v1, t0 = probe_started_] {
+               std::optional<Diagnosis> d;
+               std::vector<NetnsTarget> present;
+               std::size_t next_cursor = cursor;
+               std::string error;
+               try {
+                 present = engine.discover(config);
+                 ProbeRequest req{select_window(present, config.max_namespaces, next_cursor), v1};
+                 d = engine.probe(config, req);
+               } catch (const std::exception& e) {
+                 error = e.what();
+               }
+               auto took = std::chrono::steady_clock::now() - t0;
+               asio::post(io_, [this, d = std::move(d), present = std::move(present), next_cursor,
+                                error = std::move(error), took]() mutable {
+                 probe_done(std::move(d), present, next_cursor, std::move(error), took);
+               });
+             });
 }
 
-void Agent::probe_done(std::optional<Diagnosis> d, std::vector<NetnsTarget> present,
+void Agent::probe_done(std::optional<Diagnosis> d, const std::vector<NetnsTarget>& present,
                        std::size_t cursor, std::string error,
                        std::chrono::steady_clock::duration took) {
   probing_ = false;
@@ -367,10 +372,16 @@ void Agent::probe_done(std::optional<Diagnosis> d, std::vector<NetnsTarget> pres
     result = classify(*d);
     if (result == CycleResult::throttled) ++stats_.throttled;
     auto next = observe(snapshot_, *d, &present, config_.expectations, *last_probe_time_);
-    for (const auto& e : diff(snapshot_, next)) reporter_.report(e);
+    for (const auto& e : diff(snapshot_, next)) {
+      reporter_.report(e);
+      if (e.kind == EventKind::option_changed || e.kind == EventKind::imds_back) {
+        schedule_.want_v1_soon();
+      }
+    }
     snapshot_ = std::move(next);
     last_ = std::move(d);
-    if (result == CycleResult::error) stats_.last_error = "IMDS unreachable: " + snapshot_.unreachable_reason;
+    if (result == CycleResult::error)
+      stats_.last_error = "IMDS unreachable: " + snapshot_.unreachable_reason;
     if (result == CycleResult::throttled) stats_.last_error = "throttled (HTTP 429/503)";
   } else {
     stats_.last_error = error;
@@ -406,11 +417,11 @@ void Agent::handle(const ApiRequest& req, std::function<void(ApiResponse)> respo
     return r;
   };
   if (path == "/v1/status") {
-    if (req.method != "GET" && req.method != "HEAD") return respond(allow("GET, HEAD"));
+    if (req.method != "GET") return respond(allow("GET"));
     return respond(json_response(200, status_json()));
   }
   if (path == "/metrics") {
-    if (req.method != "GET" && req.method != "HEAD") return respond(allow("GET, HEAD"));
+    if (req.method != "GET") return respond(allow("GET"));
     ApiResponse r;
     r.content_type = "text/plain; version=0.0.4; charset=utf-8";
     r.body = metrics_text();
@@ -426,8 +437,8 @@ void Agent::handle(const ApiRequest& req, std::function<void(ApiResponse)> respo
     }
     const auto now = std::chrono::steady_clock::now();
     if (last_probe_end_ && now < *last_probe_end_ + config_.min_probe_gap) {
-      auto wait = std::chrono::ceil<std::chrono::seconds>(*last_probe_end_ +
-                                                          config_.min_probe_gap - now);
+      auto wait =
+          std::chrono::ceil<std::chrono::seconds>(*last_probe_end_ + config_.min_probe_gap - now);
       ApiResponse r = error_response(429, "probed less than min-probe-gap ago; retry later");
       r.headers.emplace_back("Retry-After", std::to_string(std::max<long long>(1, wait.count())));
       return respond(std::move(r));
@@ -443,14 +454,14 @@ nlohmann::json Agent::status_json() const {
   nlohmann::json j = last_ && engine_.to_json ? engine_.to_json(*last_) : nlohmann::json::object();
   nlohmann::json containers = nlohmann::json::array();
   for (const auto& [key, c] : snapshot_.containers) {
-    containers.push_back({{"name", c.name},
-                          {"netns", c.path},
-                          {"container_id", c.container_id ? nlohmann::json(*c.container_id)
-                                                          : nlohmann::json(nullptr)},
-                          {"imdsv2", tristate_json(c.imdsv2)},
-                          {"distance", c.distance ? nlohmann::json(*c.distance)
-                                                  : nlohmann::json(nullptr)},
-                          {"verdict", c.verdict}});
+    containers.push_back(
+        {{"name", c.name},
+         {"netns", c.path},
+         {"container_id",
+          c.container_id ? nlohmann::json(*c.container_id) : nlohmann::json(nullptr)},
+         {"imdsv2", tristate_json(c.imdsv2)},
+         {"distance", c.distance ? nlohmann::json(*c.distance) : nlohmann::json(nullptr)},
+         {"verdict", c.verdict}});
   }
   nlohmann::json violations = nlohmann::json::array();
   for (const auto& v : snapshot_.violations) {
@@ -460,8 +471,8 @@ nlohmann::json Agent::status_json() const {
   nlohmann::json options = {
       {"http_tokens", http_tokens_text(o.http_tokens)},
       {"hop_limit", o.hop_limit ? hop_limit_text(*o.hop_limit) : "unknown"},
-      {"http_endpoint", o.endpoint_enabled ? (*o.endpoint_enabled ? "enabled" : "disabled")
-                                           : "unknown"},
+      {"http_endpoint",
+       o.endpoint_enabled ? (*o.endpoint_enabled ? "enabled" : "disabled") : "unknown"},
       {"ipv6", o.ipv6 ? (*o.ipv6 ? "enabled" : "disabled") : "unknown"},
       {"tags", o.tags ? (*o.tags ? "enabled" : "disabled") : "unknown"},
   };
@@ -471,8 +482,8 @@ nlohmann::json Agent::status_json() const {
       {"ready", ready_},
       {"probing", probing_},
       {"status", status_line(snapshot_)},
-      {"reachable", snapshot_.reachable ? nlohmann::json(*snapshot_.reachable)
-                                        : nlohmann::json(nullptr)},
+      {"reachable",
+       snapshot_.reachable ? nlohmann::json(*snapshot_.reachable) : nlohmann::json(nullptr)},
       {"last_probe", null_or(rfc3339(last_probe_time_))},
       {"next_probe", null_or(rfc3339(next_probe_time_))},
       {"cycles", stats_.cycles},
@@ -498,7 +509,8 @@ std::string Agent::metrics_text() const {
       if (t.target.is_host) host_name = t.target.name;
     }
     for (const auto& v : last_->inference.targets) {
-      if (v.target == host_name && v.imdsv2 != Tristate::unknown) host_v2 = v.imdsv2 == Tristate::yes;
+      if (v.target == host_name && v.imdsv2 != Tristate::unknown)
+        host_v2 = v.imdsv2 == Tristate::yes;
     }
   }
   return render_metrics(snapshot_, host_v2, stats_, IMDS_VERSION);

@@ -66,7 +66,7 @@ class Agent {
   // Opens the socket, arms signals, timers and watches, starts the first probe.
   // Returns an error message when the socket cannot be served.
   std::optional<std::string> start();
-  void stop();  // SIGTERM path: STOPPING=1, close everything, let run() return
+  void stop();    // SIGTERM path: STOPPING=1, close everything, let run() return
   void reload();  // SIGHUP path
 
   // For tests and the API handler.
@@ -79,7 +79,7 @@ class Agent {
 
  private:
   void start_probe(std::string reason);
-  void probe_done(std::optional<Diagnosis> d, std::vector<NetnsTarget> present,
+  void probe_done(std::optional<Diagnosis> d, const std::vector<NetnsTarget>& present,
                   std::size_t cursor, std::string error, std::chrono::steady_clock::duration took);
   void arm_timer(Millis delay);
   void arm_watchdog();

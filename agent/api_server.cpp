@@ -58,10 +58,9 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_->body_limit(shared_->limits.body_limit);
     // One deadline for the whole request: a client trickling bytes (slowloris) is cut off.
     stream_.expires_after(shared_->limits.request_timeout);
-    http::async_read(stream_, buffer_, *parser_,
-                     [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                       self->on_read(ec);
-                     });
+    http::async_read(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
   }
 
   void on_read(beast::error_code ec) {
@@ -127,7 +126,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   Stream stream_;
   std::shared_ptr<ApiServer::Shared> shared_;
-  beast::flat_buffer buffer_{8 * 1024};
+  beast::flat_buffer buffer_{8U * 1024U};
   std::optional<http::request_parser<http::string_body>> parser_;
   std::size_t requests_ = 0;
   unsigned version_ = 11;
@@ -184,20 +183,20 @@ std::optional<std::string> ApiServer::listen(const std::string& path, std::optio
 }
 
 void ApiServer::accept() {
-  acceptor_->async_accept([this, shared = shared_](boost::system::error_code ec,
-                                                   Local::socket socket) {
-    if (shared->closed || ec == asio::error::operation_aborted) return;
-    if (!ec) {
-      if (shared->connections >= shared->limits.max_connections) {
-        boost::system::error_code ignored;
-        socket.close(ignored);  // over the cap: refuse at once rather than queue
-      } else {
-        set_cloexec(socket.native_handle());
-        std::make_shared<Session>(std::move(socket), shared)->start();
-      }
-    }
-    accept();
-  });
+  acceptor_->async_accept(
+      [this, shared = shared_](boost::system::error_code ec, Local::socket socket) {
+        if (shared->closed || ec == asio::error::operation_aborted) return;
+        if (!ec) {
+          if (shared->connections >= shared->limits.max_connections) {
+            boost::system::error_code ignored;
+            socket.close(ignored);  // over the cap: refuse at once rather than queue
+          } else {
+            set_cloexec(socket.native_handle());
+            std::make_shared<Session>(std::move(socket), shared)->start();
+          }
+        }
+        accept();
+      });
 }
 
 void ApiServer::close() {

@@ -3,6 +3,8 @@
 // within a deadline, headers and bodies are size-capped, connections are counted.
 #pragma once
 
+#include <sys/types.h>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <chrono>
@@ -11,7 +13,6 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <sys/types.h>
 #include <vector>
 
 namespace imds::agent {
@@ -35,8 +36,8 @@ using ApiHandler = std::function<void(const ApiRequest&, std::function<void(ApiR
 struct ApiLimits {
   std::chrono::milliseconds request_timeout{5000};  // whole request, first byte to last
   std::chrono::milliseconds write_timeout{5000};
-  std::size_t header_limit = 8 * 1024;
-  std::size_t body_limit = 4 * 1024;
+  std::size_t header_limit = 8U * 1024U;
+  std::size_t body_limit = 4U * 1024U;
   std::size_t max_connections = 32;
   std::size_t max_requests_per_connection = 100;
 };

@@ -45,7 +45,8 @@ std::optional<T> parse_number(std::string_view v) {
 }
 
 std::optional<std::string> check_url(const std::string& v) {
-  if (!v.starts_with("http://")) return "must be an http:// URL without a path, e.g. http://169.254.169.254";
+  if (!v.starts_with("http://"))
+    return "must be an http:// URL without a path, e.g. http://169.254.169.254";
   auto rest = std::string_view(v).substr(7);
   if (rest.empty() || rest.find('/') != std::string_view::npos) {
     return "must be an http:// URL without a path, e.g. http://169.254.169.254";
@@ -60,8 +61,7 @@ struct KeyEntry {
   Setter set;
 };
 
-std::optional<std::string> set_duration(Millis& out, const std::string& v, Millis min,
-                                        Millis max) {
+std::optional<std::string> set_duration(Millis& out, const std::string& v, Millis min, Millis max) {
   auto d = parse_duration(v);
   if (!d) return "'" + v + "' is not a duration (e.g. 500ms, 60s, 5min, 6h, 1d)";
   if (*d < min || *d > max) {
@@ -261,11 +261,12 @@ std::optional<ConfigError> read_file(const std::filesystem::path& path, AgentCon
     }
     auto eq = line.find('=');
     if (eq == std::string::npos) {
-      return ConfigError{path.string() + ":" + std::to_string(lineno) + ": expected 'KEY = VALUE', got '" +
-                         line + "'"};
+      return ConfigError{path.string() + ":" + std::to_string(lineno) +
+                         ": expected 'KEY = VALUE', got '" + line + "'"};
     }
     auto key = trim(line.substr(0, eq));
-    lines_of[section.empty() ? key : section + "." + key].push_back(lineno);
+    if (!section.empty()) key.insert(0, section + ".");
+    lines_of[key].push_back(lineno);
   }
 
   auto desc = key_options();
@@ -303,12 +304,18 @@ std::optional<Millis> parse_duration(std::string_view text) {
   if (!n) return std::nullopt;
   auto unit = trim(text.substr(i));
   long long ms_per = 0;
-  if (unit.empty() || unit == "s" || unit == "sec") ms_per = 1000;
-  else if (unit == "ms") ms_per = 1;
-  else if (unit == "m" || unit == "min") ms_per = 60'000;
-  else if (unit == "h") ms_per = 3'600'000;
-  else if (unit == "d") ms_per = 86'400'000;
-  else return std::nullopt;
+  if (unit.empty() || unit == "s" || unit == "sec")
+    ms_per = 1000;
+  else if (unit == "ms")
+    ms_per = 1;
+  else if (unit == "m" || unit == "min")
+    ms_per = 60'000;
+  else if (unit == "h")
+    ms_per = 3'600'000;
+  else if (unit == "d")
+    ms_per = 86'400'000;
+  else
+    return std::nullopt;
   return Millis(*n * ms_per);
 }
 
@@ -387,7 +394,8 @@ po::options_description all_options() {
                         "/imds-agent/imds-agent.conf)")(
       "config-dir", po::value<std::string>()->value_name("DIR"),
       "drop-in directory, *.conf read in lexical order (default " IMDS_SYSCONFDIR
-      "/imds-agent/conf.d)")("check-config", "validate the configuration and exit (0 valid, 2 not)")(
+      "/imds-agent/conf.d)")("check-config",
+                             "validate the configuration and exit (0 valid, 2 not)")(
       "help,h", "show this help and exit")("version", "show the version and exit");
   general.add(key_options());
   return general;

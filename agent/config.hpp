@@ -5,9 +5,9 @@
 #include <chrono>
 #include <cstddef>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <variant>
-#include <string>
 #include <vector>
 
 #include "model.hpp"
@@ -45,9 +45,9 @@ struct AgentConfig {
 
 // Where to read from, and the command line's own settings (highest precedence).
 struct ConfigSources {
-  std::string file;           // main file; "" = none
+  std::string file;            // main file; "" = none
   bool file_required = false;  // --config given: a missing file is an error
-  std::string dir;            // drop-in directory; "" = none
+  std::string dir;             // drop-in directory; "" = none
   std::vector<std::pair<std::string, std::string>> overrides;  // key, value (flags)
 };
 

@@ -26,7 +26,8 @@ Engine make_engine() {
     const auto started = std::chrono::system_clock::now();
     const auto t0 = std::chrono::steady_clock::now();
     auto host = host_target();
-    if (!host) throw std::runtime_error("cannot identify the host network namespace: " + host.error());
+    if (!host)
+      throw std::runtime_error("cannot identify the host network namespace: " + host.error());
     std::vector<NetnsTarget> targets{host.value()};
     for (const auto& t : req.containers) {
       if (t.inode != host.value().inode) targets.push_back(t);

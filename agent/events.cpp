@@ -206,7 +206,8 @@ std::vector<PolicyViolation> policy_violations(const OptionKnowledge& o, const E
     bool below = e.hop_limit_min && hi < *e.hop_limit_min;
     bool above = e.hop_limit_max && lo > *e.hop_limit_max;
     if (below || above) {
-      out.push_back({"HttpPutResponseHopLimit", expected_hop_text(e), hop_limit_text(*o.hop_limit)});
+      out.push_back(
+          {"HttpPutResponseHopLimit", expected_hop_text(e), hop_limit_text(*o.hop_limit)});
     }
   }
   auto check = [&out](std::string_view option, std::optional<bool> want, std::optional<bool> have) {
@@ -419,8 +420,8 @@ std::string status_line(const Snapshot& s) {
   std::string out = "HttpTokens " + http_tokens_text(s.options.http_tokens) + ", hop limit " +
                     (s.options.hop_limit ? hop_limit_text(*s.options.hop_limit) : "unknown");
   if (s.options.endpoint_enabled == false) out = "HttpEndpoint disabled";
-  out += "; " + std::to_string(s.containers.size()) + " container(s), " +
-         std::to_string(no_v2) + " without IMDSv2";
+  out += "; " + std::to_string(s.containers.size()) + " container(s), " + std::to_string(no_v2) +
+         " without IMDSv2";
   if (!s.violations.empty()) {
     out += "; policy drift: " + std::to_string(s.violations.size()) + " option(s)";
   }

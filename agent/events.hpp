@@ -43,16 +43,15 @@ struct EventSpec {
 inline constexpr std::array<EventSpec, 13> kEventSpecs = {{
     {EventKind::started, "started", "3c502ce89a38470a8b5401cc076d14ba", Priority::info,
      "imds-agent @IMDS_AGENT_VERSION@ started, probing every @IMDS_INTERVAL@"},
-    {EventKind::first_verdict, "first-verdict", "dc945e5354594578bb1ca8d316f49047",
-     Priority::info,
+    {EventKind::first_verdict, "first-verdict", "dc945e5354594578bb1ca8d316f49047", Priority::info,
      "IMDS verdict: HttpEndpoint @IMDS_HTTP_ENDPOINT@, HttpTokens @IMDS_HTTP_TOKENS@, hop "
      "limit @IMDS_HOP_LIMIT_RANGE@, @IMDS_CONTAINERS@ container namespace(s), "
      "@IMDS_CONTAINERS_NO_V2@ without IMDSv2"},
     {EventKind::option_changed, "option-changed", "82f6000580cd4b1190daebc52835d1bf",
      Priority::notice,
      "IMDS option @IMDS_OPTION@ changed from @IMDS_OLD_VALUE@ to @IMDS_NEW_VALUE@"},
-    {EventKind::container_imdsv2_lost, "container-imdsv2-lost",
-     "01e99a85d9d648179353d3286787e613", Priority::warning,
+    {EventKind::container_imdsv2_lost, "container-imdsv2-lost", "01e99a85d9d648179353d3286787e613",
+     Priority::warning,
      "Container namespace @IMDS_TARGET@ can no longer get an IMDSv2 token: @IMDS_VERDICT@"},
     {EventKind::container_imdsv2_gained, "container-imdsv2-gained",
      "d11418d5479d4ddc99f5ec983c575414", Priority::notice,
@@ -62,8 +61,7 @@ inline constexpr std::array<EventSpec, 13> kEventSpecs = {{
      "Container namespace @IMDS_TARGET@ appeared, IMDSv2 @IMDS_IMDSV2@: @IMDS_VERDICT@"},
     {EventKind::container_vanished, "container-vanished", "966f2384fa624b879006072cd621371f",
      Priority::debug, "Container namespace @IMDS_TARGET@ vanished"},
-    {EventKind::policy_drift, "policy-drift", "17b08986f2c24b4cb4d3c5110e72b4f9",
-     Priority::warning,
+    {EventKind::policy_drift, "policy-drift", "17b08986f2c24b4cb4d3c5110e72b4f9", Priority::warning,
      "IMDS option @IMDS_OPTION@ is @IMDS_NEW_VALUE@, policy expects @IMDS_EXPECTED@"},
     {EventKind::policy_compliant_again, "policy-compliant-again",
      "006e54f3fe2f4427a6b4faedbf8711f4", Priority::notice,
@@ -125,10 +123,10 @@ struct PolicyViolation {
 };
 
 struct Snapshot {
-  bool probed = false;                  // at least one Diagnosis went in
-  std::optional<bool> reachable;        // host reaches the IMDS (nullopt: not yet known)
-  std::string unreachable_reason;       // "refused", "timeout", ... when unreachable
-  std::string endpoint;                 // the IPv4 endpoint probed
+  bool probed = false;             // at least one Diagnosis went in
+  std::optional<bool> reachable;   // host reaches the IMDS (nullopt: not yet known)
+  std::string unreachable_reason;  // "refused", "timeout", ... when unreachable
+  std::string endpoint;            // the IPv4 endpoint probed
   std::chrono::system_clock::time_point observed_at{};
   std::optional<std::chrono::system_clock::time_point> unreachable_since;
   OptionKnowledge options;

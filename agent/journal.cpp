@@ -2,6 +2,9 @@
 #include "journal.hpp"
 
 #include <sys/uio.h>
+// The entry carries CODE_FILE/LINE/FUNC of the caller (std::source_location); without this
+// the sd_journal_sendv macro would add a second set naming this file.
+#define SD_JOURNAL_SUPPRESS_LOCATION 1
 #include <systemd/sd-journal.h>
 
 #include <array>
@@ -9,8 +12,8 @@
 namespace imds::agent {
 
 std::string_view priority_name(Priority p) {
-  static constexpr std::array<std::string_view, 8> names = {
-      "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"};
+  static constexpr std::array<std::string_view, 8> names = {"emerg",   "alert",  "crit", "err",
+                                                            "warning", "notice", "info", "debug"};
   return names.at(static_cast<std::size_t>(p));
 }
 

@@ -20,7 +20,9 @@ constexpr int kExitRuntime = 1;
 constexpr int kExitConfig = 2;
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace {
+
+int run(int argc, char** argv) {
   using namespace imds::agent;
   auto parsed = parse_command_line(argc, argv);
   if (auto* err = std::get_if<ConfigError>(&parsed)) {
@@ -70,4 +72,16 @@ int main(int argc, char** argv) {
   }
   curl_global_cleanup();
   return rc;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    // A bug, not an expected failure: say so and let systemd restart us.
+    std::fprintf(stderr, "imds-agent: internal error: %s\n", e.what());
+    return kExitRuntime;
+  }
 }

@@ -8,8 +8,7 @@ namespace imds::agent {
 CycleResult classify(const Diagnosis& d) {
   for (const auto& t : d.targets) {
     for (const auto& o : t.observations) {
-      if (o.result.outcome == Outcome::http &&
-          (o.result.status == 429 || o.result.status == 503)) {
+      if (o.result.outcome == Outcome::http && (o.result.status == 429 || o.result.status == 503)) {
         return CycleResult::throttled;
       }
     }
@@ -40,13 +39,14 @@ Millis Schedule::finished(CycleResult result, std::mt19937_64& rng) {
 
 bool Schedule::take_v1(SteadyTime now) {
   if (!config_.v1_interval) return false;
-  if (last_v1_ && now - *last_v1_ < *config_.v1_interval) return false;
+  if (!v1_soon_ && last_v1_ && now - *last_v1_ < *config_.v1_interval) return false;
+  v1_soon_ = false;
   last_v1_ = now;
   return true;
 }
 
-std::vector<NetnsTarget> select_window(const std::vector<NetnsTarget>& containers,
-                                       std::size_t max, std::size_t& cursor) {
+std::vector<NetnsTarget> select_window(const std::vector<NetnsTarget>& containers, std::size_t max,
+                                       std::size_t& cursor) {
   if (containers.size() <= max) return containers;
   std::vector<NetnsTarget> out;
   out.reserve(max);

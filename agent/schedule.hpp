@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <optional>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "config.hpp"
@@ -23,7 +24,7 @@ CycleResult classify(const Diagnosis& d);
 
 class Schedule {
  public:
-  explicit Schedule(const AgentConfig& config) : config_(config) {}
+  explicit Schedule(AgentConfig config) : config_(std::move(config)) {}
   void reconfigure(const AgentConfig& config) { config_ = config; }
 
   // Records a finished cycle; returns the delay until the next one (interval +- jitter,
@@ -34,17 +35,21 @@ class Schedule {
 
   // Whether this cycle sends tokenless GETs; marks them as sent when it does.
   bool take_v1(SteadyTime now);
+  // The next cycle sends them (unless v1-interval is never): another option just changed
+  // or the IMDS came back, so HttpTokens may have changed too.
+  void want_v1_soon() { v1_soon_ = true; }
 
  private:
   AgentConfig config_;
   unsigned failures_ = 0;
   Millis backoff_{0};
   std::optional<SteadyTime> last_v1_;
+  bool v1_soon_ = false;
 };
 
 // The container namespaces one cycle probes: all when they fit in `max`, otherwise the
 // window at `cursor` of a rotation over them, so each is probed in turn. Advances cursor.
-std::vector<NetnsTarget> select_window(const std::vector<NetnsTarget>& containers,
-                                       std::size_t max, std::size_t& cursor);
+std::vector<NetnsTarget> select_window(const std::vector<NetnsTarget>& containers, std::size_t max,
+                                       std::size_t& cursor);
 
 }  // namespace imds::agent

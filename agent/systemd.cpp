@@ -36,9 +36,12 @@ bool stderr_is_journal_stream() {
 
 void set_log_level(std::string_view level) {
   spdlog::level::level_enum l = spdlog::level::info;
-  if (level == "debug") l = spdlog::level::debug;
-  else if (level == "warning") l = spdlog::level::warn;
-  else if (level == "error") l = spdlog::level::err;
+  if (level == "debug")
+    l = spdlog::level::debug;
+  else if (level == "warning")
+    l = spdlog::level::warn;
+  else if (level == "error")
+    l = spdlog::level::err;
   spdlog::set_level(l);
 }
 

@@ -29,7 +29,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-constexpr std::size_t kMaxHeaderBytes = 16 * 1024;
+constexpr std::size_t kMaxHeaderBytes = std::size_t{16} * 1024;
 constexpr std::size_t kMaxTokenBytes = 4096;
 constexpr std::size_t kMaxProbePathBytes = 512;
 constexpr milliseconds kPollSlice{100};
@@ -86,11 +86,9 @@ Endpoint parse_endpoint(const std::string& text, Family family) {
   address.port = static_cast<std::uint16_t>(std::stoi(port));
   const bool bracketed = host.size() > 2 && host.front() == '[' && host.back() == ']';
   const std::string bare = bracketed ? host.substr(1, host.size() - 2) : host;
-  if (family == Family::v4 && ::inet_pton(AF_INET, bare.c_str(), &address.v4) == 1) {
-    endpoint.address = address;
-  } else if (family == Family::v6 && ::inet_pton(AF_INET6, bare.c_str(), &address.v6) == 1) {
-    endpoint.address = address;
-  }
+  const bool numeric = family == Family::v4 ? ::inet_pton(AF_INET, bare.c_str(), &address.v4) == 1
+                                            : ::inet_pton(AF_INET6, bare.c_str(), &address.v6) == 1;
+  if (numeric) endpoint.address = address;
   return endpoint;
 }
 

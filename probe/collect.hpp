@@ -33,7 +33,7 @@ struct CollectConfig {
   bool packet_ttl = true;               // try AF_PACKET (needs CAP_NET_RAW); silent fallback
   bool exact_hop_limit_search = false;  // IP_MINTTL binary search from the host (no privileges)
   std::chrono::milliseconds search_timeout{500};  // per PUT of the search
-  std::size_t max_body_bytes = 64 * 1024;
+  std::size_t max_body_bytes = std::size_t{64} * 1024;
   std::size_t max_parallel = 64;  // concurrent connections (far below the 1024 pps limit)
 };
 

@@ -119,7 +119,7 @@ std::vector<sock_filter> imds_segment_filter(const ImdsAddress& from, std::uint3
     expect(BPF_LD | BPF_B | BPF_ABS, 6, IPPROTO_TCP);
     for (std::uint32_t word = 0; word < 4; ++word) {
       std::uint32_t value = 0;
-      std::memcpy(&value, from.v6.s6_addr + word * 4, sizeof value);
+      std::memcpy(&value, &from.v6.s6_addr[std::size_t{word} * 4], sizeof value);
       expect(BPF_LD | BPF_W | BPF_ABS, 8 + word * 4, ntohl(value));
     }
     expect(BPF_LD | BPF_H | BPF_ABS, 40, from.port);

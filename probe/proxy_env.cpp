@@ -16,7 +16,7 @@ namespace imds {
 namespace {
 
 constexpr std::string_view kImdsHost = "169.254.169.254";
-constexpr std::size_t kMaxNoProxyBytes = 64 * 1024;
+constexpr std::size_t kMaxNoProxyBytes = std::size_t{64} * 1024;
 
 std::string_view trim(std::string_view text) {
   while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);

@@ -622,6 +622,13 @@ class SignalGuard {
     static SignalGuard guard;
     return guard;
   }
+  SignalGuard() = default;
+  SignalGuard(const SignalGuard&) = delete;
+  SignalGuard& operator=(const SignalGuard&) = delete;
+  // exit() with a simulated container still alive: nothing left to join for.
+  ~SignalGuard() {
+    if (watcher_.joinable()) watcher_.detach();
+  }
 
   void add(const std::shared_ptr<SimulatedContainer::State>& s) {
     std::lock_guard lock(mutex_);
@@ -654,8 +661,9 @@ class SignalGuard {
   void install() {
     std::array<int, 2> p{-1, -1};
     if (::pipe2(p.data(), O_CLOEXEC | O_NONBLOCK) != 0) return;  // no guard; teardown by dtor
-    read_fd_ = UniqueFd(p[0]);
-    write_end_ = UniqueFd(p[1]);
+    // The watcher thread owns both ends: it closes them only after reading the stop byte,
+    // so neither the handler nor uninstall() ever writes to a closed (or reused) fd.
+    stop_fd_ = p[1];
     write_fd.store(p[1]);
     for (std::size_t i = 0; i < kSignals.size(); ++i) {
       struct sigaction sa {};
@@ -664,21 +672,24 @@ class SignalGuard {
       sa.sa_flags = SA_RESTART;
       ::sigaction(kSignals[i], &sa, &previous_[i]);
     }
-    watcher_ = std::thread([this] { watch(); });
+    watcher_ =
+        std::thread([this, r = UniqueFd(p[0]), w = UniqueFd(p[1])]() mutable { watch(r.get()); });
   }
 
   // Called with mutex_ held; returns the watcher thread for the caller to join unlocked.
   std::thread uninstall() {
     if (!watcher_.joinable()) return {};
-    for (std::size_t i = 0; i < kSignals.size(); ++i)
+    write_fd.store(-1);
+    for (std::size_t i = 0; i < kSignals.size(); ++i) {
       ::sigaction(kSignals[i], &previous_[i], nullptr);
+    }
     const unsigned char stop = 0;
-    (void)!::write(write_end_.get(), &stop, 1);
+    (void)!::write(stop_fd_, &stop, 1);
+    stop_fd_ = -1;
     return std::move(watcher_);
   }
 
-  void watch() {
-    const int fd = read_fd_.get();
+  void watch(int fd) {
     for (;;) {
       pollfd p{fd, POLLIN, 0};
       if (::poll(&p, 1, -1) < 0 && errno == EINTR) continue;
@@ -689,20 +700,17 @@ class SignalGuard {
       {
         std::lock_guard lock(mutex_);
         for (const auto& s : states_) s->teardown();
-        for (std::size_t i = 0; i < kSignals.size(); ++i)
+        for (std::size_t i = 0; i < kSignals.size(); ++i) {
           ::sigaction(kSignals[i], &previous_[i], nullptr);
+        }
       }
       ::kill(::getpid(), byte);  // the previous disposition decides what happens now
     }
-    write_fd.store(-1);
-    write_end_.reset();
-    read_fd_.reset();
   }
 
   std::mutex mutex_;
   std::set<std::shared_ptr<SimulatedContainer::State>> states_;
-  UniqueFd read_fd_;
-  UniqueFd write_end_;
+  int stop_fd_ = -1;  // write end of the watcher's pipe, owned by the watcher thread
   std::thread watcher_;
   std::array<struct sigaction, kSignals.size()> previous_{};
 };

@@ -1,8 +1,24 @@
-# bash completion for imds-probe(1).
+# bash completion for imds-probe(1). Uses bash-completion's helpers when loaded, plain
+# compgen otherwise.
 
 _imds_probe() {
   local cur prev words cword
-  _init_completion -n = || return
+  if declare -F _init_completion >/dev/null; then
+    _init_completion -n = || return
+  else
+    words=("${COMP_WORDS[@]}")
+    cword=$COMP_CWORD
+    cur=${COMP_WORDS[COMP_CWORD]}
+    prev=${COMP_WORDS[COMP_CWORD - 1]}
+    # Without bash-completion, "--json=s" arrives as "--json" "=" "s".
+    if [[ $cur == = ]]; then
+      cur="${prev}="
+      prev=
+    elif [[ $prev == = && $cword -ge 2 ]]; then
+      cur="${COMP_WORDS[COMP_CWORD - 2]}=$cur"
+      prev=
+    fi
+  fi
 
   local opts="--all-containers --netns --pid --container --netns-dir --exclude-netns
     --no-proc-scan --simulate-container --no-v1 --no-ipv6 --exact-hop-limit --no-packet-ttl
@@ -10,20 +26,16 @@ _imds_probe() {
     --version --help"
 
   case $prev in
-    --netns | --exclude-netns)
-      _filedir
+    --netns | --exclude-netns | --socket)
+      if declare -F _filedir >/dev/null; then _filedir; else COMPREPLY=($(compgen -f -- "$cur")); fi
       return
       ;;
     --netns-dir)
-      _filedir -d
-      return
-      ;;
-    --socket)
-      _filedir sock
+      if declare -F _filedir >/dev/null; then _filedir -d; else COMPREPLY=($(compgen -d -- "$cur")); fi
       return
       ;;
     --pid)
-      _pids
+      COMPREPLY=($(compgen -W "$(cd /proc && echo [0-9]*)" -- "$cur"))
       return
       ;;
     --container | --endpoint | --endpoint-v6 | --timeout | --deadline)

@@ -16,6 +16,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -121,7 +122,8 @@ def main() -> int:
             rss_early = proc_status(pid)["VmRSS"]
             cpu0 = cpu_seconds(pid)
             t0 = time.monotonic()
-            cycles0 = doc["agent"]["cycles"]
+            cycles0 = json.loads(api(sock, "GET", "/v1/status")[1])["agent"]["cycles"]
+            errors0 = json.loads(api(sock, "GET", "/v1/status")[1])["agent"]["errors_total"]
             rss_samples = []
             for i in range(args.cycles):
                 status, body = api(sock, "POST", "/v1/probe")
@@ -153,7 +155,8 @@ def main() -> int:
                   f"({cpu / max(done, 1) / targets * 1000:.2f} ms per namespace)")
             print(f"  wall time per cycle:         {wall / max(done, 1) * 1000:.1f} ms")
             print(f"  open fds before / after:     {len(fds_before)} / {len(fds_after)}")
-            print(f"  probe errors:                {final['errors_total']}")
+            print(f"  cycles with errors:          {final['errors_total'] - errors0} "
+                  f"(last: {final['last_error']})")
             if done < args.cycles:
                 print(f"FAIL: only {done} cycles ran", file=sys.stderr)
                 return 1
@@ -170,7 +173,6 @@ def main() -> int:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-            import shutil
             shutil.rmtree(work, ignore_errors=True)
 
 

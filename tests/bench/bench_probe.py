@@ -144,6 +144,11 @@ def main() -> int:
                 containers.append(lab.add_bridge_container(f"b{len(containers) + 1}"))
             build = time.monotonic() - t
             row: dict[str, object] = {"n": n, "build": build}
+            # A fresh emulator per row: the PUT responses dropped in the previous row's
+            # hop-limit-1 runs linger as retransmitting server sockets, and a masqueraded
+            # source port that meets one of them costs the new connection a SYN timeout.
+            lab.stop_emulator()
+            lab.start_emulator()
             for hop in (2, 1):
                 lab.set_options(hop_limit=hop)
                 row[f"probe{hop}"], row[f"rss{hop}"] = median_probe(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import pty
 import re
 import signal
 import socketserver
@@ -359,6 +360,35 @@ class EndpointStatesFaultsAndPolicy(LabCase):
         self.assertIsNone(ANSI.search(run.stdout))
         self.assertEqual(run.rc, 1)
 
+    def test_colour_only_on_a_terminal_and_never_with_no_color(self):
+        self.lab.set_options(hop_limit=1)
+
+        def on_a_terminal(env: dict[str, str]) -> str:
+            master, slave = pty.openpty()
+            proc = self.lab.popen(self.lab.host, [PROBE, "--timeout", "1s", "--no-ipv6"],
+                                  env=env, stdin=subprocess.DEVNULL, stdout=slave,
+                                  stderr=subprocess.DEVNULL)
+            os.close(slave)
+            chunks = []
+            try:
+                while True:
+                    try:
+                        data = os.read(master, 65536)
+                    except OSError:  # EIO: the other side is closed
+                        break
+                    if not data:
+                        break
+                    chunks.append(data)
+            finally:
+                os.close(master)
+                proc.wait(timeout=30)
+            text = b"".join(chunks).decode(errors="replace")
+            self.outputs.append(text)
+            return text
+
+        self.assertIsNotNone(ANSI.search(on_a_terminal({})), "no colour on a terminal")
+        self.assertIsNone(ANSI.search(on_a_terminal({"NO_COLOR": "1"})), "colour with NO_COLOR")
+
     def test_a_proxy_in_the_environment_is_reported_but_never_used(self):
         run = self.probe_json(containers=False,
                               env={"http_proxy": "http://192.0.2.1:3128", "NO_PROXY": ""})
@@ -379,6 +409,44 @@ class EndpointStatesFaultsAndPolicy(LabCase):
         finally:
             os.killpg(sleeper.pid, signal.SIGKILL)
             sleeper.wait()
+
+    def test_a_container_is_found_by_id_prefix_and_named_by_its_id(self):
+        # A stand-in Docker container: a process in c1 inside a cgroup named as Docker names
+        # its scopes. The cgroup lives under a directory of this test and is removed after.
+        container_id = os.urandom(32).hex()
+        base = self._cgroup_root() / f"imds-probe-test-{os.getpid()}"
+        scope = base / f"docker-{container_id}.scope"
+        sleeper = self.lab.popen(self.c1, ["sleep", "60"], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            pid = self._wait_in_namespace(sleeper.pid, self.c1)
+            scope.mkdir(parents=True)
+            (scope / "cgroup.procs").write_text(f"{pid}\n")
+            run = self.probe_json("--container", container_id[:8].upper(), containers=False)
+            found = run.doc["targets"][1]
+            self.assertEqual(found["container_id"], container_id)
+            self.assertEqual(found["runtime"], "docker")
+            self.assertEqual(found["inode"], os.stat(self.c1.path).st_ino)
+            self.assertEqual(verdicts(run.doc)[container_id[:12]]["imdsv2"], "yes")
+            # Discovery labels the named namespace with the container inside it.
+            run = self.probe_json()
+            labelled = [t for t in run.doc["targets"] if t["container_id"] == container_id]
+            self.assertEqual([t["name"] for t in labelled], [container_id[:12]])
+        finally:
+            os.killpg(sleeper.pid, signal.SIGKILL)
+            sleeper.wait()
+            for d in (scope, base):
+                if d.exists():
+                    d.rmdir()
+
+    @staticmethod
+    def _cgroup_root() -> Path:
+        """A cgroup hierarchy this test may create a directory in (v2 or v1 pids)."""
+        for root in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup/pids"),
+                     Path("/sys/fs/cgroup")):
+            if (root / "cgroup.procs").exists() and os.access(root, os.W_OK):
+                return root
+        raise unittest.SkipTest("no writable cgroup hierarchy")
 
     def _wait_in_namespace(self, pid: int, ns: Netns) -> int:
         """`ip netns exec` execs the program: wait until pid runs inside ns."""

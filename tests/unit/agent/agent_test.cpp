@@ -1,4 +1,6 @@
 // The daemon's loop with a fake engine: what it reports, notifies and answers.
+#include "agent.hpp"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -7,7 +9,6 @@
 #include <mutex>
 #include <thread>
 
-#include "agent.hpp"
 #include "fixtures.hpp"
 
 namespace imds::agent {
@@ -62,7 +63,9 @@ class FakeEngine {
       if (queue_.size() > 1) queue_.pop_front();
       return d;
     };
-    e.to_json = [](const Diagnosis& d) { return nlohmann::json{{"schema_version", d.schema_version}}; };
+    e.to_json = [](const Diagnosis& d) {
+      return nlohmann::json{{"schema_version", d.schema_version}};
+    };
     return e;
   }
   std::atomic<int> calls{0};
@@ -90,8 +93,8 @@ class AgentTest : public ::testing::Test {
     return *fake_;
   }
   void start(FakeEngine& fake) {
-    agent_ = std::make_unique<Agent>(io_, config_, ConfigSources{}, fake.engine(), reporter_,
-                                     notifier_);
+    agent_ =
+        std::make_unique<Agent>(io_, config_, ConfigSources{}, fake.engine(), reporter_, notifier_);
     auto err = agent_->start();
     ASSERT_FALSE(err.has_value()) << *err;
   }
@@ -143,8 +146,8 @@ TEST_F(AgentTest, TheWatchdogIsFedFromTheLoopWhileAProbeIsSlow) {
 }
 
 TEST_F(AgentTest, AnOptionChangeBetweenCyclesIsExactlyOneJournalEntry) {
-  auto& fake = this->fake({diagnosis(HttpTokens::optional, exact(2)),
-                   diagnosis(HttpTokens::required, exact(2))});
+  auto& fake = this->fake(
+      {diagnosis(HttpTokens::optional, exact(2)), diagnosis(HttpTokens::required, exact(2))});
   start(fake);
   ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
   EXPECT_EQ(call("POST", "/v1/probe").status, 200U);
@@ -190,7 +193,7 @@ TEST_F(AgentTest, UnknownPathsAre404AndWrongMethods405WithAllow) {
   auto r = call("DELETE", "/v1/status");
   EXPECT_EQ(r.status, 405U);
   ASSERT_EQ(r.headers.size(), 1U);
-  EXPECT_EQ(r.headers[0], (std::pair<std::string, std::string>{"Allow", "GET, HEAD"}));
+  EXPECT_EQ(r.headers[0], (std::pair<std::string, std::string>{"Allow", "GET"}));
   EXPECT_EQ(call("GET", "/v1/probe").status, 405U);
 }
 
@@ -214,10 +217,21 @@ TEST_F(AgentTest, StatusCarriesTheProbeJsonAndTheAgentState) {
   EXPECT_EQ(a["containers"][0]["imdsv2"], "yes");
 }
 
+TEST_F(AgentTest, ANamespaceNameThatIsNotUtf8DoesNotBreakTheStatus) {
+  auto& fake = this->fake({diagnosis(HttpTokens::required, exact(2), {{"bad\xff\xfe", 11}})});
+  start(fake);
+  ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
+  auto r = call("GET", "/v1/status");
+  ASSERT_EQ(r.status, 200U);
+  auto j = nlohmann::json::parse(r.body);
+  EXPECT_EQ(j["agent"]["containers"][0]["name"], "bad\uFFFD\uFFFD");
+}
+
 TEST_F(AgentTest, AnUnreachableImdsBacksOffAndCountsErrors) {
   config_.interval = 1s;
   config_.backoff_max = 1h;
-  auto& fake = this->fake({diagnosis(HttpTokens::unknown, HopLimit{}, {}, EndpointState::unreachable)});
+  auto& fake =
+      this->fake({diagnosis(HttpTokens::unknown, HopLimit{}, {}, EndpointState::unreachable)});
   start(fake);
   ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
   EXPECT_EQ(call("POST", "/v1/probe").status, 200U);
@@ -238,6 +252,19 @@ TEST_F(AgentTest, TokenlessGetsAreSentOnlyEveryV1Interval) {
   call("POST", "/v1/probe");
   call("POST", "/v1/probe");
   EXPECT_EQ(fake.v1_flags, (std::vector<bool>{true, false, false}));
+}
+
+TEST_F(AgentTest, AnOptionChangeBringsTheNextTokenlessGetForward) {
+  config_.v1_interval = 1h;
+  auto& fake = this->fake({diagnosis(HttpTokens::required, exact(1)),
+                           diagnosis(HttpTokens::unknown, exact(2)),
+                           diagnosis(HttpTokens::unknown, exact(2))});
+  start(fake);
+  ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
+  call("POST", "/v1/probe");  // sees the hop limit change
+  call("POST", "/v1/probe");  // so this one asks without a token too
+  call("POST", "/v1/probe");
+  EXPECT_EQ(fake.v1_flags, (std::vector<bool>{true, false, true, false}));
 }
 
 }  // namespace

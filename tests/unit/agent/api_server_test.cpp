@@ -1,5 +1,7 @@
 // The Unix-socket HTTP server against well-behaved and hostile clients: oversized headers
 // and bodies, garbage, slowloris, connection floods. None of it may stall other clients.
+#include "api_server.hpp"
+
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -7,17 +9,15 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <chrono>
 #include <filesystem>
-#include <atomic>
 #include <fstream>
 #include <future>
 #include <thread>
-
-#include "api_server.hpp"
 
 namespace imds::agent {
 namespace {
@@ -139,7 +139,9 @@ TEST_F(ApiServerTest, AWellFormedRequestIsAnsweredAndTheSocketIsMode0660) {
 TEST_F(ApiServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
   start();
   auto fd = connect_client();
-  send_all(fd, "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  send_all(
+      fd,
+      "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
   auto reply = read_until_close(fd, 2s);
   EXPECT_NE(reply.find("GET /a 0"), std::string::npos);
   EXPECT_NE(reply.find("GET /b 0"), std::string::npos);

@@ -1,11 +1,11 @@
 // Configuration: defaults, files, drop-ins in order, flags on top, and errors that name
 // the file and line.
+#include "config.hpp"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
-
-#include "config.hpp"
 
 namespace imds::agent {
 namespace {
@@ -85,9 +85,13 @@ TEST_F(ConfigFiles, AnUnknownKeyNamesTheFileAndLine) {
 
 TEST_F(ConfigFiles, ABadValueNamesTheDropInAndLine) {
   write("main.conf", "interval = 30s\n");
-  write("conf.d/10-policy.conf", "expect = imds-support=v2.0\njitter = 0.1\ninterval = 5 minutes\n");
+  write("conf.d/10-policy.conf",
+        "expect = imds-support=v2.0\njitter = 0.1\ninterval = 5 minutes\n");
   auto err = load_error(sources());
-  EXPECT_EQ(err.rfind((dir_ / "conf.d/10-policy.conf").string() + ":3: interval: '5 minutes' is not a duration", 0), 0U)
+  EXPECT_EQ(err.rfind((dir_ / "conf.d/10-policy.conf").string() +
+                          ":3: interval: '5 minutes' is not a duration",
+                      0),
+            0U)
       << err;
 }
 
@@ -188,8 +192,8 @@ TEST(ConfigValues, OutOfRangeValuesAreRejected) {
 }
 
 TEST(CommandLine, EveryKeyIsAlsoAFlagAndUnknownFlagsAreErrors) {
-  const char* argv[] = {"imds-agent", "--config", "/x.conf", "--interval", "5s",
-                        "--expect", "imds-support=v2.0", "--check-config"};
+  const char* argv[] = {"imds-agent", "--config", "/x.conf",           "--interval",
+                        "5s",         "--expect", "imds-support=v2.0", "--check-config"};
   auto r = parse_command_line(8, argv);
   ASSERT_TRUE(std::holds_alternative<CommandLine>(r));
   const auto& cl = std::get<CommandLine>(r);

@@ -1,4 +1,6 @@
 // diff(): exactly one event per change between two agent snapshots, nothing otherwise.
+#include "events.hpp"
+
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -6,7 +8,6 @@
 #include <set>
 #include <sstream>
 
-#include "events.hpp"
 #include "fixtures.hpp"
 
 namespace imds::agent {
@@ -65,8 +66,7 @@ TEST(Diff, FirstProbeWithABrokenContainerIsAWarningVerdict) {
 
 TEST(Diff, UnreachableAtStartIsReportedWithTheVerdict) {
   Tracker t;
-  auto events =
-      t.feed(diagnosis(HttpTokens::unknown, HopLimit{}, {}, EndpointState::unreachable));
+  auto events = t.feed(diagnosis(HttpTokens::unknown, HopLimit{}, {}, EndpointState::unreachable));
   EXPECT_EQ(kinds(events), (std::vector{EventKind::first_verdict, EventKind::imds_unreachable}));
   EXPECT_EQ(field(events[1], "IMDS_REASON"), "connection refused");
   EXPECT_EQ(events[1].priority, Priority::err);
@@ -328,8 +328,8 @@ TEST(Catalog, HasOneCompleteEntryPerMessageId) {
   for (const auto& s : kEventSpecs) {
     auto it = entries.find(std::string(s.message_id));
     ASSERT_NE(it, entries.end()) << "no catalog entry for " << s.name;
-    for (const char* header : {"Subject: ", "Defined-By: imds-agent", "Documentation: ",
-                               "Support: "}) {
+    for (const char* header :
+         {"Subject: ", "Defined-By: imds-agent", "Documentation: ", "Support: "}) {
       EXPECT_NE(it->second.find(header), std::string::npos) << s.name << " lacks " << header;
     }
   }

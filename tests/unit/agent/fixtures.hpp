@@ -43,18 +43,16 @@ inline Diagnosis diagnosis(HttpTokens tokens, HopLimit hop,
   }
   d.inference.http_tokens = tokens;
   d.inference.hop_limit = hop;
-  d.inference.targets.push_back({"host", 0, Tristate::yes, Tristate::unknown, Tristate::yes,
-                                 "gets a token", false});
+  d.inference.targets.push_back(
+      {"host", 0, Tristate::yes, Tristate::unknown, Tristate::yes, "gets a token", false});
   for (const auto& c : containers) {
     TargetObservations t;
     t.target = container_target(c);
     t.distance = c.distance;
     d.targets.push_back(t);
-    d.inference.targets.push_back({c.name, c.distance, c.imdsv2, Tristate::unknown,
-                                   Tristate::yes,
-                                   c.imdsv2 == Tristate::yes ? "gets a token"
-                                                             : "no token (PUT response dropped)",
-                                   false});
+    d.inference.targets.push_back(
+        {c.name, c.distance, c.imdsv2, Tristate::unknown, Tristate::yes,
+         c.imdsv2 == Tristate::yes ? "gets a token" : "no token (PUT response dropped)", false});
   }
   return d;
 }

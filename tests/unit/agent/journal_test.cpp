@@ -1,7 +1,7 @@
 // Journal field keys: the compile-time rule is journald's rule.
-#include <gtest/gtest.h>
-
 #include "journal.hpp"
+
+#include <gtest/gtest.h>
 
 namespace imds::agent {
 namespace {

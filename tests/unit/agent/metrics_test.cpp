@@ -1,5 +1,7 @@
 // /metrics: Prometheus text format 0.0.4, checked by a strict parser written here and, when
 // installed, by promtool (Debian package `prometheus`).
+#include "metrics.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -13,7 +15,6 @@
 
 #include "events.hpp"
 #include "fixtures.hpp"
-#include "metrics.hpp"
 
 namespace imds::agent {
 namespace {
@@ -46,7 +47,8 @@ Exposition parse_exposition(const std::string& text) {
       R"(^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped)$)");
   static const std::regex sample_re(
       R"(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (-?[0-9.eE+-]+|\+Inf|-Inf|NaN)$)");
-  static const std::regex label_re(R"re(^([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\\\|\\"|\\n)*)"(,|$))re");
+  static const std::regex label_re(
+      R"re(^([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\\\|\\"|\\n)*)"(,|$))re");
   std::string family;
   std::set<std::string> finished;
   std::istringstream in(text);
@@ -105,7 +107,8 @@ Exposition parse_exposition(const std::string& text) {
     if (fam != family) fail("sample " + s.name + " outside its family's block");
     if (finished.contains(fam)) fail("family " + fam + " is split");
     if (!out.types.contains(fam)) fail("sample " + s.name + " without TYPE");
-    if (out.types[fam] == "counter" && !fam.ends_with("_total")) fail(fam + ": counter without _total");
+    if (out.types[fam] == "counter" && !fam.ends_with("_total"))
+      fail(fam + ": counter without _total");
     out.samples.push_back(std::move(s));
   }
   for (const auto& [name, type] : out.types) {
