@@ -370,19 +370,26 @@ void Agent::probe_done(std::optional<Diagnosis> d, const std::vector<NetnsTarget
     ++stats_.cycles;
     stats_.durations.observe(took);
     result = classify(*d);
-    if (result == CycleResult::throttled) ++stats_.throttled;
-    auto next = observe(snapshot_, *d, &present, config_.expectations, *last_probe_time_);
-    for (const auto& e : diff(snapshot_, next)) {
-      reporter_.report(e);
-      if (e.kind == EventKind::option_changed || e.kind == EventKind::imds_back) {
-        schedule_.want_v1_soon();
+    if (result == CycleResult::throttled) {
+      // Answers under throttling say nothing about the options: back off and keep the last
+      // knowledge rather than report every container as having lost its token.
+      ++stats_.throttled;
+      stats_.last_error = "throttled (HTTP 429/503): backing off";
+      spdlog::warn("the IMDS answers 429/503 (throttling): backing off");
+    } else {
+      auto next = observe(snapshot_, *d, &present, config_.expectations, *last_probe_time_);
+      for (const auto& e : diff(snapshot_, next)) {
+        reporter_.report(e);
+        if (e.kind == EventKind::option_changed || e.kind == EventKind::imds_back) {
+          schedule_.want_v1_soon();
+        }
+      }
+      snapshot_ = std::move(next);
+      last_ = std::move(d);
+      if (result == CycleResult::error) {
+        stats_.last_error = "IMDS unreachable: " + snapshot_.unreachable_reason;
       }
     }
-    snapshot_ = std::move(next);
-    last_ = std::move(d);
-    if (result == CycleResult::error)
-      stats_.last_error = "IMDS unreachable: " + snapshot_.unreachable_reason;
-    if (result == CycleResult::throttled) stats_.last_error = "throttled (HTTP 429/503)";
   } else {
     stats_.last_error = error;
     spdlog::error("probe failed: {}", error);
@@ -391,14 +398,15 @@ void Agent::probe_done(std::optional<Diagnosis> d, const std::vector<NetnsTarget
   auto delay = schedule_.finished(result, rng_);
   stats_.consecutive_errors = schedule_.consecutive_failures();
   std::string status = "STATUS=" + status_line(snapshot_);
+  if (result == CycleResult::throttled) status += " (throttled, backing off)";
   if (!ready_) {
     ready_ = true;
     status = "READY=1\n" + status;
   }
   notifier_.notify(status);
   for (auto& w : waiting_) {
-    w(last_ && error.empty() ? json_response(200, status_json())
-                             : error_response(500, "probe failed: " + error));
+    w(error.empty() ? json_response(200, status_json())
+                    : error_response(500, "probe failed: " + error));
   }
   waiting_.clear();
   if (again_) {

@@ -288,6 +288,10 @@ Snapshot observe(const Snapshot& previous, const Diagnosis& d,
     next.containers.emplace(key, std::move(c));
   }
   next.violations = policy_violations(next.options, expectations);
+  next.findings.clear();
+  for (const auto& f : d.findings) {
+    if (f.severity >= Severity::warning) next.findings.push_back(f.id);
+  }
   return next;
 }
 
@@ -324,6 +328,8 @@ std::vector<Event> diff(const Snapshot& prev, const Snapshot& next) {
     e.fields.push_back({"IMDS_CONTAINERS", std::to_string(next.containers.size())});
     e.fields.push_back({"IMDS_CONTAINERS_NO_V2", std::to_string(no_v2)});
     e.fields.push_back({"IMDS_POLICY_VIOLATIONS", std::to_string(next.violations.size())});
+    // journald keeps repeated fields: one IMDS_FINDING= per finding at warning or worse.
+    for (const auto& id : next.findings) e.fields.push_back({"IMDS_FINDING", id});
     if (next.reachable == false || no_v2 > 0 || !next.violations.empty()) {
       e.priority = Priority::warning;
     }

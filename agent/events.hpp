@@ -132,6 +132,7 @@ struct Snapshot {
   OptionKnowledge options;
   std::map<std::string, ContainerState> containers;  // by key
   std::vector<PolicyViolation> violations;           // sorted by option
+  std::vector<std::string> findings;  // ids of the last diagnosis's findings at warning+
 };
 
 // The agent's view after one more Diagnosis. `present` lists every container namespace

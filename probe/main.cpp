@@ -27,7 +27,7 @@ namespace {
 
 using imds::kExitUsage;
 constexpr const char* kDefaultSocket = IMDS_RUNSTATEDIR "/imds-agent/imds-agent.sock";
-constexpr std::size_t kMaxStatusBytes = 8 * 1024 * 1024;
+constexpr std::size_t kMaxStatusBytes = std::size_t{8} * 1024 * 1024;
 
 // A usage or configuration error: printed as "imds-probe: MESSAGE", exit 2.
 struct UsageError : std::runtime_error {
@@ -447,6 +447,9 @@ int main(int argc, char** argv) {
     return kExitUsage;
   } catch (const std::invalid_argument& e) {  // ProbeConfigError, collect's config checks
     std::cerr << "imds-probe: " << e.what() << '\n';
+    return kExitUsage;
+  } catch (const std::exception& e) {
+    std::cerr << "imds-probe: unexpected error: " << e.what() << '\n';
     return kExitUsage;
   }
 }

@@ -29,7 +29,6 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <ranges>
 #include <set>
 #include <thread>
 #include <unordered_map>
@@ -604,10 +603,10 @@ struct SimulatedContainer::State {
       if (auto r = run_tool({"ip", "link", "del", veth}); !r) errors.push_back(r.error());
     }
     ns_fd.reset();  // the namespace goes away with its last reference
-    for (const auto& [path, value] : std::views::reverse(sysctls)) {
+    std::for_each(sysctls.rbegin(), sysctls.rend(), [&](const auto& sysctl) {
       std::string error;
-      if (!write_file(path, value, error)) errors.push_back(error);
-    }
+      if (!write_file(sysctl.first, sysctl.second, error)) errors.push_back(error);
+    });
     return errors;
   }
 };

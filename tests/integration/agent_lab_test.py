@@ -278,6 +278,29 @@ class AgentInLab(unittest.TestCase):
         self.assertIn("HttpTokens=optional", r.stdout)
         self.assertIn("c5", r.stdout)
 
+    def test_6_throttling_backs_off_and_reports_no_changes(self) -> None:
+        with self.lock:
+            before = len(self.lines)
+        events_before = len(self.events())
+        self.lab.set_faults(status=503, paths=["/latest/api/token"])
+        try:
+            def throttled_twice() -> bool:
+                a = json.loads(self.api("GET", "/v1/status")[2])["agent"]
+                return a["consecutive_errors"] >= 2 and "throttled" in (a["last_error"] or "")
+            self.wait_for("two throttled cycles", throttled_twice)
+            agent = json.loads(self.api("GET", "/v1/status")[2])["agent"]
+            self.assertEqual(agent["backoff_seconds"], 2.0)  # capped at backoff-max
+            metrics = self.api("GET", "/metrics")[2]
+            self.assertRegex(metrics, r"\nimds_probe_throttled_total [1-9][0-9]*\n")
+        finally:
+            self.lab.set_faults()
+        self.wait_for("recovery", lambda: json.loads(
+            self.api("GET", "/v1/status")[2])["agent"]["consecutive_errors"] == 0)
+        self.assertEqual(len(self.events()), events_before,
+                         "throttled answers were reported as changes")
+        with self.lock:
+            self.assertTrue(any("throttling" in l for l in self.lines[before:]))
+
     def test_7_sighup_reloads_and_sigterm_stops_cleanly(self) -> None:
         self.agent.send_signal(signal.SIGHUP)
         self.wait_for("config-reloaded", lambda: self.events("config-reloaded"))

@@ -60,12 +60,22 @@ def package_dependencies(deb: Path, emulator: Path) -> list[str]:
     only install our .deb if everything it depends on is already there."""
     depends = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True,
                              text=True, check=True).stdout
+    # debootstrap --include takes real packages only: a virtual one (libspdlog1.10-fmt9)
+    # is replaced by the package that provides it on this machine, which built the .deb.
+    installed = subprocess.run(["dpkg-query", "-W", "-f", "${Package}\t${Provides}\n"],
+                               capture_output=True, text=True, check=True).stdout
+    real, provider = set(), {}
+    for line in installed.splitlines():
+        pkg, _, provides = line.partition("\t")
+        real.add(pkg)
+        for virtual in provides.split(","):
+            provider.setdefault(re.split(r"[\s(]", virtual.strip(), maxsplit=1)[0], pkg)
     names = set()
     for clause in depends.split(","):
         first = clause.split("|")[0].strip()  # first alternative, as apt would pick
         name = re.split(r"[\s(:]", first, maxsplit=1)[0]
         if name:
-            names.add(name)
+            names.add(name if name in real or name not in provider else provider[name])
     # The emulator is copied in as a binary: the packages of its shared libraries.
     ldd = subprocess.run(["ldd", str(emulator)], capture_output=True, text=True, check=True)
     for lib in re.findall(r"=>\s*(/\S+)", ldd.stdout):

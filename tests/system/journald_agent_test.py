@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -92,15 +93,33 @@ def events(name: str | None = None) -> list[dict[str, Any]]:
     return [e for e in entries() if "IMDS_EVENT" in e and (name is None or e["IMDS_EVENT"] == name)]
 
 
+class NotifyListener:
+    """The sd_notify side of systemd: a datagram socket collecting what the agent sends."""
+
+    def __init__(self, path: Path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self.sock.bind(str(path))
+        self.messages: list[str] = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except OSError:
+                return
+
+
 class Processes:
     """Children of this test, ended by pid in reverse order."""
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    def start(self, argv: list[str], log: Path,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         with open(log, "ab") as f:
-            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f, stderr=f)
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f, stderr=f, env=env)
         self.procs.append(p)
         return p
 
@@ -154,8 +173,17 @@ def inner(build: Path, source: Path) -> int:
                         f"endpoint = http://127.0.0.1:{PORT}\nipv6 = no\nproc-scan = no\n"
                         "netns-dir =\nrequest-timeout = 500ms\nexpect = http-tokens=required\nv1-interval = 0\n"
                         f"socket = {work}/agent.sock\n")
-        agent = procs.start([str(build / "agent/imds-agent"), "--config", str(conf),
-                             "--config-dir", str(work / "conf.d")], work / "agent.log")
+        notify = NotifyListener(work / "notify.sock")
+        # As under systemd: stderr is a journal stream and $JOURNAL_STREAM names it (set by
+        # hand here: systemd-cat connects the stream but does not export the variable), a
+        # notify socket and a watchdog.
+        agent = procs.start(
+            ["systemd-cat", "-t", "imds-agent", "sh", "-c",
+             'JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec "$@"', "sh",
+             str(build / "agent/imds-agent"), "--config", str(conf),
+             "--config-dir", str(work / "conf.d")], work / "agent.log",
+            env={**os.environ, "NOTIFY_SOCKET": str(work / "notify.sock"),
+                 "WATCHDOG_USEC": "400000"})
 
         first = wait_for("first-verdict", lambda: events("first-verdict"))[0]
         assert first["MESSAGE_ID"] == IDS["first-verdict"], first
@@ -195,6 +223,26 @@ def inner(build: Path, source: Path) -> int:
         rc = procs.stop(agent)
         assert rc == 0, f"imds-agent exited {rc} on SIGTERM"
         wait_for("stopping", lambda: events("stopping"))
+
+        # sd_notify: READY=1 once after the first probe with a STATUS, WATCHDOG=1 at half
+        # of WATCHDOG_USEC, RELOADING=1 + MONOTONIC_USEC then READY=1 on SIGHUP, STOPPING=1.
+        msgs = list(notify.messages)
+        ready = [i for i, m in enumerate(msgs) if "READY=1" in m.split("\n")]
+        assert len(ready) == 2, msgs  # start-up and after the reload
+        assert "STATUS=HttpTokens optional" in msgs[ready[0]], msgs[ready[0]]
+        reloading = [i for i, m in enumerate(msgs) if m.startswith("RELOADING=1\nMONOTONIC_USEC=")]
+        assert len(reloading) == 1 and reloading[0] < ready[1], msgs
+        assert any(m.startswith("STOPPING=1") for m in msgs), msgs
+        pings = msgs.count("WATCHDOG=1")
+        assert pings >= 10, f"only {pings} watchdog pings"
+
+        # Human logs went to the journal with priorities (stderr is the journal stream), and
+        # events were not echoed there a second time.
+        human = [e for e in entries() if "IMDS_EVENT" not in e]
+        group_warning = [e for e in human if "socket group" in e["MESSAGE"]]
+        assert group_warning and group_warning[0]["PRIORITY"] == "4", human
+        assert not any("IMDS option HttpTokens changed" in e["MESSAGE"] for e in human), human
+        assert (work / "agent.log").read_text() == "", "stderr was used despite JOURNAL_STREAM"
 
         for e in events():
             name = e["IMDS_EVENT"]
@@ -239,6 +287,9 @@ def inner(build: Path, source: Path) -> int:
         print("ok: %d agent entries checked" % len(entries()))
         return 0
     except BaseException:
+        r = subprocess.run(["journalctl", "--no-pager", "-o", "short-precise",
+                            "SYSLOG_IDENTIFIER=imds-agent"], capture_output=True, text=True)
+        print(f"--- journal of imds-agent:\n{r.stdout[-4000:]}", file=sys.stderr)
         for log in ("agent.log", "emulator.log", "journald.log"):
             p = work / log
             if p.exists():

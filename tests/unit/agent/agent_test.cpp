@@ -6,6 +6,7 @@
 #include <atomic>
 #include <deque>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <thread>
 
@@ -93,8 +94,7 @@ class AgentTest : public ::testing::Test {
     return *fake_;
   }
   void start(FakeEngine& fake) {
-    agent_ =
-        std::make_unique<Agent>(io_, config_, ConfigSources{}, fake.engine(), reporter_, notifier_);
+    agent_ = std::make_unique<Agent>(io_, config_, sources_, fake.engine(), reporter_, notifier_);
     auto err = agent_->start();
     ASSERT_FALSE(err.has_value()) << *err;
   }
@@ -118,6 +118,7 @@ class AgentTest : public ::testing::Test {
 
   boost::asio::io_context io_;
   AgentConfig config_;
+  ConfigSources sources_;
   RecordingSink sink_;
   EventReporter reporter_{sink_, false};
   RecordingNotifier notifier_;
@@ -244,6 +245,46 @@ TEST_F(AgentTest, AnUnreachableImdsBacksOffAndCountsErrors) {
             (std::vector<std::string>{"started", "first-verdict", "imds-unreachable"}));
 }
 
+TEST_F(AgentTest, ANamespaceAppearingInADirThatDidNotExistYetTriggersAProbe) {
+  auto root = std::filesystem::temp_directory_path() /
+              ("imds-agent-watch-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(root);
+  std::filesystem::create_directories(root);
+  config_.netns_dirs = {(root / "docker" / "netns").string()};
+  config_.debounce = 100ms;
+  auto& fake = this->fake({diagnosis(HttpTokens::required, exact(2))});
+  start(fake);
+  ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
+  run_until([] { return false; }, 300ms);
+  EXPECT_EQ(fake.calls, 1);  // nothing happens by itself (interval 1h)
+  std::filesystem::create_directories(root / "docker");
+  run_until([] { return false; }, 100ms);  // the watch moves down to docker/
+  std::filesystem::create_directories(root / "docker" / "netns");
+  run_until([] { return false; }, 100ms);  // and to docker/netns
+  std::ofstream(root / "docker" / "netns" / "0123abcd") << "";
+  EXPECT_TRUE(run_until([&] { return agent_->stats().cycles >= 2; }, 3s))
+      << "no probe after a namespace file appeared";
+  std::filesystem::remove_all(root);
+}
+
+TEST_F(AgentTest, ThrottledProbesBackOffAndReportNoChanges) {
+  config_.interval = 10s;
+  auto throttled = diagnosis(HttpTokens::unknown, HopLimit{}, {{"c1", 11, Tristate::no}});
+  Observation o;
+  o.step = Step::token_put;
+  o.result.outcome = Outcome::http;
+  o.result.status = 503;
+  throttled.targets[0].observations.push_back(o);
+  auto& fake = this->fake({diagnosis(HttpTokens::required, exact(2), {{"c1", 11}}), throttled});
+  start(fake);
+  ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
+  EXPECT_EQ(call("POST", "/v1/probe").status, 200U);
+  EXPECT_EQ(agent_->stats().throttled, 1U);
+  EXPECT_EQ(agent_->status_json()["agent"]["backoff_seconds"], 20.0);  // doubled at once
+  EXPECT_EQ(sink_.event_names(), (std::vector<std::string>{"started", "first-verdict"}));
+  EXPECT_NE(notifier_.states.back().find("(throttled, backing off)"), std::string::npos);
+}
+
 TEST_F(AgentTest, TokenlessGetsAreSentOnlyEveryV1Interval) {
   config_.v1_interval = 1h;
   auto& fake = this->fake({diagnosis(HttpTokens::required, exact(2))});
@@ -252,6 +293,39 @@ TEST_F(AgentTest, TokenlessGetsAreSentOnlyEveryV1Interval) {
   call("POST", "/v1/probe");
   call("POST", "/v1/probe");
   EXPECT_EQ(fake.v1_flags, (std::vector<bool>{true, false, false}));
+}
+
+TEST_F(AgentTest, ReloadAppliesAGoodConfigAndKeepsTheOldOneOnErrors) {
+  auto dir =
+      std::filesystem::temp_directory_path() / ("imds-agent-reload-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto conf = dir / "imds-agent.conf";
+  std::ofstream(conf) << "interval = 1h\nmin-probe-gap = 0\nv1-interval = never\n";
+  sources_ = {conf.string(), true, "", {{"socket", config_.socket}}};
+  auto& fake = this->fake({diagnosis(HttpTokens::required, exact(2))});
+  start(fake);
+  ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
+
+  std::ofstream(conf) << "interval = 1h\nmin-probe-gap = 0\nexpect = hop-limit=3\n";
+  notifier_.states.clear();
+  agent_->reload();
+  ASSERT_GE(notifier_.states.size(), 2U);
+  EXPECT_TRUE(notifier_.states[0].starts_with("RELOADING=1\nMONOTONIC_USEC="))
+      << notifier_.states[0];
+  EXPECT_TRUE(notifier_.states[1].starts_with("READY=1\nSTATUS=")) << notifier_.states[1];
+  // The reload probes again, and the new policy is violated: one drift event.
+  ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 2; }));
+  EXPECT_EQ(sink_.event_names(), (std::vector<std::string>{"started", "first-verdict",
+                                                           "config-reloaded", "policy-drift"}));
+
+  std::ofstream(conf) << "interval = 1h\nexpect = hop-limit=3\nbogus = 1\n";
+  notifier_.states.clear();
+  agent_->reload();
+  ASSERT_EQ(notifier_.states.size(), 2U);
+  EXPECT_NE(notifier_.states[1].find("(reload failed)"), std::string::npos);
+  EXPECT_EQ(sink_.event_names().back(), "policy-drift");  // no config-reloaded this time
+  EXPECT_EQ(agent_->status_json()["agent"]["expect"], nlohmann::json::array({"hop-limit=3"}));
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(AgentTest, AnOptionChangeBringsTheNextTokenlessGetForward) {

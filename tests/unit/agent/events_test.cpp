@@ -64,6 +64,21 @@ TEST(Diff, FirstProbeWithABrokenContainerIsAWarningVerdict) {
   EXPECT_EQ(field(events[0], "IMDS_CONTAINERS_NO_V2"), "1");
 }
 
+TEST(Diff, TheVerdictCarriesOneFindingFieldPerWarningOrWorse) {
+  Tracker t;
+  auto d = diagnosis(HttpTokens::optional, exact(1), {{"c1", 11, Tristate::no}});
+  d.findings = {{"tokens-optional", Severity::warning, "", "", "", ""},
+                {"container-no-token", Severity::error, "c1", "", "", ""},
+                {"hop-limit-info", Severity::info, "", "", "", ""}};
+  auto events = t.feed(d);
+  ASSERT_EQ(events.size(), 1U);
+  std::vector<std::string> ids;
+  for (const auto& f : events[0].fields) {
+    if (f.key.view() == "IMDS_FINDING") ids.push_back(f.value);
+  }
+  EXPECT_EQ(ids, (std::vector<std::string>{"tokens-optional", "container-no-token"}));
+}
+
 TEST(Diff, UnreachableAtStartIsReportedWithTheVerdict) {
   Tracker t;
   auto events = t.feed(diagnosis(HttpTokens::unknown, HopLimit{}, {}, EndpointState::unreachable));

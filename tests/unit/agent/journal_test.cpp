@@ -1,5 +1,12 @@
 // Journal field keys: the compile-time rule is journald's rule.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+
 #include "journal.hpp"
+#include "systemd.hpp"
 
 #include <gtest/gtest.h>
 
@@ -33,6 +40,23 @@ TEST(JournalEntries, HumanFormShowsTheMessageThenEveryField) {
             "IMDS option HttpTokens changed from optional to required "
             "(IMDS_OPTION=HttpTokens IMDS_NEW_VALUE=required)");
   EXPECT_EQ(priority_name(Priority::warning), "warning");
+}
+
+TEST(JournalStream, CountsOnlyWhenStderrIsTheStreamSystemdConnected) {
+  struct stat st {};
+  ASSERT_EQ(::fstat(STDERR_FILENO, &st), 0);
+  const std::string mine = std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+  const std::string other = std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino + 1);
+  ::unsetenv("JOURNAL_STREAM");
+  EXPECT_FALSE(stderr_is_journal_stream());
+  ::setenv("JOURNAL_STREAM", mine.c_str(), 1);
+  EXPECT_TRUE(stderr_is_journal_stream());
+  // A child of a service whose stderr was redirected inherits the variable: not the journal.
+  ::setenv("JOURNAL_STREAM", other.c_str(), 1);
+  EXPECT_FALSE(stderr_is_journal_stream());
+  ::setenv("JOURNAL_STREAM", "garbage", 1);
+  EXPECT_FALSE(stderr_is_journal_stream());
+  ::unsetenv("JOURNAL_STREAM");
 }
 
 }  // namespace

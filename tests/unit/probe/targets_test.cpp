@@ -100,8 +100,8 @@ TEST(NetnsInode, OtherFilesAndNamespaceTypesAreRefusedWithAReason) {
 class FakeProc : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/imds-targets-test-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    std::string tmpl = "/tmp/imds-targets-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
     root_ = tmpl;
   }
   void TearDown() override { fs::remove_all(root_); }
