@@ -72,7 +72,7 @@ ApiResponse error_response(unsigned status, std::string message) {
 }
 
 std::optional<gid_t> lookup_group(const std::string& name) {
-  std::vector<char> buf(16U * 1024U);
+  std::vector<char> buf(std::size_t{16} * 1024);
   group gr{};
   group* result = nullptr;
   if (getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &result) != 0 || result == nullptr) {

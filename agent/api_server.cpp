@@ -2,6 +2,7 @@
 #include "api_server.hpp"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -26,6 +27,7 @@ struct ApiServer::Shared {
   ApiLimits limits;
   std::size_t connections = 0;
   bool closed = false;
+  bool accept_failing = false;  // log the first EMFILE, not every retry
 };
 
 namespace {
@@ -126,7 +128,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   Stream stream_;
   std::shared_ptr<ApiServer::Shared> shared_;
-  beast::flat_buffer buffer_{8U * 1024U};
+  beast::flat_buffer buffer_{std::size_t{8} * 1024};
   std::optional<http::request_parser<http::string_body>> parser_;
   std::size_t requests_ = 0;
   unsigned version_ = 11;
@@ -136,12 +138,18 @@ class Session : public std::enable_shared_from_this<Session> {
 }  // namespace
 
 ApiServer::ApiServer(asio::io_context& io, ApiHandler handler, ApiLimits limits)
-    : io_(io), shared_(std::make_shared<Shared>()) {
+    : io_(io), shared_(std::make_shared<Shared>()), retry_(io) {
   shared_->handler = std::move(handler);
   shared_->limits = limits;
 }
 
-ApiServer::~ApiServer() { close(); }
+ApiServer::~ApiServer() {
+  try {
+    close();
+  } catch (const std::exception& e) {  // timer cancel can only fail on a broken reactor
+    spdlog::error("closing the API socket: {}", e.what());
+  }
+}
 
 std::optional<std::string> ApiServer::listen(const std::string& path, std::optional<gid_t> gid) {
   namespace fs = std::filesystem;
@@ -170,7 +178,11 @@ std::optional<std::string> ApiServer::listen(const std::string& path, std::optio
   if (::chmod(path.c_str(), 0660) != 0) {
     return "chmod 0660 " + path + ": " + std::strerror(errno);
   }
-  if (gid && ::chown(path.c_str(), static_cast<uid_t>(-1), *gid) != 0) {
+  // Only chown when the group differs: under the packaged unit the socket already has the
+  // daemon's own group, and its seccomp filter (~@privileged) refuses chown(2) outright.
+  struct stat sock_st {};
+  const bool group_ok = ::stat(path.c_str(), &sock_st) == 0 && gid && sock_st.st_gid == *gid;
+  if (gid && !group_ok && ::chown(path.c_str(), static_cast<uid_t>(-1), *gid) != 0) {
     return "chown " + path + " to group " + std::to_string(*gid) + ": " + std::strerror(errno);
   }
   acceptor->listen(static_cast<int>(shared_->limits.max_connections), bec);
@@ -186,14 +198,26 @@ void ApiServer::accept() {
   acceptor_->async_accept(
       [this, shared = shared_](boost::system::error_code ec, Local::socket socket) {
         if (shared->closed || ec == asio::error::operation_aborted) return;
-        if (!ec) {
-          if (shared->connections >= shared->limits.max_connections) {
-            boost::system::error_code ignored;
-            socket.close(ignored);  // over the cap: refuse at once rather than queue
-          } else {
-            set_cloexec(socket.native_handle());
-            std::make_shared<Session>(std::move(socket), shared)->start();
+        if (ec) {
+          // EMFILE and friends complete at once: pause instead of spinning on them.
+          if (!shared->accept_failing) {
+            spdlog::warn("accept on {}: {}; retrying every 100ms", path_, ec.message());
           }
+          shared->accept_failing = true;
+          retry_.expires_after(std::chrono::milliseconds(100));
+          retry_.async_wait([this, shared](boost::system::error_code e) {
+            if (!e && !shared->closed) accept();
+          });
+          return;
+        }
+        if (shared->accept_failing) spdlog::info("accepting API connections again");
+        shared->accept_failing = false;
+        if (shared->connections >= shared->limits.max_connections) {
+          boost::system::error_code ignored;
+          socket.close(ignored);  // over the cap: refuse at once rather than queue
+        } else {
+          set_cloexec(socket.native_handle());
+          std::make_shared<Session>(std::move(socket), shared)->start();
         }
         accept();
       });
@@ -201,6 +225,7 @@ void ApiServer::accept() {
 
 void ApiServer::close() {
   shared_->closed = true;
+  retry_.cancel();
   if (acceptor_) {
     boost::system::error_code ignored;
     acceptor_->close(ignored);

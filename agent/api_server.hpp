@@ -7,6 +7,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstddef>
 #include <functional>
@@ -36,8 +37,8 @@ using ApiHandler = std::function<void(const ApiRequest&, std::function<void(ApiR
 struct ApiLimits {
   std::chrono::milliseconds request_timeout{5000};  // whole request, first byte to last
   std::chrono::milliseconds write_timeout{5000};
-  std::size_t header_limit = 8U * 1024U;
-  std::size_t body_limit = 4U * 1024U;
+  std::size_t header_limit = std::size_t{8} * 1024;
+  std::size_t body_limit = std::size_t{4} * 1024;
   std::size_t max_connections = 32;
   std::size_t max_requests_per_connection = 100;
 };
@@ -62,6 +63,7 @@ class ApiServer {
   boost::asio::io_context& io_;
   std::shared_ptr<Shared> shared_;
   std::unique_ptr<boost::asio::local::stream_protocol::acceptor> acceptor_;
+  boost::asio::steady_timer retry_;
   std::string path_;
 };
 

@@ -245,6 +245,7 @@ class Collector {
   void finish(Request& request, CURLcode code);
   void abort(Request& request, const std::string& skip_reason);
   void release(Request& request);
+  void record_connection(Request& request, HttpResult& result);
   void after_put(TargetState& state, FamilyState& family, const HttpResult& put);
   void read_packets();
   void observe_ports();
@@ -605,7 +606,6 @@ int Collector::close_socket(void* clientp, curl_socket_t fd) {
 
 void Collector::finish(Request& request, CURLcode code) {
   FamilyState& family = family_of(request);
-  if (family.packets) family.packets->drain();
   CURL* easy = request.easy.get();
   HttpResult& result = result_of(request);
 
@@ -644,24 +644,7 @@ void Collector::finish(Request& request, CURLcode code) {
     result.body = std::move(request.body);
     result.body_truncated = request.body_truncated;
   }
-  curl_off_t connect_us = 0;
-  curl_easy_getinfo(easy, CURLINFO_CONNECT_TIME_T, &connect_us);
-  result.connected = connect_us > 0;
-  result.latency =
-      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - request.started);
-  if (request.local_port == 0) {
-    long port = 0;
-    curl_easy_getinfo(easy, CURLINFO_LOCAL_PORT, &port);
-    request.local_port = static_cast<std::uint16_t>(port);
-  }
-  if (family.packets && request.local_port != 0) {
-    const PortTtls ttls = family.packets->at(request.local_port);
-    result.handshake_ttl = ttls.handshake_ttl;
-    result.ttl = ttls.data_ttl;
-    if (ttls.handshake_ttl) result.connected = true;
-    if (!family.handshake_ttl) family.handshake_ttl = ttls.handshake_ttl;
-    family.packets->forget(request.local_port);
-  }
+  record_connection(request, result);
 
   if (request.step == Step::token_put) {
     family.put = nullptr;
@@ -704,21 +687,39 @@ void Collector::abort(Request& request, const std::string& skip_reason) {
   FamilyState& family = family_of(request);
   result.outcome = Outcome::skipped;
   result.skip_reason = skip_reason;
-  result.latency =
-      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - request.started);
-  if (family.packets && request.local_port != 0) {
-    const PortTtls ttls = family.packets->at(request.local_port);
-    result.handshake_ttl = ttls.handshake_ttl;
-    result.ttl = ttls.data_ttl;
-    result.connected = ttls.handshake_ttl.has_value();
-    family.packets->forget(request.local_port);
-  }
+  record_connection(request, result);
   if (request.step == Step::token_put) {
     family.put = nullptr;
     wipe(request.token);
     after_put(target_of(request), family, result);
   }
   release(request);
+}
+
+// What is known about a request's connection however it ended: latency, whether the
+// handshake completed, and the TTLs its packet socket saw.
+void Collector::record_connection(Request& request, HttpResult& result) {
+  CURL* easy = request.easy.get();
+  result.latency =
+      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - request.started);
+  curl_off_t connect_us = 0;
+  curl_easy_getinfo(easy, CURLINFO_CONNECT_TIME_T, &connect_us);
+  result.connected = connect_us > 0;
+  if (request.local_port == 0 && request.fd >= 0) request.local_port = local_port_of(request.fd);
+  if (request.local_port == 0) {
+    long port = 0;
+    curl_easy_getinfo(easy, CURLINFO_LOCAL_PORT, &port);
+    request.local_port = static_cast<std::uint16_t>(port);
+  }
+  FamilyState& family = family_of(request);
+  if (!family.packets || request.local_port == 0) return;
+  family.packets->drain();
+  const PortTtls ttls = family.packets->at(request.local_port);
+  result.handshake_ttl = ttls.handshake_ttl;
+  result.ttl = ttls.data_ttl;
+  if (ttls.handshake_ttl) result.connected = true;
+  if (!family.handshake_ttl) family.handshake_ttl = ttls.handshake_ttl;
+  family.packets->forget(request.local_port);
 }
 
 // Ends a request's life: out of the multi handle, socket bookkeeping, target bookkeeping.
@@ -805,22 +806,10 @@ void Collector::expire_everything() {
     Request& request = *live_.front();
     HttpResult& result = result_of(request);
     if (request.easy) {
-      FamilyState& family = family_of(request);
       result.outcome = Outcome::timeout;
       result.error = message;
-      result.latency =
-          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - request.started);
-      if (family.packets) {
-        family.packets->drain();
-        if (request.local_port == 0 && request.fd >= 0) {
-          request.local_port = local_port_of(request.fd);
-        }
-        const PortTtls ttls = family.packets->at(request.local_port);
-        result.handshake_ttl = ttls.handshake_ttl;
-        result.ttl = ttls.data_ttl;
-        result.connected = ttls.handshake_ttl.has_value();
-      }
-      if (request.step == Step::token_put) family.put = nullptr;
+      record_connection(request, result);
+      if (request.step == Step::token_put) family_of(request).put = nullptr;
     }  // else: queued, never started; keeps "not started before the overall deadline"
     release(request);
   }

@@ -96,13 +96,13 @@ void wipe(std::string& secret) noexcept {
 }
 
 bool is_forbidden_path(std::string_view path) {
-  // Matched anywhere and case-insensitively, so "/latest//meta-data/IAM/security-credentials"
-  // or an encoded variant of the spelling cannot slip through.
+  // Matched anywhere and case-insensitively, so "/latest//meta-data/IAM/./security-credentials"
+  // or a percent-encoded spelling cannot slip through. All of iam/ is refused: the probe has no
+  // use for it, and a prefix is harder to get wrong than a list of its secret children.
   std::string lowered(path);
   for (char& c : lowered) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (lowered.find('%') != std::string::npos) return true;  // no encoded paths at all
-  for (const std::string_view secret :
-       {"iam/security-credentials", "identity-credentials", "user-data", "iam/"}) {
+  for (const std::string_view secret : {"iam/", "identity-credentials", "user-data"}) {
     if (lowered.find(secret) != std::string::npos) return true;
   }
   return false;

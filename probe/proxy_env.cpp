@@ -55,7 +55,7 @@ bool entry_covers_imds(std::string_view entry) {
   if (const auto colon = entry.rfind(':'); colon != std::string_view::npos) {
     entry = entry.substr(0, colon);
   }
-  if (entry.front() == '.') entry.remove_prefix(1);
+  if (!entry.empty() && entry.front() == '.') entry.remove_prefix(1);
   if (entry.empty()) return false;
   if (entry == kImdsHost) return true;
   return kImdsHost.size() > entry.size() && kImdsHost.ends_with(entry) &&

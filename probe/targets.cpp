@@ -876,6 +876,23 @@ Result<std::unique_ptr<SimulatedContainer>> SimulatedContainer::create(const Opt
   if (auto r = run_tool({"nsenter", "--net=" + ns_path, "ip", "-batch", "-"}, inner); !r)
     return fail(r.error());
 
+  // Wait until both ends report carrier: a SYN sent before that is lost, and its
+  // retransmission comes a second later, as long as a whole connect timeout.
+  auto link_up = [](std::vector<std::string> argv) {
+    auto r = run_tool(argv);
+    if (!r) return false;
+    const auto doc = nlohmann::json::parse(r.value(), nullptr, false);
+    return doc.is_array() && !doc.empty() && doc[0].is_object() &&
+           doc[0].value("operstate", "") == "UP";
+  };
+  bool up = false;
+  for (int i = 0; i < 200 && !up; ++i) {
+    up = link_up({"ip", "-j", "link", "show", "dev", state->veth}) &&
+         link_up({"nsenter", "--net=" + ns_path, "ip", "-j", "link", "show", "dev", "eth0"});
+    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (!up) return fail("the veth pair " + state->veth + " did not come up within 2 s");
+
   // Forwarding: per device for IPv4 (the veth and the uplink towards the IMDS), globally
   // for IPv6 (the kernel has no per-device switch that forwarding honours). Old values are
   // restored on teardown.

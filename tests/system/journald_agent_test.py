@@ -190,6 +190,11 @@ def inner(build: Path, source: Path) -> int:
         assert first["IMDS_HTTP_TOKENS"] == "optional", first
         assert first["IMDS_HTTP_ENDPOINT"] == "enabled", first
         assert first["PRIORITY"] == "4", first  # a policy violation makes it a warning
+        # One IMDS_FINDING= per finding at warning or worse: journald keeps repeated fields
+        # (journalctl shows them as a list).
+        findings = first.get("IMDS_FINDING", [])
+        findings = [findings] if isinstance(findings, str) else findings
+        assert "tokens-optional" in findings, first
         drift = wait_for("policy-drift", lambda: events("policy-drift"))[0]
         assert drift["IMDS_OPTION"] == "HttpTokens" and drift["IMDS_EXPECTED"] == "required", drift
         assert drift["MESSAGE"] == "IMDS option HttpTokens is optional, policy expects required"

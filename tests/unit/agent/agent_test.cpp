@@ -246,8 +246,8 @@ TEST_F(AgentTest, AnUnreachableImdsBacksOffAndCountsErrors) {
 }
 
 TEST_F(AgentTest, ANamespaceAppearingInADirThatDidNotExistYetTriggersAProbe) {
-  auto root = std::filesystem::temp_directory_path() /
-              ("imds-agent-watch-" + std::to_string(::getpid()));
+  auto root =
+      std::filesystem::temp_directory_path() / ("imds-agent-watch-" + std::to_string(::getpid()));
   std::filesystem::remove_all(root);
   std::filesystem::create_directories(root);
   config_.netns_dirs = {(root / "docker" / "netns").string()};

@@ -2,8 +2,10 @@
 // and bodies, garbage, slowloris, connection floods. None of it may stall other clients.
 #include "api_server.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -212,6 +214,34 @@ TEST_F(ApiServerTest, ConnectionsBeyondTheCapAreClosedAndServiceResumesAfterIdle
   std::this_thread::sleep_for(limits_.request_timeout + 200ms);
   auto reply = get("/after");
   EXPECT_NE(reply.find("GET /after 0"), std::string::npos);
+}
+
+TEST_F(ApiServerTest, RunningOutOfDescriptorsPausesAcceptingInsteadOfSpinning) {
+  start();
+  rlimit old{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
+  rlimit low = old;
+  low.rlim_cur = 64;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  std::vector<Fd> hog;
+  for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) hog.emplace_back(fd);
+  hog.pop_back();  // room for the client's own socket, none for the server's accept()
+  auto client = connect_client();
+  send_all(client, "GET /starved HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  rusage before{};
+  ::getrusage(RUSAGE_SELF, &before);
+  std::this_thread::sleep_for(500ms);
+  rusage after{};
+  ::getrusage(RUSAGE_SELF, &after);
+  auto cpu_ms = [](const rusage& r) {
+    return (r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1000.0 +
+           (r.ru_utime.tv_usec + r.ru_stime.tv_usec) / 1000.0;
+  };
+  hog.clear();
+  ::setrlimit(RLIMIT_NOFILE, &old);
+  EXPECT_LT(cpu_ms(after) - cpu_ms(before), 150.0) << "the accept loop spun on EMFILE";
+  auto reply = read_until_close(client, 2s);
+  EXPECT_NE(reply.find("GET /starved 0"), std::string::npos) << "not served after recovery";
 }
 
 TEST_F(ApiServerTest, AStaleSocketFileIsReplacedButAnythingElseIsNot) {

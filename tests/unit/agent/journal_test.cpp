@@ -1,14 +1,14 @@
 // Journal field keys: the compile-time rule is journald's rule.
+#include "journal.hpp"
+
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <string>
 
-#include "journal.hpp"
 #include "systemd.hpp"
-
-#include <gtest/gtest.h>
 
 namespace imds::agent {
 namespace {

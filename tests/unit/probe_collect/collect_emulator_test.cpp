@@ -70,7 +70,8 @@ void expect_no_token_anywhere(const CollectResult& result) {
       const HttpResult& r = observation.result;
       for (const std::string_view text :
            {std::string_view(r.body), std::string_view(r.error), std::string_view(r.skip_reason),
-            std::string_view(observation.path), std::string_view(r.server.value_or(""))}) {
+            std::string_view(observation.path),
+            r.server ? std::string_view(*r.server) : std::string_view()}) {
         EXPECT_FALSE(holds_token_like_text(text)) << observation.path << ": " << text;
       }
     }

@@ -1,9 +1,13 @@
-// The packet socket's header parser, on crafted IPv4/IPv6 + TCP byte buffers.
+// The packet socket: its header parser on crafted IPv4/IPv6 + TCP byte buffers, its BPF
+// program, and closing many of them at once.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <unistd.h>
 
 #include <cstdint>
+#include <variant>
 #include <vector>
 
 #include "packet_ttl.hpp"
@@ -171,6 +175,24 @@ TEST(PacketFilter, EndsWithAcceptAndRejectAndJumpsOnlyForward) {
       EXPECT_EQ(target, reject) << "instruction " << i;
     }
   }
+}
+
+TEST(PacketSockets, ClosingInBulkClosesEverySocket) {
+  if (::geteuid() != 0) GTEST_SKIP() << "AF_PACKET needs CAP_NET_RAW";
+  const NetnsSocketFactory factory;
+  ImdsAddress from;
+  ::inet_pton(AF_INET, "127.0.0.1", &from.v4);
+  std::vector<UniqueFd> sockets;
+  std::vector<int> numbers;
+  for (int i = 0; i < 20; ++i) {
+    auto opened = PacketTtlSocket::open(factory, -1, from);
+    ASSERT_TRUE(std::holds_alternative<PacketTtlSocket>(opened)) << std::get<int>(opened);
+    numbers.push_back(std::get<PacketTtlSocket>(opened).fd());
+    sockets.push_back(std::move(std::get<PacketTtlSocket>(opened)).take_fd());
+  }
+  close_packet_sockets(sockets);
+  EXPECT_TRUE(sockets.empty());
+  for (const int fd : numbers) EXPECT_EQ(::fcntl(fd, F_GETFD), -1) << "fd " << fd << " is open";
 }
 
 }  // namespace

@@ -50,7 +50,7 @@ TEST(ProxyEnvironment, NoProxyCoversTheImdsByAddressWildcardSuffixOrCidr) {
 TEST(ProxyEnvironment, NoProxyEntriesThatMissTheImdsDoNotCoverIt) {
   for (const char* list :
        {"", "localhost,127.0.0.1", "169.254.169.25", "69.254.169.254", "169.254.170.0/24",
-        "10.0.0.0/8", "169.254.0.0/40", "bad/x", ".example.com", "4"}) {
+        "10.0.0.0/8", "169.254.0.0/40", "bad/x", ".example.com", "4", ":80", ".", ","}) {
     EXPECT_FALSE(with({{"no_proxy", list}}).no_proxy_covers_imds) << list;
   }
 }
