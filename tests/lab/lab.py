@@ -245,7 +245,10 @@ class Lab:
         net_v4 = bridge_v4.rsplit(".", 2)[0] + ".0.0/16"
         net_v6 = bridge_v6.rsplit(":", 1)[0] + ":/64"
         self._ip(ns, [
-            "link add br0 type bridge forward_delay 0 stp_state 0",
+            # A fixed MAC, as Docker gives docker0: a bridge otherwise takes the lowest MAC
+            # of its ports, so adding a container would change the gateway's MAC under the
+            # containers already there and their next connects would time out.
+            "link add br0 address 02:42:ac:11:00:01 type bridge forward_delay 0 stp_state 0",
             f"addr add {bridge_v4}/16 dev br0",
             f"addr add {bridge_v6}/64 dev br0 nodad",
             "link set br0 up",
