@@ -76,7 +76,11 @@ def parse_event(line: str) -> dict[str, str] | None:
 
 
 def check_prometheus_text(text: str) -> None:
-    """promtool when installed; a strict line check otherwise."""
+    """The Prometheus project's own Python parser, promtool when installed, and a strict
+    line check."""
+    from prometheus_client.parser import text_string_to_metric_families
+    families = list(text_string_to_metric_families(text))  # raises on malformed text
+    assert any(f.name == "imds_probe_cycles" for f in families), [f.name for f in families]
     promtool = shutil.which("promtool")
     if promtool:
         r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
