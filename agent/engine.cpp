@@ -1,6 +1,6 @@
 // Wires the agent to the probing engine. The agent discovers namespaces itself (so it can
-// spread them over cycles and keep their container labels), so it hands resolved targets
-// to collect() rather than paths to diagnose(); the rest is what diagnose() does.
+// spread them over cycles and keep their container labels) and hands the resolved targets
+// to diagnose_targets(), the same collect -> infer -> findings path imds-probe runs.
 #include "engine.hpp"
 
 #include <algorithm>
@@ -8,7 +8,6 @@
 #include "collect.hpp"
 #include "config.h"
 #include "diagnose.hpp"
-#include "inference.hpp"
 #include "render.hpp"
 #include "targets.hpp"
 
@@ -23,8 +22,6 @@ Engine make_engine() {
     return discover_containers(dc).targets;
   };
   e.probe = [](const AgentConfig& config, const ProbeRequest& req) {
-    const auto started = std::chrono::system_clock::now();
-    const auto t0 = std::chrono::steady_clock::now();
     auto host = host_target();
     if (!host)
       throw std::runtime_error("cannot identify the host network namespace: " + host.error());
@@ -45,24 +42,7 @@ Engine make_engine() {
     cc.packet_ttl = config.packet_ttl;
     // Few connections at once: the link-local services share 1024 packets/s per instance.
     cc.max_parallel = 16;
-    CollectResult collected = collect(cc, targets);
-
-    Diagnosis d;
-    d.tool_version = IMDS_VERSION;
-    d.started_at = rfc3339_utc(started);
-    d.endpoint_v4 = cc.endpoint_v4;
-    d.endpoint_v6 = cc.probe_v6 ? cc.endpoint_v6 : "";
-    d.v1_probed = cc.probe_v1;
-    d.packet_ttl_available = collected.packet_ttl_available;
-    d.searched_hop_limit = collected.searched_hop_limit;
-    d.proxy = collected.proxy;
-    d.expectations = config.expectations;
-    d.targets = std::move(collected.targets);
-    d.inference = infer(d);
-    d.findings = make_findings(d);
-    d.duration = std::chrono::duration_cast<std::chrono::milliseconds>(
-        std::chrono::steady_clock::now() - t0);
-    return d;
+    return diagnose_targets(targets, cc, config.expectations, IMDS_VERSION);
   };
   e.to_json = [](const Diagnosis& d) { return to_json(d); };
   return e;
