@@ -5,7 +5,7 @@ builder and an SRE would: the unit runs hardened and READY, journald holds the
 structured events and the catalog explains them, the socket answers its group only,
 reload/changes/new containers/watchdog behave, and remove/purge clean up.
 
-Usage: e2e_systemd.py --source SRC --build BUILD --packages-dir DIR [--keep-going]
+Usage: e2e_systemd.py --source SRC --build BUILD --packages-dir DIR [--deb PATH] [--no-cache]
 Exits 77 (skip) when not root or a tool is missing.
 """
 
@@ -442,6 +442,7 @@ def main() -> int:
     ap.add_argument("--build", type=Path, required=True)
     ap.add_argument("--packages-dir", type=Path, required=True)
     ap.add_argument("--no-cache", action="store_true", help="debootstrap even if cached")
+    ap.add_argument("--deb", type=Path, help="test this .deb instead of building one")
     args = ap.parse_args()
 
     # meson's timeout sends SIGTERM: unwind so the container is stopped and removed.
@@ -461,11 +462,12 @@ def main() -> int:
         return 1
     t0 = time.monotonic()
 
-    r = subprocess.run([str(args.source / "packaging" / "build-deb"), "--reuse",
-                        str(args.packages_dir)], check=False)
-    if r.returncode != 0:
-        return r.returncode
-    debs = sorted(args.packages_dir.glob("imds-agent_*.deb"))
+    if args.deb is None:
+        r = subprocess.run([str(args.source / "packaging" / "build-deb"), "--reuse",
+                            str(args.packages_dir)], check=False)
+        if r.returncode != 0:
+            return r.returncode
+    debs = [args.deb] if args.deb else sorted(args.packages_dir.glob("imds-agent_*.deb"))
     if len(debs) != 1:
         print(f"FAIL: expected one imds-agent .deb in {args.packages_dir}, found {debs}",
               file=sys.stderr)
