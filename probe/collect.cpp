@@ -183,6 +183,7 @@ struct Request {
   int fd = -1;  // the socket curl asked us to open, while it is open
   std::uint16_t local_port = 0;
   int socket_errno = 0;
+  bool cut_by_deadline = false;  // its timeout is what was left of the overall deadline
   Clock::time_point started;
 
   ~Request() { wipe(token); }
@@ -255,6 +256,9 @@ class Collector {
   std::optional<bool> put_with_min_ttl(std::size_t host, FamilyState& family, int min_ttl);
   void set_distances();
   [[nodiscard]] milliseconds remaining() const;
+  [[nodiscard]] std::string deadline_message() const {
+    return "overall deadline of " + std::to_string(config_.deadline.count()) + " ms reached";
+  }
 
   const CollectConfig& config_;
   NetnsSocketFactory sockets_;
@@ -549,7 +553,9 @@ void Collector::configure(Request& request, milliseconds timeout) {
 }
 
 void Collector::start(Request& request) {
-  configure(request, std::min(config_.request_timeout, remaining()));
+  const milliseconds left = remaining();
+  request.cut_by_deadline = left < config_.request_timeout;
+  configure(request, std::min(config_.request_timeout, left));
   request.started = Clock::now();
   HttpResult& result = result_of(request);
   result.skip_reason.clear();
@@ -632,6 +638,9 @@ void Collector::finish(Request& request, CURLcode code) {
     result.outcome = Outcome::error;
     result.error =
         errno_message("cannot create a socket in the target namespace", request.socket_errno);
+  }
+  if (result.outcome == Outcome::timeout && request.cut_by_deadline) {
+    result.error = deadline_message();
   }
   if (result.outcome == Outcome::http) {
     result.status = static_cast<int>(status);
@@ -800,8 +809,7 @@ void Collector::predict_dropped_puts() {
 }
 
 void Collector::expire_everything() {
-  const std::string message =
-      "overall deadline of " + std::to_string(config_.deadline.count()) + " ms reached";
+  const std::string message = deadline_message();
   while (!live_.empty()) {
     Request& request = *live_.front();
     HttpResult& result = result_of(request);

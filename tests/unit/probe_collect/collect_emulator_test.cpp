@@ -302,8 +302,8 @@ TEST(CollectOnLoopback, MinTtlSearchFindsTheHopLimitWithoutPrivileges) {
   config.probe_v6 = false;
   config.packet_ttl = false;
   config.exact_hop_limit_search = true;
-  config.search_timeout = milliseconds{250};
-  config.deadline = milliseconds{6000};
+  config.search_timeout = milliseconds{400};
+  config.deadline = milliseconds{8000};
   const CollectResult result = collect(config, {host()});
   EXPECT_EQ(result.searched_hop_limit, 5);
   for (const auto& entry : request_log(emulator)) {

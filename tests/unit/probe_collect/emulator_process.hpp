@@ -6,7 +6,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,8 +19,6 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-extern char** environ;
 
 namespace imds::test {
 
@@ -70,13 +68,16 @@ class Emulator {
     std::vector<char*> argv;
     for (auto& arg : args) argv.push_back(arg.data());
     argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, ready[1], 3);  // dup2 clears FD_CLOEXEC
-    const int spawned = ::posix_spawn(&pid_, binary, &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      // The emulator must not outlive a crashed test.
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      ::dup2(ready[1], 3);  // dup2 clears FD_CLOEXEC
+      ::execv(binary, argv.data());
+      ::_exit(127);
+    }
     ::close(ready[1]);
-    if (spawned != 0) {
+    if (pid_ < 0) {
       ::close(ready[0]);
       throw std::runtime_error("cannot start " + std::string(binary));
     }
