@@ -38,20 +38,20 @@ enum class Step {
 
 struct HttpResult {
   Outcome outcome = Outcome::skipped;
-  int status = 0;                            // HTTP status when outcome == http
-  std::chrono::microseconds latency{0};      // from start of request to end (or failure)
-  bool connected = false;                    // the TCP handshake completed
-  std::optional<int> ttl;                    // IP TTL / hop limit of the response's data
-                                             // segments as they arrived in this namespace
-                                             // (packet socket; absent without CAP_NET_RAW)
-  std::optional<int> handshake_ttl;          // TTL of the SYN-ACK in this namespace: never
-                                             // hop-limited, so host minus container = distance
-  std::optional<std::string> server;         // `Server` header, when present
-  std::optional<long> token_ttl_seconds;     // X-aws-ec2-metadata-token-ttl-seconds header
-  std::string body;                          // capped; empty for token responses (never kept)
+  int status = 0;                         // HTTP status when outcome == http
+  std::chrono::microseconds latency{0};   // from start of request to end (or failure)
+  bool connected = false;                 // the TCP handshake completed
+  std::optional<int> ttl;                 // IP TTL / hop limit of the response's data
+                                          // segments as they arrived in this namespace
+                                          // (packet socket; absent without CAP_NET_RAW)
+  std::optional<int> handshake_ttl;       // TTL of the SYN-ACK in this namespace: never
+                                          // hop-limited, so host minus container = distance
+  std::optional<std::string> server;      // `Server` header, when present
+  std::optional<long> token_ttl_seconds;  // X-aws-ec2-metadata-token-ttl-seconds header
+  std::string body;                       // capped; empty for token responses (never kept)
   bool body_truncated = false;
-  std::string error;                         // transport error text, for people
-  std::string skip_reason;                   // why it was skipped, when outcome == skipped
+  std::string error;        // transport error text, for people
+  std::string skip_reason;  // why it was skipped, when outcome == skipped
 };
 
 struct Observation {
@@ -63,10 +63,10 @@ struct Observation {
 
 // A network namespace the probe runs requests from.
 struct NetnsTarget {
-  std::string name;          // "host", a container id/name, a netns file name, "simulated"
-  std::string path;          // file that opens the namespace ("/proc/self/ns/net" for host)
-  std::uint64_t inode = 0;   // nsfs inode: identity of the namespace
-  std::string source;        // "host", "netns-dir", "proc", "pid", "container", "simulated", "path"
+  std::string name;         // "host", a container id/name, a netns file name, "simulated"
+  std::string path;         // file that opens the namespace ("/proc/self/ns/net" for host)
+  std::uint64_t inode = 0;  // nsfs inode: identity of the namespace
+  std::string source;       // "host", "netns-dir", "proc", "pid", "container", "simulated", "path"
   std::optional<std::string> container_id;  // from /proc/PID/cgroup, when found
   std::optional<std::string> runtime;       // "docker", "containerd", "podman", "kubepods"
   bool is_host = false;
@@ -103,18 +103,18 @@ struct HopLimit {
   std::optional<int> exact;  // when read from packet TTLs or found by IP_MINTTL search
   int lower = 1;             // proven bounds (inclusive)
   int upper = kMaxHopLimit;
-  std::string method;        // "packet-ttl", "min-ttl-search", "bounds", "none"
+  std::string method;  // "packet-ttl", "min-ttl-search", "bounds", "none"
 };
 
 enum class Severity { info, notice, warning, error };
 
 struct Finding {
-  std::string id;        // stable, e.g. "tokens-optional", "container-no-token"
+  std::string id;  // stable, e.g. "tokens-optional", "container-no-token"
   Severity severity = Severity::info;
-  std::string target;    // NetnsTarget::name it concerns, or "" for the instance
-  std::string summary;   // one line for people
-  std::string detail;    // what it means (SDK behaviour, risk)
-  std::string fix;       // exact command(s), may be multi-line; "" when nothing to do
+  std::string target;   // NetnsTarget::name it concerns, or "" for the instance
+  std::string summary;  // one line for people
+  std::string detail;   // what it means (SDK behaviour, risk)
+  std::string fix;      // exact command(s), may be multi-line; "" when nothing to do
 };
 
 // What one namespace will experience.
@@ -124,8 +124,8 @@ struct TargetVerdict {
   Tristate imdsv2 = Tristate::unknown;  // gets a token and data
   Tristate imdsv1 = Tristate::unknown;  // tokenless GET answers 200
   Tristate reachable = Tristate::unknown;
-  std::string summary;                  // e.g. "no token (PUT response dropped, 1 hop)"
-  bool predicted = false;               // verdict known from host TTL without waiting
+  std::string summary;     // e.g. "no token (PUT response dropped, 1 hop)"
+  bool predicted = false;  // verdict known from host TTL without waiting
 };
 
 // Expected policy (from --expect / config).
