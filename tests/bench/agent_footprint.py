@@ -13,12 +13,10 @@ Usage: agent_footprint.py --build BUILD_DIR [--cycles N] [--containers N]
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,22 +26,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lab"))
 
-from lab import FORBIDDEN_PATH_PARTS, Lab, skip_unless_lab_possible  # noqa: E402
-
-
-class UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path: str):
-        super().__init__("localhost", timeout=60)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
+from lab import FORBIDDEN_PATH_PARTS, Lab, UnixHTTPConnection, skip_unless_lab_possible  # noqa: E402
 
 
 def api(sock: str, method: str, path: str) -> tuple[int, str]:
-    conn = UnixHTTP(sock)
+    conn = UnixHTTPConnection(sock, timeout=60)
     try:
         conn.request(method, path)
         r = conn.getresponse()
@@ -148,7 +135,7 @@ def main() -> int:
                   f"(host + {targets - 1} containers), IPv4 + IPv6, hop limit 2")
             print(f"  peak RSS (VmHWM):            {st['VmHWM'] / 1024:.1f} MiB")
             print(f"  RSS after warm-up:           {rss_early / 1024:.1f} MiB")
-            print(f"  RSS steady (every 100):      "
+            print("  RSS steady (every 100):      "
                   + ", ".join(f"{s / 1024:.1f}" for s in rss_samples) + " MiB")
             print(f"  RSS at the end:              {st['VmRSS'] / 1024:.1f} MiB")
             print(f"  CPU time per cycle:          {cpu / max(done, 1) * 1000:.1f} ms "

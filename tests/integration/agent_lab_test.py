@@ -11,12 +11,10 @@ Usage: agent_lab_test.py --build BUILD_DIR [unittest options]
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,36 +27,17 @@ from typing import Any, Callable
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lab"))
 
-from lab import Lab, skip_unless_lab_possible  # noqa: E402
+from lab import (TOKEN_LIKE, Lab, UnixHTTPConnection, build_dir_from_argv,  # noqa: E402
+                 skip_unless_lab_possible)
 
 
-def _build_dir_from_argv() -> Path:
-    if len(sys.argv) > 2 and sys.argv[1] == "--build":
-        path = sys.argv[2]
-        del sys.argv[1:3]
-        return Path(path).resolve()
-    return (HERE.parents[1] / "build").resolve()
-
-
-BUILD_DIR = _build_dir_from_argv()
+BUILD_DIR = build_dir_from_argv(HERE.parents[1] / "build")
 AGENT = str(BUILD_DIR / "agent" / "imds-agent")
 PROBE = str(BUILD_DIR / "probe" / "imds-probe")
-TOKEN_LIKE = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{56}(?![A-Za-z0-9_-])")
 EVENT_RE = re.compile(r"\(.*IMDS_EVENT=([a-z0-9-]+)\)$")
 # What the man page promises for a new namespace: debounce 1 s + min-probe-gap + one cycle
 # (here at most 4 x request-timeout = 4 s).
 PROMPT_DIAGNOSIS_S = 10
-
-
-class UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path: str):
-        super().__init__("localhost", timeout=15)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
 
 
 def parse_event(line: str) -> dict[str, str] | None:
@@ -175,7 +154,7 @@ class AgentInLab(unittest.TestCase):
         self.fail(f"timed out after {timeout}s waiting for {what}; agent log:\n{tail}")
 
     def api(self, method: str, path: str) -> tuple[int, str, str]:
-        conn = UnixHTTP(self.socket)
+        conn = UnixHTTPConnection(self.socket, timeout=15)
         try:
             conn.request(method, path)
             r = conn.getresponse()

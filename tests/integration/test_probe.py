@@ -28,22 +28,14 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lab"))
 
-from lab import Lab, Netns, skip_unless_lab_possible  # noqa: E402
+from lab import (TOKEN_LIKE, Lab, Netns, build_dir_from_argv,  # noqa: E402
+                 skip_unless_lab_possible)
 
 
-def _build_dir_from_argv() -> Path:
-    if len(sys.argv) > 2 and sys.argv[1] == "--build":
-        path = sys.argv[2]
-        del sys.argv[1:3]
-        return Path(path).resolve()
-    return (HERE.parents[1] / "build").resolve()
-
-
-BUILD_DIR = _build_dir_from_argv()
+BUILD_DIR = build_dir_from_argv(HERE.parents[1] / "build")
 PROBE = str(BUILD_DIR / "probe" / "imds-probe")
 
 # The emulator's tokens: 56 characters of the URL-safe base64 alphabet.
-TOKEN_LIKE = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{56}(?![A-Za-z0-9_-])")
 ANSI = re.compile(r"\x1b\[")
 
 

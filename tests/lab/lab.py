@@ -121,8 +121,10 @@ class Netns:
         return str(NETNS_ROOT / self.name)
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float):
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a Unix socket (the emulator's control socket, the agent's API)."""
+
+    def __init__(self, path: str, timeout: float = 15):
         super().__init__("localhost", timeout=timeout)
         self._unix_path = path
 
@@ -135,6 +137,21 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
             sock.close()
             raise
         self.sock = sock
+
+
+# The emulator's tokens: 56 characters of the URL-safe base64 alphabet. Tests search every
+# output for such a string: a printed token is a defect.
+TOKEN_LIKE = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{56}(?![A-Za-z0-9_-])")
+
+
+def build_dir_from_argv(default: Path) -> Path:
+    """Takes `--build DIR` off the front of sys.argv (meson passes it; unittest must not see
+    it) and returns DIR, or `default`."""
+    if len(sys.argv) > 2 and sys.argv[1] == "--build":
+        path = sys.argv[2]
+        del sys.argv[1:3]
+        return Path(path).resolve()
+    return default.resolve()
 
 
 _live_labs: set[Lab] = set()
@@ -509,7 +526,7 @@ add rule inet {NFT_TABLE} forward ip6 saddr {ns.v6} ip6 daddr {IMDS_V6} drop
     def _control(self, method: str, path: str, body: Any = None) -> Any:
         if not self.emulator_running():
             raise LabError("the emulator is not running" + self._emulator_tail())
-        conn = _UnixHTTPConnection(self.control_socket, timeout=10)
+        conn = UnixHTTPConnection(self.control_socket, timeout=10)
         try:
             payload = None if body is None else json.dumps(body)
             headers = {"Content-Type": "application/json"} if payload is not None else {}

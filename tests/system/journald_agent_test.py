@@ -14,7 +14,6 @@ Usage: journald_agent_test.py --build BUILD_DIR --source SOURCE_DIR    (root; 77
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import shutil
@@ -27,6 +26,10 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab"))
+
+from lab import UnixHTTPConnection  # noqa: E402
 
 SKIP = 77
 JOURNALD = "/lib/systemd/systemd-journald"
@@ -48,19 +51,8 @@ PRIORITIES = {"started": 6, "option-changed": 5, "policy-drift": 4,
               "config-reloaded": 6, "stopping": 6}
 
 
-class UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path: str):
-        super().__init__("localhost", timeout=10)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
-
-
 def control(sock: str, method: str, path: str, body: Any = None) -> Any:
-    conn = UnixHTTP(sock)
+    conn = UnixHTTPConnection(sock, timeout=10)
     try:
         conn.request(method, path, body=None if body is None else json.dumps(body),
                      headers={"Content-Type": "application/json"})
