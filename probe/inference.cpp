@@ -630,18 +630,6 @@ constexpr std::string_view kSdkOnHttpError =
     "the Java SDK v2 caches \"no token\"; with HttpTokens=required those IMDSv1 requests get "
     "401.";
 
-std::string tokens_words(HttpTokens t) {
-  switch (t) {
-    case HttpTokens::optional:
-      return "optional";
-    case HttpTokens::required:
-      return "required";
-    case HttpTokens::unknown:
-      return "unknown";
-  }
-  return "unknown";
-}
-
 std::string switch_word(bool on) { return on ? "enabled" : "disabled"; }
 
 class FindingList {
@@ -966,7 +954,7 @@ void policy_findings(const Diagnosis& d, const FixContext& c, FindingList& out) 
   };
 
   if (e.http_tokens && *e.http_tokens != HttpTokens::unknown) {
-    const std::string want = tokens_words(*e.http_tokens);
+    const std::string want = std::string(to_string(*e.http_tokens));
     if (inf.http_tokens == HttpTokens::unknown) {
       unverifiable("policy-http-tokens", "HttpTokens=" + want,
                    d.v1_probed ? "No tokenless GET was answered, so HttpTokens is unknown."
@@ -982,7 +970,7 @@ void policy_findings(const Diagnosis& d, const FixContext& c, FindingList& out) 
       std::string fix = modify_options(c, options + " --http-endpoint enabled");
       if (*e.http_tokens == HttpTokens::required) fix += "\n" + ami_route(c);
       out.add("policy-http-tokens", Severity::error, "",
-              "HttpTokens is " + tokens_words(inf.http_tokens) + ", expected " + want,
+              "HttpTokens is " + std::string(to_string(inf.http_tokens)) + ", expected " + want,
               "The policy (--expect) asks for HttpTokens=" + want + ".", fix);
     }
   }

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace imds {
@@ -174,5 +175,15 @@ struct Diagnosis {
   Inference inference;
   std::vector<Finding> findings;
 };
+
+// The stable lowercase names used in JSON (and usable by the journal and metrics).
+std::string_view to_string(Family value);
+std::string_view to_string(Outcome value);
+std::string_view to_string(Step value);
+std::string_view to_string(Tristate value);
+std::string_view to_string(HttpTokens value);
+std::string_view to_string(EndpointState value);
+std::string_view to_string(UnreachableReason value);
+std::string_view to_string(Severity value);
 
 }  // namespace imds

@@ -27,14 +27,5 @@ std::string render_text(const Diagnosis& diagnosis, bool colour);
 
 int exit_code(const Diagnosis& diagnosis);
 
-// The stable lowercase names used in JSON (and usable by the journal and metrics).
-std::string_view to_string(Family value);
-std::string_view to_string(Outcome value);
-std::string_view to_string(Step value);
-std::string_view to_string(Tristate value);
-std::string_view to_string(HttpTokens value);
-std::string_view to_string(EndpointState value);
-std::string_view to_string(UnreachableReason value);
-std::string_view to_string(Severity value);
 
 }  // namespace imds
