@@ -918,6 +918,28 @@ void environment_findings(const Diagnosis& d, FindingList& out) {
             "export NO_PROXY=\"$no_proxy\"");
   }
 
+  // Collection marks what the overall deadline cut (probe/collect.hpp): verdicts resting on
+  // those requests are unknown, and a run that learned less than it was asked must not
+  // pass for healthy.
+  std::size_t cut = 0;
+  for (const auto& t : d.targets) {
+    for (const auto& o : t.observations) {
+      const HttpResult& r = o.result;
+      if ((r.outcome == Outcome::skipped &&
+           r.skip_reason.starts_with("not started before the overall deadline")) ||
+          (r.outcome == Outcome::timeout && r.error.starts_with("overall deadline"))) {
+        ++cut;
+      }
+    }
+  }
+  if (cut > 0) {
+    out.add("run-incomplete", Severity::warning, "",
+            std::to_string(cut) + " request(s) were cut short by the overall deadline",
+            "The verdicts that rest on them are unknown. Many namespaces, a slow or throttled "
+            "IMDS, or firewalled namespaces that eat connect timeouts make a run longer.",
+            "imds-probe --deadline 30s ...   # or probe fewer namespaces at once");
+  }
+
   std::size_t throttled = 0;
   std::size_t total = 0;
   for (const auto& t : d.targets) {

@@ -308,6 +308,25 @@ TEST(Findings, ThrottledAnswersAreReportedAndTheEndpointStillCountsAsEnabled) {
   EXPECT_TRUE(contains(f->summary, "2 of")) << f->summary;
 }
 
+TEST(Findings, RequestsCutByTheDeadlineMakeTheRunIncompleteNotHealthy) {
+  World w;
+  TargetObservations host = observe_host(w);
+  TargetObservations late = target("c1", 1);
+  HttpResult not_started;
+  not_started.outcome = Outcome::skipped;
+  not_started.skip_reason = "not started before the overall deadline";
+  late.observations.push_back(observation(Step::token_put, not_started));
+  HttpResult cut = failed(Outcome::timeout, true);
+  cut.error = "overall deadline of 8000 ms reached";
+  late.observations.push_back(observation(Step::v1_get, cut));
+  const Diagnosis d = finish(diagnosis({std::move(host), std::move(late)}, w));
+  const Finding* f = find_finding(d, "run-incomplete");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->severity, Severity::warning);
+  EXPECT_TRUE(contains(f->summary, "2 request(s)")) << f->summary;
+  EXPECT_FALSE(is_healthy(d));
+}
+
 TEST(Findings, HostWithoutTokenIsAnErrorThatBlamesNotTheHopLimit) {
   TargetObservations host = host_target();
   host.observations.push_back(observation(Step::token_put, failed(Outcome::timeout, true)));
