@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lab"))
 
-from lab import FORBIDDEN_PATH_PARTS, Lab, UnixHTTPConnection, skip_unless_lab_possible  # noqa: E402
+from lab import (FORBIDDEN_PATH_PARTS, Lab, UnixHTTPConnection,  # noqa: E402
+                 skip_unless_lab_possible, stop_process)
 
 
 def api(sock: str, method: str, path: str) -> tuple[int, str]:
@@ -153,13 +153,7 @@ def main() -> int:
                 return 1
             return 0
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc, timeout=30)
             shutil.rmtree(work, ignore_errors=True)
 
 

@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lab"))
 
 from lab import (TOKEN_LIKE, Lab, UnixHTTPConnection, build_dir_from_argv,  # noqa: E402
-                 skip_unless_lab_possible)
+                 skip_unless_lab_possible, stop_process)
 
 
 BUILD_DIR = build_dir_from_argv(HERE.parents[1] / "build")
@@ -113,13 +113,7 @@ class AgentInLab(unittest.TestCase):
     @classmethod
     def tearDownClass(cls) -> None:
         try:
-            if cls.agent.poll() is None:
-                cls.agent.send_signal(signal.SIGTERM)
-                try:
-                    cls.agent.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    cls.agent.kill()
-                    cls.agent.wait()
+            stop_process(cls.agent, timeout=20)
         finally:
             forbidden = cls.lab.forbidden_requests()
             cls.lab.close()

@@ -144,6 +144,19 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 TOKEN_LIKE = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{56}(?![A-Za-z0-9_-])")
 
 
+def stop_process(proc: subprocess.Popen, timeout: float) -> int | None:
+    """SIGTERM a process this test started, give it `timeout` seconds to exit cleanly, then
+    SIGKILL it; returns its exit status."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 def build_dir_from_argv(default: Path) -> Path:
     """Takes `--build DIR` off the front of sys.argv (meson passes it; unittest must not see
     it) and returns DIR, or `default`."""
@@ -502,13 +515,7 @@ add rule inet {NFT_TABLE} forward ip6 saddr {ns.v6} ip6 daddr {IMDS_V6} drop
         proc, self._emulator = self._emulator, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, timeout=5)
         try:
             (self.dir / "emulator.pid").unlink()
         except FileNotFoundError:

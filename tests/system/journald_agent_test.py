@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab"))
 
-from lab import UnixHTTPConnection  # noqa: E402
+from lab import UnixHTTPConnection, stop_process  # noqa: E402
 
 SKIP = 77
 JOURNALD = "/lib/systemd/systemd-journald"
@@ -116,14 +116,7 @@ class Processes:
         return p
 
     def stop(self, p: subprocess.Popen[bytes]) -> int:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        return p.returncode
+        return stop_process(p, timeout=15)
 
     def close(self) -> None:
         for p in reversed(self.procs):
