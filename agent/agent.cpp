@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "diagnose.hpp"
+#include "words.hpp"
 
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
@@ -469,20 +470,23 @@ nlohmann::json Agent::status_json() const {
           c.container_id ? nlohmann::json(*c.container_id) : nlohmann::json(nullptr)},
          {"imdsv2", tristate_json(c.imdsv2)},
          {"distance", c.distance ? nlohmann::json(*c.distance) : nlohmann::json(nullptr)},
-         {"verdict", c.verdict}});
+         {"verdict", c.verdict},
+         {"families",
+          {{"ipv4", {{"imdsv2", tristate_json(c.imdsv2)}, {"verdict", c.verdict}}},
+           {"ipv6", {{"imdsv2", tristate_json(c.imdsv2_ipv6)}, {"verdict", c.verdict_ipv6}}}}}});
   }
   nlohmann::json violations = nlohmann::json::array();
   for (const auto& v : snapshot_.violations) {
-    violations.push_back({{"option", v.option}, {"expected", v.expected}, {"actual", v.actual}});
+    violations.push_back(
+        {{"option", option_name(v.option)}, {"expected", v.expected}, {"actual", v.actual}});
   }
   const auto& o = snapshot_.options;
   nlohmann::json options = {
-      {"http_tokens", http_tokens_text(o.http_tokens)},
-      {"hop_limit", o.hop_limit ? hop_limit_text(*o.hop_limit) : "unknown"},
-      {"http_endpoint",
-       o.endpoint_enabled ? (*o.endpoint_enabled ? "enabled" : "disabled") : "unknown"},
-      {"ipv6", o.ipv6 ? (*o.ipv6 ? "enabled" : "disabled") : "unknown"},
-      {"tags", o.tags ? (*o.tags ? "enabled" : "disabled") : "unknown"},
+      {"http_tokens", http_tokens_word(o.http_tokens)},
+      {"hop_limit", o.hop_limit ? hop_limit_range(*o.hop_limit) : "unknown"},
+      {"http_endpoint", switch_word(o.endpoint_enabled)},
+      {"ipv6", switch_word(o.ipv6)},
+      {"tags", switch_word(o.tags)},
   };
   j["agent"] = {
       {"version", IMDS_VERSION},
@@ -510,18 +514,20 @@ nlohmann::json Agent::status_json() const {
 }
 
 std::string Agent::metrics_text() const {
-  std::optional<bool> host_v2;
+  HostImdsv2 host;
   if (last_) {
-    std::string host_name;
-    for (const auto& t : last_->targets) {
-      if (t.target.is_host) host_name = t.target.name;
-    }
-    for (const auto& v : last_->inference.targets) {
-      if (v.target == host_name && v.imdsv2 != Tristate::unknown)
-        host_v2 = v.imdsv2 == Tristate::yes;
+    for (std::size_t i = 0; i < last_->targets.size() && i < last_->inference.targets.size(); ++i) {
+      if (!last_->targets[i].target.is_host) continue;
+      const TargetVerdict& v = last_->inference.targets[i];
+      const auto known = [](Tristate t) -> std::optional<bool> {
+        if (t == Tristate::unknown) return std::nullopt;
+        return t == Tristate::yes;
+      };
+      host.ipv4 = known(v.v4.imdsv2);
+      if (v.v6.probed) host.ipv6 = known(v.v6.imdsv2);
     }
   }
-  return render_metrics(snapshot_, host_v2, stats_, IMDS_VERSION);
+  return render_metrics(snapshot_, host, stats_, IMDS_VERSION);
 }
 
 }  // namespace imds::agent

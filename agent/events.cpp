@@ -5,40 +5,11 @@
 #include <set>
 #include <stdexcept>
 
+#include "policy.hpp"
+#include "words.hpp"
+
 namespace imds::agent {
 namespace {
-
-std::string enabled_text(bool v) { return v ? "enabled" : "disabled"; }
-
-std::string tristate_text(Tristate t) {
-  switch (t) {
-    case Tristate::yes:
-      return "yes";
-    case Tristate::no:
-      return "no";
-    case Tristate::unknown:
-      break;
-  }
-  return "unknown";
-}
-
-std::string reason_text(UnreachableReason r) {
-  switch (r) {
-    case UnreachableReason::none:
-      return "unknown";
-    case UnreachableReason::refused:
-      return "connection refused";
-    case UnreachableReason::blackholed:
-      return "no route (blackholed)";
-    case UnreachableReason::firewalled:
-      return "no answer (firewalled)";
-    case UnreachableReason::timeout:
-      return "timeout";
-    case UnreachableReason::intercepted_error:
-      return "an interceptor answered with an error";
-  }
-  return "unknown";
-}
 
 bool hop_limit_proves_something(const HopLimit& h) {
   return h.exact.has_value() || h.lower > 1 || h.upper < kMaxHopLimit;
@@ -62,18 +33,10 @@ void add_hop_fields(std::vector<JournalField>& f, const HopLimit& h) {
   if (h.exact) f.push_back({"IMDS_HOP_LIMIT", std::to_string(*h.exact)});
   f.push_back({"IMDS_HOP_LIMIT_MIN", std::to_string(lo)});
   f.push_back({"IMDS_HOP_LIMIT_MAX", std::to_string(hi)});
-  f.push_back({"IMDS_HOP_LIMIT_RANGE", hop_limit_text(h)});
+  f.push_back({"IMDS_HOP_LIMIT_RANGE", hop_limit_range(h)});
 }
 
-std::string expected_hop_text(const Expectations& e) {
-  if (e.hop_limit_min && e.hop_limit_max && *e.hop_limit_min == *e.hop_limit_max) {
-    return std::to_string(*e.hop_limit_min);
-  }
-  std::string out;
-  if (e.hop_limit_min) out = ">=" + std::to_string(*e.hop_limit_min);
-  if (e.hop_limit_max) out += (out.empty() ? "<=" : " and <=") + std::to_string(*e.hop_limit_max);
-  return out;
-}
+std::string tristate_text(Tristate t) { return std::string(to_string(t)); }
 
 std::string duration_text(std::chrono::seconds s) {
   auto n = s.count();
@@ -89,6 +52,8 @@ void add_container_fields(std::vector<JournalField>& f, const ContainerState& c)
   if (c.distance) f.push_back({"IMDS_DISTANCE", std::to_string(*c.distance)});
   f.push_back({"IMDS_IMDSV2", tristate_text(c.imdsv2)});
   f.push_back({"IMDS_VERDICT", c.verdict.empty() ? tristate_text(c.imdsv2) : c.verdict});
+  f.push_back({"IMDS_IMDSV2_IPV6", tristate_text(c.imdsv2_ipv6)});
+  if (!c.verdict_ipv6.empty()) f.push_back({"IMDS_VERDICT_IPV6", c.verdict_ipv6});
 }
 
 Event option_event(std::string_view option, std::string old_value, std::string new_value) {
@@ -101,22 +66,27 @@ Event option_event(std::string_view option, std::string old_value, std::string n
 
 Event policy_event(EventKind kind, const PolicyViolation& v, std::string actual) {
   Event e{kind, spec_of(kind).priority, {}};
-  e.fields.push_back({"IMDS_OPTION", v.option});
+  e.fields.push_back({"IMDS_OPTION", std::string(option_name(v.option))});
   e.fields.push_back({"IMDS_EXPECTED", v.expected});
   e.fields.push_back({"IMDS_NEW_VALUE", std::move(actual)});
   return e;
 }
 
-// The value a violated option has now, for policy-compliant-again.
-std::string current_value(const OptionKnowledge& o, std::string_view option) {
-  if (option == "HttpTokens") return http_tokens_text(o.http_tokens);
-  if (option == "HttpPutResponseHopLimit") {
-    return o.hop_limit ? hop_limit_text(*o.hop_limit) : "unknown";
+ObservedOptions observed(const OptionKnowledge& o) {
+  ObservedOptions out;
+  out.http_tokens = o.http_tokens.value_or(HttpTokens::unknown);
+  out.hop_limit = o.hop_limit.value_or(HopLimit{});
+  out.endpoint_enabled = o.endpoint_enabled;
+  out.ipv6 = o.ipv6;
+  out.tags = o.tags;
+  return out;
+}
+
+// The value an option has now, for policy-compliant-again: the policy engine's own words.
+std::string current_value(const OptionKnowledge& o, const Expectations& e, PolicyOption option) {
+  for (const PolicyCheck& c : check_policy(e, observed(o))) {
+    if (c.option == option) return c.actual;
   }
-  auto b = [](std::optional<bool> v) { return v ? enabled_text(*v) : std::string("unknown"); };
-  if (option == "HttpEndpoint") return b(o.endpoint_enabled);
-  if (option == "HttpProtocolIpv6") return b(o.ipv6);
-  if (option == "InstanceMetadataTags") return b(o.tags);
   return "unknown";
 }
 
@@ -169,57 +139,15 @@ JournalEntry to_journal_entry(const Event& event, std::source_location where) {
   return entry;
 }
 
-std::string hop_limit_text(const HopLimit& h) {
-  if (h.exact) return std::to_string(*h.exact);
-  if (h.lower == h.upper) return std::to_string(h.lower);
-  if (h.lower > 1 && h.upper >= kMaxHopLimit) return ">=" + std::to_string(h.lower);
-  if (h.lower <= 1 && h.upper < kMaxHopLimit) return "<=" + std::to_string(h.upper);
-  if (h.lower > 1) return std::to_string(h.lower) + ".." + std::to_string(h.upper);
-  return "unknown";
-}
-
-std::string http_tokens_text(std::optional<HttpTokens> t) {
-  if (!t) return "unknown";
-  switch (*t) {
-    case HttpTokens::optional:
-      return "optional";
-    case HttpTokens::required:
-      return "required";
-    case HttpTokens::unknown:
-      break;
-  }
-  return "unknown";
-}
-
 std::string container_key(const NetnsTarget& t) {
   return t.inode != 0 ? "ino:" + std::to_string(t.inode) : "name:" + t.name;
 }
 
 std::vector<PolicyViolation> policy_violations(const OptionKnowledge& o, const Expectations& e) {
   std::vector<PolicyViolation> out;
-  if (e.http_tokens && *e.http_tokens != HttpTokens::unknown && o.http_tokens &&
-      *o.http_tokens != *e.http_tokens) {
-    out.push_back({"HttpTokens", http_tokens_text(e.http_tokens), http_tokens_text(o.http_tokens)});
+  for (const PolicyCheck& c : check_policy(e, observed(o))) {
+    if (c.state == PolicyState::violated) out.push_back({c.option, c.expected, c.actual});
   }
-  if ((e.hop_limit_min || e.hop_limit_max) && o.hop_limit) {
-    auto [lo, hi] = hop_range(*o.hop_limit);
-    bool below = e.hop_limit_min && hi < *e.hop_limit_min;
-    bool above = e.hop_limit_max && lo > *e.hop_limit_max;
-    if (below || above) {
-      out.push_back(
-          {"HttpPutResponseHopLimit", expected_hop_text(e), hop_limit_text(*o.hop_limit)});
-    }
-  }
-  auto check = [&out](std::string_view option, std::optional<bool> want, std::optional<bool> have) {
-    if (want && have && *want != *have) {
-      out.push_back({std::string(option), enabled_text(*want), enabled_text(*have)});
-    }
-  };
-  check("HttpEndpoint", e.endpoint_enabled, o.endpoint_enabled);
-  check("HttpProtocolIpv6", e.ipv6_enabled, o.ipv6);
-  check("InstanceMetadataTags", e.tags_enabled, o.tags);
-  std::sort(out.begin(), out.end(),
-            [](const auto& a, const auto& b) { return a.option < b.option; });
   return out;
 }
 
@@ -243,7 +171,7 @@ Snapshot observe(const Snapshot& previous, const Diagnosis& d,
     case EndpointState::unreachable:
       if (previous.reachable != false) next.unreachable_since = now;
       next.reachable = false;
-      next.unreachable_reason = reason_text(inf.unreachable_reason);
+      next.unreachable_reason = unreachable_words(inf.unreachable_reason);
       break;
     case EndpointState::unknown:
       break;
@@ -263,6 +191,12 @@ Snapshot observe(const Snapshot& previous, const Diagnosis& d,
     }
     present = &from_diagnosis;
   }
+  // Verdicts belong to namespaces by identity (container_key), never by name: two
+  // directories may hold entries of the same name.
+  std::map<std::string, const TargetVerdict*> verdicts;
+  for (std::size_t i = 0; i < d.targets.size() && i < inf.targets.size(); ++i) {
+    verdicts.emplace(container_key(d.targets[i].target), &inf.targets[i]);
+  }
   next.containers.clear();
   for (const auto& t : *present) {
     if (t.is_host) continue;
@@ -275,18 +209,21 @@ Snapshot observe(const Snapshot& previous, const Diagnosis& d,
     if (t.container_id) c.container_id = t.container_id;
     // Container verdicts only mean something while the IMDS answers the host: an outage
     // or a disabled endpoint is reported once, as such, not as every container losing v2.
-    if (answering) {
-      for (const auto& v : inf.targets) {
-        if (v.target != t.name) continue;
-        if (v.imdsv2 != Tristate::unknown) {
-          c.imdsv2 = v.imdsv2;
-          c.verdict = v.summary;
-        }
-        if (v.distance) c.distance = v.distance;
+    if (const auto found = verdicts.find(key); answering && found != verdicts.end()) {
+      const TargetVerdict& v = *found->second;
+      if (v.v4.imdsv2 != Tristate::unknown) {
+        c.imdsv2 = v.v4.imdsv2;
+        c.verdict = v.v4.summary;
       }
+      if (v.v6.probed) {
+        c.imdsv2_ipv6 = v.v6.imdsv2;
+        c.verdict_ipv6 = v.v6.summary;
+      }
+      if (v.distance) c.distance = v.distance;
     }
     next.containers.emplace(key, std::move(c));
   }
+  next.expectations = expectations;
   next.violations = policy_violations(next.options, expectations);
   next.findings.clear();
   for (const auto& f : d.findings) {
@@ -315,16 +252,16 @@ std::vector<Event> diff(const Snapshot& prev, const Snapshot& next) {
     Event e{EventKind::first_verdict, spec_of(EventKind::first_verdict).priority, {}};
     std::string endpoint_state = next.reachable == false ? "unreachable"
                                  : next.options.endpoint_enabled
-                                     ? enabled_text(*next.options.endpoint_enabled)
+                                     ? switch_word(*next.options.endpoint_enabled)
                                      : "unknown";
     int no_v2 = 0;
     for (const auto& [k, c] : next.containers) no_v2 += c.imdsv2 == Tristate::no ? 1 : 0;
     e.fields.push_back({"IMDS_ENDPOINT", next.endpoint});
     e.fields.push_back({"IMDS_HTTP_ENDPOINT", endpoint_state});
-    e.fields.push_back({"IMDS_HTTP_TOKENS", http_tokens_text(next.options.http_tokens)});
+    e.fields.push_back({"IMDS_HTTP_TOKENS", http_tokens_word(next.options.http_tokens)});
     add_hop_fields(e.fields, next.options.hop_limit.value_or(HopLimit{}));
-    if (next.options.ipv6) e.fields.push_back({"IMDS_IPV6", enabled_text(*next.options.ipv6)});
-    if (next.options.tags) e.fields.push_back({"IMDS_TAGS", enabled_text(*next.options.tags)});
+    if (next.options.ipv6) e.fields.push_back({"IMDS_IPV6", switch_word(*next.options.ipv6)});
+    if (next.options.tags) e.fields.push_back({"IMDS_TAGS", switch_word(*next.options.tags)});
     e.fields.push_back({"IMDS_CONTAINERS", std::to_string(next.containers.size())});
     e.fields.push_back({"IMDS_CONTAINERS_NO_V2", std::to_string(no_v2)});
     e.fields.push_back({"IMDS_POLICY_VIOLATIONS", std::to_string(next.violations.size())});
@@ -353,29 +290,30 @@ std::vector<Event> diff(const Snapshot& prev, const Snapshot& next) {
   const auto& po = prev.options;
   const auto& no = next.options;
   if (po.http_tokens && no.http_tokens && *po.http_tokens != *no.http_tokens) {
-    auto e = option_event("HttpTokens", http_tokens_text(po.http_tokens),
-                          http_tokens_text(no.http_tokens));
-    e.fields.push_back({"IMDS_HTTP_TOKENS", http_tokens_text(no.http_tokens)});
+    auto e = option_event(option_name(PolicyOption::http_tokens), http_tokens_word(po.http_tokens),
+                          http_tokens_word(no.http_tokens));
+    e.fields.push_back({"IMDS_HTTP_TOKENS", http_tokens_word(no.http_tokens)});
     if (*no.http_tokens == HttpTokens::optional) e.priority = Priority::warning;
     events.push_back(std::move(e));
   }
   if (po.hop_limit && no.hop_limit && hop_limits_disjoint(*po.hop_limit, *no.hop_limit)) {
-    auto e = option_event("HttpPutResponseHopLimit", hop_limit_text(*po.hop_limit),
-                          hop_limit_text(*no.hop_limit));
+    auto e = option_event(option_name(PolicyOption::hop_limit), hop_limit_range(*po.hop_limit),
+                          hop_limit_range(*no.hop_limit));
     add_hop_fields(e.fields, *no.hop_limit);
     events.push_back(std::move(e));
   }
   auto bool_option = [&](std::string_view option, JournalKey key, std::optional<bool> a,
                          std::optional<bool> b) {
     if (a && b && *a != *b) {
-      auto e = option_event(option, enabled_text(*a), enabled_text(*b));
-      e.fields.push_back({key, enabled_text(*b)});
+      auto e = option_event(option, switch_word(*a), switch_word(*b));
+      e.fields.push_back({key, switch_word(*b)});
       events.push_back(std::move(e));
     }
   };
-  bool_option("HttpEndpoint", "IMDS_HTTP_ENDPOINT", po.endpoint_enabled, no.endpoint_enabled);
-  bool_option("HttpProtocolIpv6", "IMDS_IPV6", po.ipv6, no.ipv6);
-  bool_option("InstanceMetadataTags", "IMDS_TAGS", po.tags, no.tags);
+  bool_option(option_name(PolicyOption::endpoint), "IMDS_HTTP_ENDPOINT", po.endpoint_enabled,
+              no.endpoint_enabled);
+  bool_option(option_name(PolicyOption::ipv6), "IMDS_IPV6", po.ipv6, no.ipv6);
+  bool_option(option_name(PolicyOption::tags), "IMDS_TAGS", po.tags, no.tags);
 
   drift_events(prev.violations);
   for (const auto& v : prev.violations) {
@@ -383,7 +321,7 @@ std::vector<Event> diff(const Snapshot& prev, const Snapshot& next) {
                              [&](const auto& n) { return n.option == v.option; });
     if (!still) {
       events.push_back(policy_event(EventKind::policy_compliant_again, v,
-                                    current_value(next.options, v.option)));
+                                    current_value(next.options, next.expectations, v.option)));
     }
   }
 
@@ -423,8 +361,8 @@ std::string status_line(const Snapshot& s) {
   if (s.reachable == false) return "IMDS unreachable (" + s.unreachable_reason + ")";
   int no_v2 = 0;
   for (const auto& [k, c] : s.containers) no_v2 += c.imdsv2 == Tristate::no ? 1 : 0;
-  std::string out = "HttpTokens " + http_tokens_text(s.options.http_tokens) + ", hop limit " +
-                    (s.options.hop_limit ? hop_limit_text(*s.options.hop_limit) : "unknown");
+  std::string out = "HttpTokens " + http_tokens_word(s.options.http_tokens) + ", hop limit " +
+                    (s.options.hop_limit ? hop_limit_range(*s.options.hop_limit) : "unknown");
   if (s.options.endpoint_enabled == false) out = "HttpEndpoint disabled";
   out += "; " + std::to_string(s.containers.size()) + " container(s), " + std::to_string(no_v2) +
          " without IMDSv2";

@@ -13,6 +13,7 @@
 
 #include "journal.hpp"
 #include "model.hpp"
+#include "policy.hpp"
 
 namespace imds::agent {
 
@@ -110,13 +111,16 @@ struct ContainerState {
   std::string name;  // NetnsTarget::name
   std::string path;
   std::optional<std::string> container_id;
-  Tristate imdsv2 = Tristate::unknown;  // last known
+  Tristate imdsv2 = Tristate::unknown;  // last known, IPv4 (the headline)
   std::optional<int> distance;
-  std::string verdict;  // TargetVerdict::summary
+  std::string verdict;                       // the IPv4 verdict's summary
+  Tristate imdsv2_ipv6 = Tristate::unknown;  // last known over IPv6
+  std::string verdict_ipv6;                  // the IPv6 verdict's summary
 };
 
+// A violated check of the policy engine (policy.hpp), the one the probe's findings use.
 struct PolicyViolation {
-  std::string option;    // "HttpTokens", "HttpPutResponseHopLimit", ...
+  PolicyOption option = PolicyOption::http_tokens;  // option_name(): "HttpTokens", ...
   std::string expected;  // "required", ">=2", "2", "enabled"
   std::string actual;
   bool operator==(const PolicyViolation&) const = default;
@@ -131,7 +135,8 @@ struct Snapshot {
   std::optional<std::chrono::system_clock::time_point> unreachable_since;
   OptionKnowledge options;
   std::map<std::string, ContainerState> containers;  // by key
-  std::vector<PolicyViolation> violations;           // sorted by option
+  Expectations expectations;                         // the policy the violations are of
+  std::vector<PolicyViolation> violations;           // in PolicyOption order
   std::vector<std::string> findings;  // ids of the last diagnosis's findings at warning+
 };
 
@@ -152,9 +157,7 @@ std::vector<PolicyViolation> policy_violations(const OptionKnowledge& options,
 // and policy-drift when those hold from the start.
 std::vector<Event> diff(const Snapshot& previous, const Snapshot& next);
 
-// Human forms used in fields and STATUS=.
-std::string hop_limit_text(const HopLimit& h);  // "2", ">=2", "<=1", "2..3", "unknown"
-std::string http_tokens_text(std::optional<HttpTokens> t);
+// One line for sd_notify STATUS= (values worded by words.hpp).
 std::string status_line(const Snapshot& s);  // one line for sd_notify STATUS=
 
 std::string container_key(const NetnsTarget& t);

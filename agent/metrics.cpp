@@ -40,7 +40,7 @@ std::string escape_label_value(std::string_view v) {
   return out;
 }
 
-std::string render_metrics(const Snapshot& s, std::optional<bool> host_imdsv2,
+std::string render_metrics(const Snapshot& s, const HostImdsv2& host_imdsv2,
                            const ProbeStats& stats, std::string_view version) {
   std::string out;
   const auto& o = s.options;
@@ -76,17 +76,23 @@ std::string render_metrics(const Snapshot& s, std::optional<bool> host_imdsv2,
     out += fmt::format("imds_tags_enabled {}\n", *o.tags ? 1 : 0);
   }
   family(out, "imds_target_imdsv2_ok", "gauge",
-         "1 when the namespace gets an IMDSv2 token and data, 0 when it does not.");
-  if (host_imdsv2) {
-    out += fmt::format("imds_target_imdsv2_ok{{netns=\"host\",container_id=\"\"}} {}\n",
-                       *host_imdsv2 ? 1 : 0);
-  }
+         "1 when the namespace gets an IMDSv2 token and data over the address family, 0 when "
+         "it does not.");
+  const auto target_line = [&out](std::string_view netns, std::string_view container_id,
+                                  std::string_view family_name, bool ok) {
+    out += fmt::format("imds_target_imdsv2_ok{{netns=\"{}\",container_id=\"{}\",family=\"{}\"}} {}\n",
+                       escape_label_value(std::string(netns)),
+                       escape_label_value(std::string(container_id)), family_name, ok ? 1 : 0);
+  };
+  if (host_imdsv2.ipv4) target_line("host", "", "ipv4", *host_imdsv2.ipv4);
+  if (host_imdsv2.ipv6) target_line("host", "", "ipv6", *host_imdsv2.ipv6);
   for (const auto& [key, c] : s.containers) {
-    if (c.imdsv2 == Tristate::unknown) continue;
-    out += fmt::format("imds_target_imdsv2_ok{{netns=\"{}\",container_id=\"{}\"}} {}\n",
-                       escape_label_value(c.path.empty() ? c.name : c.path),
-                       escape_label_value(c.container_id.value_or("")),
-                       c.imdsv2 == Tristate::yes ? 1 : 0);
+    const std::string netns = c.path.empty() ? c.name : c.path;
+    const std::string id = c.container_id.value_or("");
+    if (c.imdsv2 != Tristate::unknown) target_line(netns, id, "ipv4", c.imdsv2 == Tristate::yes);
+    if (c.imdsv2_ipv6 != Tristate::unknown) {
+      target_line(netns, id, "ipv6", c.imdsv2_ipv6 == Tristate::yes);
+    }
   }
   family(out, "imds_container_namespaces", "gauge", "Container network namespaces known.");
   out += fmt::format("imds_container_namespaces {}\n", s.containers.size());

@@ -36,7 +36,13 @@ struct ProbeStats {
 };
 
 // `host_imdsv2`: the host namespace's own verdict (nullopt: unknown).
-std::string render_metrics(const Snapshot& snapshot, std::optional<bool> host_imdsv2,
+// Whether the host namespace gets IMDSv2, per family (nullopt: not known).
+struct HostImdsv2 {
+  std::optional<bool> ipv4;
+  std::optional<bool> ipv6;
+};
+
+std::string render_metrics(const Snapshot& snapshot, const HostImdsv2& host_imdsv2,
                            const ProbeStats& stats, std::string_view version);
 
 // Label value escaping of the text format: backslash, double quote, newline.

@@ -18,6 +18,7 @@
 #include <unordered_map>
 
 #include "config.h"
+#include "hops.hpp"
 #include "http.hpp"
 #include "netns.hpp"
 #include "packet_ttl.hpp"
@@ -41,7 +42,6 @@ constexpr std::array<std::string_view, 3> kIdentityPaths = {
     "/latest/meta-data/placement/region",
     "/latest/meta-data/placement/availability-zone",
 };
-constexpr std::string_view kNotStarted = "not started before the overall deadline";
 
 std::size_t family_index(Family family) { return family == Family::v4 ? 0 : 1; }
 
@@ -115,26 +115,6 @@ void validate(const CollectConfig& config, std::size_t target_count) {
       config.deadline.count() <= 0) {
     throw std::invalid_argument("timeouts and the deadline must be positive");
   }
-}
-
-std::string describe(const HttpResult& result) {
-  switch (result.outcome) {
-    case Outcome::http:
-      return "HTTP " + std::to_string(result.status);
-    case Outcome::timeout:
-      return "timeout";
-    case Outcome::reset:
-      return "connection reset";
-    case Outcome::refused:
-      return "connection refused";
-    case Outcome::unreachable:
-      return "unreachable";
-    case Outcome::error:
-      return "error (" + result.error + ")";
-    case Outcome::skipped:
-      return "skipped (" + result.skip_reason + ")";
-  }
-  return "unknown";
 }
 
 std::optional<std::string> response_header(CURL* easy, const char* name) {
@@ -244,10 +224,10 @@ class Collector {
   void configure(Request& request, milliseconds timeout);
   void start(Request& request);
   void finish(Request& request, CURLcode code);
-  void abort(Request& request, const std::string& skip_reason);
+  void abort(Request& request, DropPrediction prediction);
   void release(Request& request);
   void record_connection(Request& request, HttpResult& result);
-  void after_put(TargetState& state, FamilyState& family, const HttpResult& put);
+  void after_put(TargetState& state, FamilyState& family);
   void read_packets();
   void observe_ports();
   void predict_dropped_puts();
@@ -314,7 +294,7 @@ void Collector::build_observations(TargetState& state) {
     observation.family = family;
     observation.path = path;
     observation.result.outcome = Outcome::skipped;
-    observation.result.skip_reason = kNotStarted;
+    observation.result.skip = SkipReason::not_started;
     state.out.observations.push_back(std::move(observation));
     return state.out.observations.size() - 1;
   };
@@ -327,7 +307,7 @@ void Collector::build_observations(TargetState& state) {
     if (config_.probe_listing) {
       family.token_followups.push_back(listing);
     } else {
-      state.out.observations[listing].result.skip_reason = "listing disabled";
+      state.out.observations[listing].result.skip = SkipReason::listing_disabled;
     }
     if (state.out.target.is_host && config_.probe_identity) {
       for (const std::string_view path : kIdentityPaths) {
@@ -338,8 +318,7 @@ void Collector::build_observations(TargetState& state) {
     if (config_.probe_v1) {
       family.v1_observation = v1;
     } else {
-      state.out.observations[v1].result.skip_reason =
-          "tokenless GET disabled (it counts in MetadataNoToken)";
+      state.out.observations[v1].result.skip = SkipReason::v1_disabled;
     }
     state.families.push_back(std::move(family));
   }
@@ -422,7 +401,7 @@ void Collector::activate(TargetState& state) {
     if (auto* error = std::get_if<std::string>(&opened)) {
       state.out.error = *error;
       for (Observation& observation : state.out.observations) {
-        observation.result.skip_reason = "namespace not entered: " + *error;
+        observation.result.skip = SkipReason::namespace_not_entered;
       }
       return;
     }
@@ -558,7 +537,7 @@ void Collector::start(Request& request) {
   configure(request, std::min(config_.request_timeout, left));
   request.started = Clock::now();
   HttpResult& result = result_of(request);
-  result.skip_reason.clear();
+  result.skip = SkipReason::none;
   result.outcome = Outcome::timeout;  // until it ends otherwise
   if (curl_multi_add_handle(multi_.get(), request.easy.get()) != CURLM_OK) {
     result.outcome = Outcome::error;
@@ -566,7 +545,7 @@ void Collector::start(Request& request) {
     request.easy.reset();
     if (request.step == Step::token_put) {
       family_of(request).put = nullptr;
-      after_put(target_of(request), family_of(request), result);
+      after_put(target_of(request), family_of(request));
     }
     release(request);
     return;
@@ -640,6 +619,7 @@ void Collector::finish(Request& request, CURLcode code) {
         errno_message("cannot create a socket in the target namespace", request.socket_errno);
   }
   if (result.outcome == Outcome::timeout && request.cut_by_deadline) {
+    result.cut_by_deadline = true;
     result.error = deadline_message();
   }
   if (result.outcome == Outcome::http) {
@@ -671,36 +651,35 @@ void Collector::finish(Request& request, CURLcode code) {
       result.error = "HTTP 200, but the body is not a token";
     }
     wipe(request.token);
-    after_put(target_of(request), family, result);
+    after_put(target_of(request), family);
   }
   release(request);
 }
 
-void Collector::after_put(TargetState& state, FamilyState& family, const HttpResult& put) {
+void Collector::after_put(TargetState& state, FamilyState& family) {
   if (family.put_succeeded) {
     for (const std::size_t observation : family.token_followups) {
       ready_.push_back(&make_request(state, family, observation));
     }
     return;
   }
-  const std::string reason = put.outcome == Outcome::skipped
-                                 ? "no token: " + put.skip_reason
-                                 : "no token: the token PUT ended with " + describe(put);
+  // The follow-ups' words come from the PUT's own observation.
   for (const std::size_t observation : family.token_followups) {
-    state.out.observations[observation].result.skip_reason = reason;
+    state.out.observations[observation].result.skip = SkipReason::no_token;
   }
 }
 
-void Collector::abort(Request& request, const std::string& skip_reason) {
+void Collector::abort(Request& request, DropPrediction prediction) {
   HttpResult& result = result_of(request);
   FamilyState& family = family_of(request);
   result.outcome = Outcome::skipped;
-  result.skip_reason = skip_reason;
+  result.skip = SkipReason::predicted_drop;
+  result.prediction = prediction;
   record_connection(request, result);
   if (request.step == Step::token_put) {
     family.put = nullptr;
     wipe(request.token);
-    after_put(target_of(request), family, result);
+    after_put(target_of(request), family);
   }
   release(request);
 }
@@ -785,9 +764,9 @@ void Collector::observe_ports() {
   }
 }
 
-// IMDS.md: the PUT response leaves with TTL = hop limit H (what the host reads) and each
-// forwarding hop takes one off. A namespace d >= H hops further away never gets it: say so now
-// instead of sitting out the timeout.
+// The host's PUT response TTL and a namespace's distance decide whether that namespace's
+// PUT response can arrive (hops.hpp): when it cannot, say so now instead of sitting out the
+// timeout.
 void Collector::predict_dropped_puts() {
   if (!host_) return;
   const TargetState& host = targets_[0];
@@ -800,10 +779,9 @@ void Collector::predict_dropped_puts() {
       if (!state.active) continue;
       FamilyState& family = state.families[f];
       if (family.put == nullptr || !family.handshake_ttl) continue;
-      const int distance = *at_host.handshake_ttl - *family.handshake_ttl;
-      if (distance < hop_limit) continue;
-      abort(*family.put, "predicted: PUT response TTL " + std::to_string(hop_limit) +
-                             " at the host cannot cross " + std::to_string(distance) + " hops");
+      const auto distance = distance_from_handshakes(*at_host.handshake_ttl, *family.handshake_ttl);
+      if (!distance || put_response_crosses(hop_limit, *distance)) continue;
+      abort(*family.put, DropPrediction{hop_limit, *distance});
     }
   }
 }
@@ -815,10 +793,11 @@ void Collector::expire_everything() {
     HttpResult& result = result_of(request);
     if (request.easy) {
       result.outcome = Outcome::timeout;
+      result.cut_by_deadline = true;
       result.error = message;
       record_connection(request, result);
       if (request.step == Step::token_put) family_of(request).put = nullptr;
-    }  // else: queued, never started; keeps "not started before the overall deadline"
+    }  // else: queued, never started; keeps SkipReason::not_started
     release(request);
   }
   ready_.clear();
@@ -880,24 +859,25 @@ std::optional<bool> Collector::put_with_min_ttl(std::size_t host, FamilyState& f
   return answer;
 }
 
+// The one place a target's distance is decided: the host is 0, others from SYN-ACK TTLs,
+// and a simulated container is one veth hop away by construction when TTLs cannot show it.
 void Collector::set_distances() {
-  if (!host_) return;
-  const TargetState& host = targets_[0];
-  for (std::size_t t = 1; t < targets_.size(); ++t) {
+  for (std::size_t t = 0; t < targets_.size(); ++t) {
     TargetState& state = targets_[t];
     if (state.out.target.is_host) {
       state.out.distance = 0;
       continue;
     }
-    for (std::size_t f = 0; f < endpoints_.size(); ++f) {
-      const auto& at_host = host.families[f].handshake_ttl;
-      const auto& here = state.families[f].handshake_ttl;
-      if (!at_host || !here) continue;
-      const int distance = *at_host - *here;
-      if (distance >= 0 && distance <= kMaxHopLimit) {
-        state.out.distance = distance;
-        break;
+    if (host_) {
+      const TargetState& host = targets_[0];
+      for (std::size_t f = 0; f < endpoints_.size() && !state.out.distance; ++f) {
+        const auto& at_host = host.families[f].handshake_ttl;
+        const auto& here = state.families[f].handshake_ttl;
+        if (at_host && here) state.out.distance = distance_from_handshakes(*at_host, *here);
       }
+    }
+    if (!state.out.distance && state.out.target.source == TargetSource::simulated) {
+      state.out.distance = 1;
     }
   }
 }

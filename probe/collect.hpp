@@ -40,12 +40,11 @@ struct CollectConfig {
 struct CollectResult {
   // One entry per input target, same order. Each has, per probed family (v4, then v6 when
   // probe_v6), in this order: token_put, v2_get, listing, identity x3 (host with
-  // probe_identity only), v1_get. Requests not sent are present as Outcome::skipped with a
-  // skip_reason: "tokenless GET disabled ...", "listing disabled", "no token: ...",
-  // "namespace not entered: ...", "not started before the overall deadline", or
-  // "predicted: PUT response TTL H at the host cannot cross d hops" (a token PUT aborted
-  // because the host's packet TTLs prove its response would be dropped). Requests in flight
-  // at the deadline end as Outcome::timeout. distance is set from SYN-ACK TTLs (host: 0).
+  // probe_identity only), v1_get. Requests not sent are present as Outcome::skipped with
+  // HttpResult::skip saying why (SkipReason); a token PUT aborted because the host's packet
+  // TTLs prove its response would be dropped is SkipReason::predicted_drop with the
+  // DropPrediction. Requests in flight at the deadline end as Outcome::timeout with
+  // cut_by_deadline. distance is set here and only here (hops.hpp; host: 0).
   std::vector<TargetObservations> targets;
   bool packet_ttl_available = false;      // at least one packet socket could be opened
   std::optional<int> searched_hop_limit;  // IP_MINTTL search result (exact_hop_limit_search)

@@ -11,6 +11,7 @@
 #include <set>
 
 #include "config.h"
+#include "findings.hpp"
 #include "inference.hpp"
 
 namespace imds {
@@ -101,10 +102,6 @@ Diagnosis assemble(CollectResult collected, const CollectConfig& config,
   d.proxy = collected.proxy;
   d.expectations = expectations;
   d.targets = std::move(collected.targets);
-  for (auto& t : d.targets) {
-    // One veth hop from the host by construction, whatever the TTLs could show.
-    if (t.target.source == "simulated" && !t.distance) t.distance = 1;
-  }
   d.inference = infer(d);
   d.findings = make_findings(d);
   d.duration =

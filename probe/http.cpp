@@ -51,10 +51,11 @@ Outcome outcome_from_curl(CURLcode code, long os_errno, std::string_view error_t
           return Outcome::refused;
         case ENETUNREACH:
         case EHOSTUNREACH:
+          return Outcome::unreachable;
         case EACCES:  // "prohibit" route
         case EINVAL:  // "blackhole" route: the kernel refuses the destination outright
         case EPERM:   // a local firewall rule dropped the SYN
-          return Outcome::unreachable;
+          return Outcome::blocked;
         case ETIMEDOUT:
           return Outcome::timeout;
         case ECONNRESET:

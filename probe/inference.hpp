@@ -1,5 +1,5 @@
-// Inference: what the observations prove about the instance's metadata options, what each
-// namespace will experience, and the findings (with fixes). Pure functions, no I/O.
+// Inference: what the observations prove about the instance's metadata options and what
+// each namespace will experience, per address family. Pure functions, no I/O.
 #pragma once
 
 #include <string>
@@ -13,15 +13,12 @@ namespace imds {
 // Reads everything in `diagnosis` except `inference` and `findings`.
 Inference infer(const Diagnosis& diagnosis);
 
-// Reads the filled `inference` too. Findings come sorted by severity (worst first); the
-// order within one severity is stable.
-std::vector<Finding> make_findings(const Diagnosis& diagnosis);
-
-// No finding at warning or worse.
-bool is_healthy(const Diagnosis& diagnosis);
-
-// "2 (packet TTL)", ">= 2 (bounds)", "1..3 (bounds)", "unknown": the hop limit in words.
-std::string describe_hop_limit(const HopLimit& limit);
+// The hop limit the observations prove, and the evidence that contradicts it (in words).
+struct HopResolution {
+  HopLimit limit;
+  std::vector<std::string> conflicts;
+};
+HopResolution resolve_hop_limit(const Diagnosis& diagnosis);
 
 // Validators for text that came from the IMDS, before it goes anywhere near a command
 // line: infer() drops identity values that fail them.

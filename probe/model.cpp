@@ -25,6 +25,8 @@ std::string_view to_string(Outcome value) {
       return "refused";
     case Outcome::unreachable:
       return "unreachable";
+    case Outcome::blocked:
+      return "blocked";
     case Outcome::error:
       return "error";
     case Outcome::skipped:
@@ -93,6 +95,8 @@ std::string_view to_string(UnreachableReason value) {
       return "none";
     case UnreachableReason::refused:
       return "refused";
+    case UnreachableReason::no_route:
+      return "no-route";
     case UnreachableReason::blackholed:
       return "blackholed";
     case UnreachableReason::firewalled:
@@ -100,7 +104,75 @@ std::string_view to_string(UnreachableReason value) {
     case UnreachableReason::timeout:
       return "timeout";
     case UnreachableReason::intercepted_error:
-      return "intercepted_error";
+      return "intercepted-error";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(SkipReason value) {
+  switch (value) {
+    case SkipReason::none:
+      return "none";
+    case SkipReason::not_started:
+      return "not-started";
+    case SkipReason::v1_disabled:
+      return "v1-disabled";
+    case SkipReason::listing_disabled:
+      return "listing-disabled";
+    case SkipReason::no_token:
+      return "no-token";
+    case SkipReason::namespace_not_entered:
+      return "namespace-not-entered";
+    case SkipReason::predicted_drop:
+      return "predicted-drop";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(TargetSource value) {
+  switch (value) {
+    case TargetSource::host:
+      return "host";
+    case TargetSource::netns_dir:
+      return "netns-dir";
+    case TargetSource::proc:
+      return "proc";
+    case TargetSource::pid:
+      return "pid";
+    case TargetSource::container:
+      return "container";
+    case TargetSource::simulated:
+      return "simulated";
+    case TargetSource::path:
+      return "path";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(HopLimitMethod value) {
+  switch (value) {
+    case HopLimitMethod::none:
+      return "none";
+    case HopLimitMethod::bounds:
+      return "bounds";
+    case HopLimitMethod::packet_ttl:
+      return "packet-ttl";
+    case HopLimitMethod::min_ttl_search:
+      return "min-ttl-search";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(PutDrop value) {
+  switch (value) {
+    case PutDrop::none:
+      return "none";
+    case PutDrop::timeout:
+      return "timeout";
+    case PutDrop::reset:
+      return "reset";
+    case PutDrop::predicted:
+      return "predicted";
   }
   return "unknown";
 }

@@ -11,7 +11,7 @@
 
 namespace imds {
 
-inline constexpr int kSchemaVersion = 1;
+inline constexpr int kSchemaVersion = 2;
 inline constexpr int kMaxHopLimit = 64;
 
 enum class Family { v4, v6 };
@@ -23,9 +23,30 @@ enum class Outcome {
   timeout,      // no (complete) response before the per-request timeout
   reset,        // ECONNRESET during the exchange
   refused,      // ECONNREFUSED on connect
-  unreachable,  // ENETUNREACH / EHOSTUNREACH (no route, blackhole route)
+  unreachable,  // ENETUNREACH / EHOSTUNREACH: no route
+  blocked,      // EINVAL / EACCES / EPERM: a blackhole or prohibit route, or a local firewall
   error,        // anything else (bad response, local error); see HttpResult::error
-  skipped,      // deliberately not sent (e.g. --no-v1, or the verdict was already known)
+  skipped,      // deliberately not sent: HttpResult::skip says why
+};
+
+// Why a request was not sent (or was aborted before its answer): a value that inference
+// decides on; the sentence for people is derived from it in one place (words.hpp).
+enum class SkipReason {
+  none,                   // the request was sent
+  not_started,            // the overall deadline came before it could start
+  v1_disabled,            // tokenless GETs switched off (--no-v1): they count in MetadataNoToken
+  listing_disabled,       // the metadata listing was not asked for
+  no_token,               // a token-bearing GET whose token PUT got no token
+  namespace_not_entered,  // TargetObservations::error says why
+  predicted_drop,         // token PUT aborted: HttpResult::prediction proves its answer is lost
+};
+
+// The proof behind SkipReason::predicted_drop: the host saw the PUT response arrive with
+// TTL `host_ttl`, and this namespace is `distance` forwarding hops further away.
+struct DropPrediction {
+  int host_ttl = 0;
+  int distance = 0;
+  bool operator==(const DropPrediction&) const = default;
 };
 
 // The requests a probe makes against one endpoint from one namespace.
@@ -51,8 +72,10 @@ struct HttpResult {
   std::optional<long> token_ttl_seconds;  // X-aws-ec2-metadata-token-ttl-seconds header
   std::string body;                       // capped; empty for token responses (never kept)
   bool body_truncated = false;
-  std::string error;        // transport error text, for people
-  std::string skip_reason;  // why it was skipped, when outcome == skipped
+  std::string error;                        // transport error text, for people
+  SkipReason skip = SkipReason::none;       // why it was not sent, when outcome == skipped
+  std::optional<DropPrediction> prediction;  // when skip == predicted_drop
+  bool cut_by_deadline = false;  // a timeout that the overall deadline caused, not the IMDS
 };
 
 struct Observation {
@@ -62,12 +85,23 @@ struct Observation {
   HttpResult result;
 };
 
+// Where a target namespace came from.
+enum class TargetSource {
+  host,       // the probe's own namespace
+  netns_dir,  // an entry of a namespace directory (/run/netns, /run/docker/netns, ...)
+  proc,       // a process found by the /proc scan
+  pid,        // --pid
+  container,  // --container (found through /proc cgroups)
+  simulated,  // --simulate-container: a bridge namespace the probe built, one hop away
+  path,       // --netns PATH
+};
+
 // A network namespace the probe runs requests from.
 struct NetnsTarget {
   std::string name;         // "host", a container id/name, a netns file name, "simulated"
   std::string path;         // file that opens the namespace ("/proc/self/ns/net" for host)
   std::uint64_t inode = 0;  // nsfs inode: identity of the namespace
-  std::string source;       // "host", "netns-dir", "proc", "pid", "container", "simulated", "path"
+  TargetSource source = TargetSource::path;
   std::optional<std::string> container_id;  // from /proc/PID/cgroup, when found
   std::optional<std::string> runtime;       // "docker", "containerd", "podman", "kubepods"
   bool is_host = false;
@@ -77,8 +111,8 @@ struct TargetObservations {
   NetnsTarget target;
   std::vector<Observation> observations;
   // Distance in forwarding hops from the IMDS relative to the host namespace, when it
-  // could be measured (difference of TTLs of the same kind of response).
-  // Set by collection from SYN-ACK TTLs, or by construction (a simulated container is 1).
+  // is known. Set once, by collection: the host is 0, a simulated container 1 (by
+  // construction), others from SYN-ACK TTLs (hops.hpp); nothing else derives it.
   std::optional<int> distance;
   std::string error;  // the namespace could not be entered, etc.
 };
@@ -98,35 +132,82 @@ enum class HttpTokens { optional, required, unknown };
 
 enum class EndpointState { enabled, disabled, unreachable, unknown };
 
-enum class UnreachableReason { none, refused, blackholed, firewalled, timeout, intercepted_error };
+// Why a namespace (or the host) does not reach the IMDS over one address family.
+enum class UnreachableReason {
+  none,
+  refused,            // connection refused: nothing listens (IPv6 endpoint off, not EC2)
+  no_route,           // ENETUNREACH/EHOSTUNREACH: no route to the address
+  blackholed,         // a blackhole/prohibit route or local firewall rule refuses it
+  firewalled,         // the connect timed out: a DROP rule
+  timeout,            // connected, but no HTTP answer at all
+  intercepted_error,  // something else answers, and fails the requests
+};
+
+// How the hop limit was learned. Only packet_ttl and min_ttl_search measure it; bounds
+// come from tokens that arrived (or did not) at known distances.
+enum class HopLimitMethod { none, bounds, packet_ttl, min_ttl_search };
 
 struct HopLimit {
-  std::optional<int> exact;  // when read from packet TTLs or found by IP_MINTTL search
+  std::optional<int> exact;  // only when measured: packet TTL or IP_MINTTL search
   int lower = 1;             // proven bounds (inclusive)
   int upper = kMaxHopLimit;
-  std::string method;  // "packet-ttl", "min-ttl-search", "bounds", "none"
+  HopLimitMethod method = HopLimitMethod::none;
+  bool operator==(const HopLimit&) const = default;
 };
 
 enum class Severity { info, notice, warning, error };
 
+// A namespace a finding concerns.
+struct FindingSubject {
+  std::string name;  // NetnsTarget::name
+  std::optional<std::string> container_id;
+  std::optional<int> distance;
+  bool operator==(const FindingSubject&) const = default;
+};
+
 struct Finding {
   std::string id;  // stable, e.g. "tokens-optional", "container-no-token"
   Severity severity = Severity::info;
-  std::string target;   // NetnsTarget::name it concerns, or "" for the instance
+  // The namespaces it concerns, in target order; empty for the instance as a whole.
+  // Namespaces that share a finding (same id, wording and fix) are one finding.
+  std::vector<FindingSubject> subjects;
   std::string summary;  // one line for people
   std::string detail;   // what it means (SDK behaviour, risk)
   std::string fix;      // exact command(s), may be multi-line; "" when nothing to do
 };
 
-// What one namespace will experience.
+// How a token PUT's answer was lost, when it was.
+enum class PutDrop {
+  none,
+  timeout,    // connected, then no answer before the timeout
+  reset,      // the connection was reset instead
+  predicted,  // not waited for: the host's TTL proves it (HttpResult::prediction)
+};
+
+// What one namespace experiences over one address family.
+struct FamilyVerdict {
+  FamilyVerdict() = default;
+  explicit FamilyVerdict(Family f) : family(f) {}
+  Family family = Family::v4;
+  bool probed = false;  // at least one request of this family was sent (or predicted)
+  Tristate reachable = Tristate::unknown;
+  UnreachableReason unreachable_reason = UnreachableReason::none;
+  Tristate imdsv2 = Tristate::unknown;  // gets a token and data with it
+  Tristate imdsv1 = Tristate::unknown;  // a tokenless GET answers 200
+  PutDrop put_drop = PutDrop::none;
+  bool predicted = false;  // the token verdict is known from the host's TTL, without waiting
+  std::string summary;     // one line for people
+};
+
+// What one namespace will experience: a verdict per address family. The headline is the
+// IPv4 one, the family SDKs use by default; IPv6 is reported beside it.
 struct TargetVerdict {
   std::string target;
   std::optional<int> distance;
-  Tristate imdsv2 = Tristate::unknown;  // gets a token and data
-  Tristate imdsv1 = Tristate::unknown;  // tokenless GET answers 200
-  Tristate reachable = Tristate::unknown;
-  std::string summary;     // e.g. "no token (PUT response dropped, 1 hop)"
-  bool predicted = false;  // verdict known from host TTL without waiting
+  FamilyVerdict v4{Family::v4};
+  FamilyVerdict v6{Family::v6};
+  [[nodiscard]] const FamilyVerdict& headline() const { return v4; }
+  [[nodiscard]] const FamilyVerdict& of(Family f) const { return f == Family::v4 ? v4 : v6; }
 };
 
 // Expected policy (from --expect / config).
@@ -180,6 +261,10 @@ struct Diagnosis {
 std::string_view to_string(Family value);
 std::string_view to_string(Outcome value);
 std::string_view to_string(Step value);
+std::string_view to_string(SkipReason value);
+std::string_view to_string(TargetSource value);
+std::string_view to_string(HopLimitMethod value);
+std::string_view to_string(PutDrop value);
 std::string_view to_string(Tristate value);
 std::string_view to_string(HttpTokens value);
 std::string_view to_string(EndpointState value);

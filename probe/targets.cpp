@@ -267,7 +267,7 @@ Result<NetnsTarget> host_target() {
   t.name = "host";
   t.path = "/proc/self/ns/net";
   t.inode = inode.value();
-  t.source = "host";
+  t.source = TargetSource::host;
   t.is_host = true;
   return t;
 }
@@ -319,7 +319,7 @@ Discovery discover_containers(const DiscoveryConfig& config) {
       t.name = name;
       t.path = path;
       t.inode = ino.value();
-      t.source = "netns-dir";
+      t.source = TargetSource::netns_dir;
       by_inode.emplace(t.inode, out.targets.size());
       out.targets.push_back(std::move(t));
     }
@@ -348,7 +348,7 @@ Discovery discover_containers(const DiscoveryConfig& config) {
     t.name = "pid:" + std::to_string(pid);
     t.path = ns_path;
     t.inode = ino;
-    t.source = "proc";
+    t.source = TargetSource::proc;
     if (label) {
       apply_label(t, *label);
       labelled.insert(ino);
@@ -373,7 +373,7 @@ Result<NetnsTarget> target_for_pid(pid_t pid, const std::string& proc_root) {
   t.name = "pid:" + std::to_string(pid);
   t.path = path;
   t.inode = ino.value();
-  t.source = "pid";
+  t.source = TargetSource::pid;
   if (auto label = label_for_pid(proc_root, pid)) apply_label(t, *label);
   return t;
 }
@@ -411,7 +411,7 @@ Result<NetnsTarget> target_for_container(const std::string& id, const std::strin
   }
   auto t = target_for_pid(*found_pid, proc_root);
   if (!t) return t;
-  t.value().source = "container";
+  t.value().source = TargetSource::container;
   apply_label(t.value(), *found);
   return t;
 }
@@ -424,7 +424,7 @@ Result<NetnsTarget> target_for_path(const std::string& path) {
   t.name = basename_of(path);
   t.path = path;
   t.inode = ino.value();
-  t.source = "path";
+  t.source = TargetSource::path;
   return t;
 }
 
@@ -929,7 +929,7 @@ Result<std::unique_ptr<SimulatedContainer>> SimulatedContainer::create(const Opt
   sim->target_.name = "simulated";
   sim->target_.path = ns_path;
   sim->target_.inode = static_cast<std::uint64_t>(st.st_ino);
-  sim->target_.source = "simulated";
+  sim->target_.source = TargetSource::simulated;
   return sim;
 }
 

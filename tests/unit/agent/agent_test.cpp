@@ -205,7 +205,7 @@ TEST_F(AgentTest, StatusCarriesTheProbeJsonAndTheAgentState) {
   auto r = call("GET", "/v1/status?pretty");
   ASSERT_EQ(r.status, 200U);
   auto j = nlohmann::json::parse(r.body);
-  EXPECT_EQ(j["schema_version"], 1);
+  EXPECT_EQ(j["schema_version"], kSchemaVersion);
   const auto& a = j["agent"];
   EXPECT_EQ(a["ready"], true);
   EXPECT_EQ(a["cycles"], 1);

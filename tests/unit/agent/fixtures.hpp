@@ -21,9 +21,21 @@ inline NetnsTarget container_target(const FakeContainer& c) {
   t.name = c.name;
   t.path = "/run/netns/" + c.name;
   t.inode = c.inode;
-  t.source = "netns-dir";
+  t.source = TargetSource::netns_dir;
   t.container_id = std::string(64, 'a').replace(0, c.name.size(), c.name);
   return t;
+}
+
+// A verdict whose IPv4 headline is `imdsv2`; IPv6 not probed.
+inline TargetVerdict verdict(std::string name, int distance, Tristate imdsv2, std::string summary) {
+  TargetVerdict v;
+  v.target = std::move(name);
+  v.distance = distance;
+  v.v4.probed = true;
+  v.v4.reachable = Tristate::yes;
+  v.v4.imdsv2 = imdsv2;
+  v.v4.summary = std::move(summary);
+  return v;
 }
 
 inline Diagnosis diagnosis(HttpTokens tokens, HopLimit hop,
@@ -43,16 +55,15 @@ inline Diagnosis diagnosis(HttpTokens tokens, HopLimit hop,
   }
   d.inference.http_tokens = tokens;
   d.inference.hop_limit = hop;
-  d.inference.targets.push_back(
-      {"host", 0, Tristate::yes, Tristate::unknown, Tristate::yes, "gets a token", false});
+  d.inference.targets.push_back(verdict("host", 0, Tristate::yes, "gets a token"));
   for (const auto& c : containers) {
     TargetObservations t;
     t.target = container_target(c);
     t.distance = c.distance;
     d.targets.push_back(t);
     d.inference.targets.push_back(
-        {c.name, c.distance, c.imdsv2, Tristate::unknown, Tristate::yes,
-         c.imdsv2 == Tristate::yes ? "gets a token" : "no token (PUT response dropped)", false});
+        verdict(c.name, c.distance, c.imdsv2,
+                c.imdsv2 == Tristate::yes ? "gets a token" : "no token (PUT response dropped)"));
   }
   return d;
 }
@@ -61,7 +72,7 @@ inline HopLimit exact(int n) {
   HopLimit h;
   h.exact = n;
   h.lower = h.upper = n;
-  h.method = "packet-ttl";
+  h.method = HopLimitMethod::packet_ttl;
   return h;
 }
 
@@ -69,7 +80,7 @@ inline HopLimit bounds(int lower, int upper) {
   HopLimit h;
   h.lower = lower;
   h.upper = upper;
-  h.method = "bounds";
+  h.method = HopLimitMethod::bounds;
   return h;
 }
 

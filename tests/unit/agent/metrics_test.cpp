@@ -144,7 +144,7 @@ std::string rendered_metrics() {
   stats.durations.observe(std::chrono::milliseconds(30));
   stats.durations.observe(std::chrono::milliseconds(700));
   stats.durations.observe(std::chrono::seconds(60));
-  return render_metrics(s, true, stats, "0.1.0");
+  return render_metrics(s, HostImdsv2{true, std::nullopt}, stats, "0.1.0");
 }
 
 TEST(Metrics, TheStrictParserRejectsWhatPrometheusRejects) {
@@ -193,7 +193,7 @@ TEST(Metrics, AnExactHopLimitIsOneGaugeInsteadOfBounds) {
   Snapshot s;
   s.probed = true;
   s.options.hop_limit = exact(2);
-  auto text = render_metrics(s, std::nullopt, ProbeStats{}, "0.1.0");
+  auto text = render_metrics(s, HostImdsv2{}, ProbeStats{}, "0.1.0");
   EXPECT_NE(text.find("\nimds_hop_limit 2\n"), std::string::npos);
   EXPECT_EQ(text.find("imds_hop_limit_lower"), std::string::npos);
   EXPECT_EQ(parse_exposition(text).error, "");

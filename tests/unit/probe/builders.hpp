@@ -3,11 +3,13 @@
 // given distance, following IMDS.md. Tests then check that inference recovers the world.
 #pragma once
 
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "findings.hpp"
 #include "inference.hpp"
 #include "model.hpp"
 
@@ -48,16 +50,16 @@ inline HttpResult failed(Outcome outcome, bool connected = false) {
   return r;
 }
 
-inline HttpResult skipped(std::string reason) {
+inline HttpResult skipped(SkipReason reason) {
   HttpResult r;
   r.outcome = Outcome::skipped;
-  r.skip_reason = std::move(reason);
+  r.skip = reason;
   return r;
 }
 
 inline HttpResult predicted(int host_ttl, int distance) {
-  HttpResult r = skipped("predicted: PUT response TTL " + std::to_string(host_ttl) +
-                         " at the host cannot cross " + std::to_string(distance) + " hops");
+  HttpResult r = skipped(SkipReason::predicted_drop);
+  r.prediction = DropPrediction{host_ttl, distance};
   r.connected = true;
   return r;
 }
@@ -76,7 +78,7 @@ inline TargetObservations target(std::string name, std::optional<int> distance,
   TargetObservations t;
   t.target.name = std::move(name);
   t.target.is_host = is_host;
-  t.target.source = is_host ? "host" : "netns-dir";
+  t.target.source = is_host ? TargetSource::host : TargetSource::netns_dir;
   t.target.path = is_host ? "/proc/self/ns/net" : "/run/netns/" + t.target.name;
   t.target.inode = is_host ? 4026531840ULL : 4026532000ULL + t.target.name.size();
   t.distance = distance;
@@ -117,14 +119,14 @@ inline std::vector<Observation> family_observations(const World& w, int distance
   if (family == Family::v6 && !w.ipv6) {
     // The listener is closed while IPv6 is disabled: every request is refused.
     add(Step::token_put, failed(Outcome::refused));
-    add(Step::v2_get, skipped("no token: the token PUT ended with connection refused"));
-    add(Step::listing, skipped("no token: the token PUT ended with connection refused"));
+    add(Step::v2_get, skipped(SkipReason::no_token));
+    add(Step::listing, skipped(SkipReason::no_token));
     add(Step::v1_get, w.probe_v1
                           ? failed(Outcome::refused)
-                          : skipped("tokenless GET disabled (it counts in MetadataNoToken)"));
+                          : skipped(SkipReason::v1_disabled));
     return out;
   }
-  const std::string no_token = "no token: the token PUT did not succeed";
+  const SkipReason no_token = SkipReason::no_token;
   bool have_token = false;
   if (!w.endpoint_enabled) {
     add(Step::token_put, http(403));
@@ -152,7 +154,7 @@ inline std::vector<Observation> family_observations(const World& w, int distance
     }
   }
   if (!w.probe_v1) {
-    add(Step::v1_get, skipped("tokenless GET disabled (it counts in MetadataNoToken)"));
+    add(Step::v1_get, skipped(SkipReason::v1_disabled));
   } else if (!w.endpoint_enabled) {
     add(Step::v1_get, http(403));
   } else if (w.tokens == HttpTokens::required) {
@@ -165,10 +167,9 @@ inline std::vector<Observation> family_observations(const World& w, int distance
 
 inline TargetObservations observe(const World& w, TargetObservations t) {
   const int distance = t.distance.value_or(1);
+  // Both families, as collection does: a verdict that forgets one cannot be tested.
   t = with(std::move(t), family_observations(w, distance, t.target.is_host, Family::v4));
-  if (t.target.is_host) {
-    t = with(std::move(t), family_observations(w, distance, true, Family::v6));
-  }
+  t = with(std::move(t), family_observations(w, distance, t.target.is_host, Family::v6));
   return t;
 }
 
@@ -217,7 +218,9 @@ inline Diagnosis world_diagnosis(const World& w,
 inline const Finding* find_finding(const Diagnosis& d, std::string_view id,
                                    std::string_view target = {}) {
   for (const auto& f : d.findings) {
-    if (f.id == id && (target.empty() || f.target == target)) return &f;
+    const bool about = target.empty() || std::any_of(f.subjects.begin(), f.subjects.end(),
+                                                     [&](const auto& s) { return s.name == target; });
+    if (f.id == id && about) return &f;
   }
   return nullptr;
 }

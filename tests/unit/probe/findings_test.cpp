@@ -5,6 +5,7 @@
 
 #include "builders.hpp"
 #include "expect.hpp"
+#include "findings.hpp"
 #include "inference.hpp"
 #include "render.hpp"
 
@@ -130,7 +131,7 @@ TEST(Findings, FailingContainerOfUnknownDistanceIsToldToGoAboveTheCurrentHopLimi
   // observe() puts a container without distance 1 hop away; make it fail like 2 hops.
   for (auto& o : d.targets[1].observations) {
     if (o.step == Step::token_put) o.result = failed(Outcome::timeout, true);
-    if (o.step == Step::v2_get || o.step == Step::listing) o.result = skipped("no token");
+    if (o.step == Step::v2_get || o.step == Step::listing) o.result = skipped(SkipReason::no_token);
   }
   d.searched_hop_limit = 2;
   d = finish(std::move(d));
@@ -314,10 +315,11 @@ TEST(Findings, RequestsCutByTheDeadlineMakeTheRunIncompleteNotHealthy) {
   TargetObservations late = target("c1", 1);
   HttpResult not_started;
   not_started.outcome = Outcome::skipped;
-  not_started.skip_reason = "not started before the overall deadline";
+  not_started.skip = SkipReason::not_started;
   late.observations.push_back(observation(Step::token_put, not_started));
   HttpResult cut = failed(Outcome::timeout, true);
   cut.error = "overall deadline of 8000 ms reached";
+  cut.cut_by_deadline = true;
   late.observations.push_back(observation(Step::v1_get, cut));
   const Diagnosis d = finish(diagnosis({std::move(host), std::move(late)}, w));
   const Finding* f = find_finding(d, "run-incomplete");
@@ -441,7 +443,7 @@ TEST(Policy, LowerBoundAloneCannotVerifyAnExactHopLimit) {
   const Finding* f = find_finding(d, "policy-hop-limit");
   ASSERT_NE(f, nullptr);
   EXPECT_EQ(f->severity, Severity::warning);
-  EXPECT_TRUE(contains(f->detail, ">= 2 (bounds)")) << f->detail;
+  EXPECT_TRUE(contains(f->detail, ">=2 (bounds)")) << f->detail;
 }
 
 TEST(Policy, UpperBoundBelowTheMinimumIsAMismatchEvenWithoutExactValue) {

@@ -73,7 +73,7 @@ Diagnosis broken_bridge_containers() {
   w.tokens = HttpTokens::required;
   w.hop_limit = 1;
   TargetObservations web = observe_container(w, "web", 1);
-  web.target.source = "container";
+  web.target.source = TargetSource::container;
   web.target.container_id = "4f2b8c1d9e0a";
   web.target.runtime = "docker";
   return expecting(diagnosis({observe_host(w), std::move(web), observe_container(w, "dind", 2),

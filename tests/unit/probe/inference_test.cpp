@@ -1,5 +1,7 @@
 // Inference: what observations prove about the instance's options and each namespace.
+#include "findings.hpp"
 #include "inference.hpp"
+#include "words.hpp"
 
 #include <gtest/gtest.h>
 
@@ -17,7 +19,7 @@ TEST(HopLimit, HostTtlGivesExactHopLimit) {
   w.hop_limit = 3;
   const Diagnosis d = world_diagnosis(w);
   EXPECT_EQ(d.inference.hop_limit.exact, 3);
-  EXPECT_EQ(d.inference.hop_limit.method, "packet-ttl");
+  EXPECT_EQ(d.inference.hop_limit.method, HopLimitMethod::packet_ttl);
   EXPECT_EQ(d.inference.hop_limit.lower, 3);
   EXPECT_EQ(d.inference.hop_limit.upper, 3);
 }
@@ -30,7 +32,7 @@ TEST(HopLimit, ContainerTtlPlusItsDistanceGivesExactHopLimit) {
   });
   d = finish(std::move(d));
   EXPECT_EQ(d.inference.hop_limit.exact, 2);
-  EXPECT_EQ(d.inference.hop_limit.method, "packet-ttl");
+  EXPECT_EQ(d.inference.hop_limit.method, HopLimitMethod::packet_ttl);
 }
 
 TEST(HopLimit, MinTtlSearchGivesExactHopLimitWithoutPacketSockets) {
@@ -40,7 +42,7 @@ TEST(HopLimit, MinTtlSearchGivesExactHopLimitWithoutPacketSockets) {
   d.searched_hop_limit = 2;
   d = finish(std::move(d));
   EXPECT_EQ(d.inference.hop_limit.exact, 2);
-  EXPECT_EQ(d.inference.hop_limit.method, "min-ttl-search");
+  EXPECT_EQ(d.inference.hop_limit.method, HopLimitMethod::min_ttl_search);
 }
 
 TEST(HopLimit, OneHopContainerWithTokenProvesAtLeastTwo) {
@@ -49,7 +51,7 @@ TEST(HopLimit, OneHopContainerWithTokenProvesAtLeastTwo) {
   w.packet_ttl = false;
   const Diagnosis d = world_diagnosis(w, {{"c1", 1}});
   EXPECT_EQ(d.inference.hop_limit.exact, std::nullopt);
-  EXPECT_EQ(d.inference.hop_limit.method, "bounds");
+  EXPECT_EQ(d.inference.hop_limit.method, HopLimitMethod::bounds);
   EXPECT_EQ(d.inference.hop_limit.lower, 2);
   EXPECT_EQ(d.inference.hop_limit.upper, kMaxHopLimit);
 }
@@ -58,10 +60,11 @@ TEST(HopLimit, OneHopContainerWhosePutTimesOutWhileItsGetAnswersProvesAtMostOne)
   World w;
   w.packet_ttl = false;  // no prediction: the container's PUT really times out
   const Diagnosis d = world_diagnosis(w, {{"c1", 1}});
-  EXPECT_EQ(d.inference.hop_limit.method, "bounds");
+  EXPECT_EQ(d.inference.hop_limit.method, HopLimitMethod::bounds);
   EXPECT_EQ(d.inference.hop_limit.upper, 1);
-  // lower 1 and upper 1 pin it.
-  EXPECT_EQ(d.inference.hop_limit.exact, 1);
+  // lower 1 and upper 1 pin it, but a PUT that never arrived is no measurement: not "exact".
+  EXPECT_EQ(d.inference.hop_limit.lower, 1);
+  EXPECT_EQ(d.inference.hop_limit.exact, std::nullopt);
 }
 
 TEST(HopLimit, ResetInsteadOfTimeoutIsAlsoADroppedPut) {
@@ -71,8 +74,8 @@ TEST(HopLimit, ResetInsteadOfTimeoutIsAlsoADroppedPut) {
   w.tokens = HttpTokens::required;
   const Diagnosis d = world_diagnosis(w, {{"c1", 1}});
   EXPECT_EQ(d.inference.hop_limit.upper, 1);
-  EXPECT_NE(verdict(d, "c1")->summary.find("reset"), std::string::npos)
-      << verdict(d, "c1")->summary;
+  EXPECT_NE(verdict(d, "c1")->headline().summary.find("reset"), std::string::npos)
+      << verdict(d, "c1")->headline().summary;
 }
 
 TEST(HopLimit, PutTimeoutWithoutAnyContactProvesNothing) {
@@ -82,19 +85,20 @@ TEST(HopLimit, PutTimeoutWithoutAnyContactProvesNothing) {
       cut_off(target("c1", 1), Outcome::timeout),
   });
   d = finish(std::move(d));
-  EXPECT_EQ(d.inference.hop_limit.method, "none");
+  EXPECT_EQ(d.inference.hop_limit.method, HopLimitMethod::none);
   EXPECT_EQ(d.inference.hop_limit.upper, kMaxHopLimit);
 }
 
-TEST(HopLimit, TokenOneHopAwayAndDropTwoHopsAwayPinTheHopLimitToTwo) {
+TEST(HopLimit, TokenOneHopAwayAndDropTwoHopsAwayPinTheHopLimitToTwoWithoutCallingItMeasured) {
   World w;
   w.hop_limit = 2;
   w.packet_ttl = false;
   const Diagnosis d = world_diagnosis(w, {{"bridge", 1}, {"dind", 2}});
-  EXPECT_EQ(d.inference.hop_limit.method, "bounds");
+  EXPECT_EQ(d.inference.hop_limit.method, HopLimitMethod::bounds);
   EXPECT_EQ(d.inference.hop_limit.lower, 2);
   EXPECT_EQ(d.inference.hop_limit.upper, 2);
-  EXPECT_EQ(d.inference.hop_limit.exact, 2);
+  EXPECT_EQ(d.inference.hop_limit.exact, std::nullopt);
+  EXPECT_EQ(describe_hop_limit(d.inference.hop_limit), "2 (bounds)");
 }
 
 TEST(HopLimit, ContainerWithoutDistanceProvesNoBound) {
@@ -103,7 +107,7 @@ TEST(HopLimit, ContainerWithoutDistanceProvesNoBound) {
       with(target("c1", std::nullopt), {observation(Step::token_put, token(1))}),
   });
   d = finish(std::move(d));
-  EXPECT_EQ(d.inference.hop_limit.method, "none");
+  EXPECT_EQ(d.inference.hop_limit.method, HopLimitMethod::none);
   EXPECT_EQ(d.inference.hop_limit.exact, std::nullopt);
 }
 
@@ -142,7 +146,7 @@ TEST(HopLimit, InterceptorTokenSaysNothingAboutTheHopLimit) {
       with(target("pod", 1), {observation(Step::token_put, proxied)}),
   });
   d = finish(std::move(d));
-  EXPECT_EQ(d.inference.hop_limit.method, "none");
+  EXPECT_EQ(d.inference.hop_limit.method, HopLimitMethod::none);
 }
 
 TEST(HopLimit, TtlOutsideOneToSixtyFourIsNotAHopLimit) {
@@ -179,7 +183,7 @@ TEST(HttpTokens, NoV1MeansHttpTokensUnknownWithFinding) {
   EXPECT_NE(f->detail.find("IMDSv2 itself works"), std::string::npos) << f->detail;
   EXPECT_NE(f->fix.find("describe-instances --instance-ids i-0123456789abcdef0"), std::string::npos)
       << f->fix;
-  EXPECT_EQ(verdict(d, "host")->imdsv1, Tristate::unknown);
+  EXPECT_EQ(verdict(d, "host")->headline().imdsv1, Tristate::unknown);
   EXPECT_TRUE(is_healthy(d));
 }
 
@@ -215,8 +219,8 @@ TEST(Endpoint, ForbiddenPutAndForbiddenGetsMeanDisabled) {
   w.endpoint_enabled = false;
   const Diagnosis d = world_diagnosis(w);
   EXPECT_EQ(d.inference.endpoint, EndpointState::disabled);
-  EXPECT_EQ(verdict(d, "host")->imdsv2, Tristate::no);
-  EXPECT_NE(verdict(d, "host")->summary.find("endpoint disabled"), std::string::npos);
+  EXPECT_EQ(verdict(d, "host")->headline().imdsv2, Tristate::no);
+  EXPECT_NE(verdict(d, "host")->headline().summary.find("endpoint disabled"), std::string::npos);
 }
 
 TEST(Endpoint, ForbiddenPutWithAnAnsweringGetIsNotDisabled) {
@@ -243,14 +247,14 @@ TEST_P(EndpointUnreachable, TransportFailuresNameTheReason) {
   Diagnosis d = finish(diagnosis({std::move(host)}));
   EXPECT_EQ(d.inference.endpoint, EndpointState::unreachable);
   EXPECT_EQ(d.inference.unreachable_reason, c.reason);
-  EXPECT_EQ(d.inference.hop_limit.method, "none");
-  EXPECT_EQ(verdict(d, "host")->imdsv2, Tristate::no);
+  EXPECT_EQ(d.inference.hop_limit.method, HopLimitMethod::none);
+  EXPECT_EQ(verdict(d, "host")->headline().imdsv2, Tristate::no);
 }
 
 INSTANTIATE_TEST_SUITE_P(
     ReasonPerOutcome, EndpointUnreachable,
     testing::Values(UnreachableCase{Outcome::refused, false, UnreachableReason::refused},
-                    UnreachableCase{Outcome::unreachable, false, UnreachableReason::blackholed},
+                    UnreachableCase{Outcome::unreachable, false, UnreachableReason::no_route},
                     UnreachableCase{Outcome::timeout, false, UnreachableReason::firewalled},
                     UnreachableCase{Outcome::timeout, true, UnreachableReason::timeout},
                     UnreachableCase{Outcome::reset, true, UnreachableReason::timeout},
@@ -397,16 +401,16 @@ TEST(Verdict, RequiredTokensAndHopLimitOneBreakBridgeContainers) {
   const Diagnosis d = world_diagnosis(w, {{"c1", 1}});
   const TargetVerdict* host = verdict(d, "host");
   ASSERT_NE(host, nullptr);
-  EXPECT_EQ(host->imdsv2, Tristate::yes);
-  EXPECT_EQ(host->imdsv1, Tristate::no);
+  EXPECT_EQ(host->headline().imdsv2, Tristate::yes);
+  EXPECT_EQ(host->headline().imdsv1, Tristate::no);
   const TargetVerdict* c1 = verdict(d, "c1");
   ASSERT_NE(c1, nullptr);
-  EXPECT_EQ(c1->imdsv2, Tristate::no);
-  EXPECT_EQ(c1->imdsv1, Tristate::no);
-  EXPECT_EQ(c1->reachable, Tristate::yes);
+  EXPECT_EQ(c1->headline().imdsv2, Tristate::no);
+  EXPECT_EQ(c1->headline().imdsv1, Tristate::no);
+  EXPECT_EQ(c1->headline().reachable, Tristate::yes);
   EXPECT_EQ(c1->distance, 1);
-  EXPECT_TRUE(c1->predicted);
-  EXPECT_EQ(c1->summary,
+  EXPECT_TRUE(c1->headline().predicted);
+  EXPECT_EQ(c1->headline().summary,
             "no IMDSv2 token: PUT response dropped after 1 hop (hop limit 1); IMDSv1 rejected "
             "(401): no metadata at all");
 }
@@ -416,10 +420,10 @@ TEST(Verdict, HopLimitTwoServesBridgeContainersButNotDockerInDocker) {
   w.tokens = HttpTokens::required;
   w.hop_limit = 2;
   const Diagnosis d = world_diagnosis(w, {{"c1", 1}, {"dind", 2}});
-  EXPECT_EQ(verdict(d, "c1")->imdsv2, Tristate::yes);
-  EXPECT_EQ(verdict(d, "c1")->summary, "IMDSv2 works (hop limit 2 >= 1 hop + 1)");
-  EXPECT_EQ(verdict(d, "dind")->imdsv2, Tristate::no);
-  EXPECT_EQ(verdict(d, "dind")->summary,
+  EXPECT_EQ(verdict(d, "c1")->headline().imdsv2, Tristate::yes);
+  EXPECT_EQ(verdict(d, "c1")->headline().summary, "IMDSv2 works (hop limit 2 >= 1 hop + 1)");
+  EXPECT_EQ(verdict(d, "dind")->headline().imdsv2, Tristate::no);
+  EXPECT_EQ(verdict(d, "dind")->headline().summary,
             "no IMDSv2 token: PUT response dropped after 2 hops (hop limit 2); IMDSv1 rejected "
             "(401): no metadata at all");
 }
@@ -429,10 +433,10 @@ TEST(Verdict, OptionalTokensLetBridgeContainersFallBackToImdsv1) {
   w.packet_ttl = false;
   const Diagnosis d = world_diagnosis(w, {{"c1", 1}});
   const TargetVerdict* c1 = verdict(d, "c1");
-  EXPECT_EQ(c1->imdsv2, Tristate::no);
-  EXPECT_EQ(c1->imdsv1, Tristate::yes);
-  EXPECT_FALSE(c1->predicted);
-  EXPECT_NE(c1->summary.find("tokenless IMDSv1 answers"), std::string::npos) << c1->summary;
+  EXPECT_EQ(c1->headline().imdsv2, Tristate::no);
+  EXPECT_EQ(c1->headline().imdsv1, Tristate::yes);
+  EXPECT_FALSE(c1->headline().predicted);
+  EXPECT_NE(c1->headline().summary.find("tokenless IMDSv1 answers"), std::string::npos) << c1->headline().summary;
 }
 
 TEST(Verdict, BlackholedContainerIsUnreachable) {
@@ -441,10 +445,10 @@ TEST(Verdict, BlackholedContainerIsUnreachable) {
   const Diagnosis d =
       finish(diagnosis({observe_host(w), cut_off(target("task", 1), Outcome::unreachable)}, w));
   const TargetVerdict* task = verdict(d, "task");
-  EXPECT_EQ(task->reachable, Tristate::no);
-  EXPECT_EQ(task->imdsv2, Tristate::no);
-  EXPECT_EQ(task->imdsv1, Tristate::no);
-  EXPECT_EQ(task->summary, "IMDS unreachable: no route (network unreachable)");
+  EXPECT_EQ(task->headline().reachable, Tristate::no);
+  EXPECT_EQ(task->headline().imdsv2, Tristate::no);
+  EXPECT_EQ(task->headline().imdsv1, Tristate::no);
+  EXPECT_EQ(task->headline().summary, "IMDS unreachable: no route (network unreachable)");
   EXPECT_EQ(d.inference.endpoint, EndpointState::enabled);  // the host still reaches it
 }
 
@@ -452,8 +456,8 @@ TEST(Verdict, UnenterableNamespaceSaysWhy) {
   TargetObservations broken = target("cni-1234", std::nullopt);
   broken.error = "setns: Operation not permitted";
   const Diagnosis d = finish(diagnosis({observe_host(World{}), std::move(broken)}));
-  EXPECT_EQ(verdict(d, "cni-1234")->summary, "not probed: setns: Operation not permitted");
-  EXPECT_EQ(verdict(d, "cni-1234")->imdsv2, Tristate::unknown);
+  EXPECT_EQ(verdict(d, "cni-1234")->headline().summary, "not probed: setns: Operation not permitted");
+  EXPECT_EQ(verdict(d, "cni-1234")->headline().imdsv2, Tristate::unknown);
   EXPECT_NE(find_finding(d, "target-not-probed", "cni-1234"), nullptr);
 }
 
@@ -461,31 +465,31 @@ TEST(Verdict, ThrottledTokenlessAnswerDecidesNothingAboutImdsv1) {
   Diagnosis d = finish(diagnosis({with(host_target(), {observation(Step::token_put, token(1)),
                                                        observation(Step::v1_get, http(429))})}));
   EXPECT_EQ(d.inference.http_tokens, HttpTokens::unknown);
-  EXPECT_EQ(verdict(d, "host")->imdsv1, Tristate::unknown);
+  EXPECT_EQ(verdict(d, "host")->headline().imdsv1, Tristate::unknown);
 }
 
 TEST(Verdict, UnenterableNamespaceWithSkippedRequestsSaysWhyToo) {
   TargetObservations broken = target("cni-1234", std::nullopt);
   broken.error = "setns: Operation not permitted";
   broken.observations.push_back(observation(
-      Step::token_put, skipped("namespace not entered: setns: Operation not permitted")));
+      Step::token_put, skipped(SkipReason::namespace_not_entered)));
   const Diagnosis d = finish(diagnosis({observe_host(World{}), std::move(broken)}));
-  EXPECT_EQ(verdict(d, "cni-1234")->summary, "not probed: setns: Operation not permitted");
-  EXPECT_EQ(verdict(d, "cni-1234")->imdsv2, Tristate::unknown);
+  EXPECT_EQ(verdict(d, "cni-1234")->headline().summary, "not probed: setns: Operation not permitted");
+  EXPECT_EQ(verdict(d, "cni-1234")->headline().imdsv2, Tristate::unknown);
   EXPECT_EQ(find_finding(d, "container-no-token", "cni-1234"), nullptr);
 }
 
 TEST(Verdict, HostWorksWithTheHopLimitNamed) {
   World w;
   w.hop_limit = 2;
-  EXPECT_EQ(verdict(world_diagnosis(w), "host")->summary, "IMDSv2 works (hop limit 2)");
+  EXPECT_EQ(verdict(world_diagnosis(w), "host")->headline().summary, "IMDSv2 works (hop limit 2)");
 }
 
 TEST(Verdict, TokenWithoutDataIsNotImdsv2Working) {
   Diagnosis d = finish(diagnosis({with(host_target(), {observation(Step::token_put, token()),
                                                        observation(Step::v2_get, http(401))})}));
-  EXPECT_EQ(verdict(d, "host")->imdsv2, Tristate::no);
-  EXPECT_NE(verdict(d, "host")->summary.find("GET with it failed: HTTP 401"), std::string::npos);
+  EXPECT_EQ(verdict(d, "host")->headline().imdsv2, Tristate::no);
+  EXPECT_NE(verdict(d, "host")->headline().summary.find("GET with it failed: HTTP 401"), std::string::npos);
 }
 
 }  // namespace

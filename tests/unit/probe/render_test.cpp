@@ -130,7 +130,8 @@ TEST(Text, OneLinePerTargetWithDistanceAndResults) {
   w.tokens = HttpTokens::required;
   const std::string text = render_text(world_diagnosis(w, {{"c1", 1}}), false);
   EXPECT_NE(
-      text.find("  host  0 hops   IMDSv2 yes      IMDSv1 no       IMDSv2 works (hop limit 1)\n"),
+      text.find("  host  0 hops   IMDSv2 yes      IMDSv1 no       IMDSv2 works (hop limit 1) | IPv6: "
+                "endpoint off\n"),
       std::string::npos)
       << text;
   EXPECT_NE(text.find("  c1    1 hop    IMDSv2 no       IMDSv1 no       no IMDSv2 token: PUT "
@@ -182,10 +183,10 @@ TEST(ExitCode, UnreachableBeatsFindings) {
 
 TEST(ExitCode, NoticesAndInformationKeepItZero) {
   Diagnosis d;
-  d.findings.push_back({"hop-limit-excess", Severity::notice, "", "s", "d", "f"});
-  d.findings.push_back({"v1-not-probed", Severity::info, "", "s", "d", "f"});
+  d.findings.push_back({"hop-limit-excess", Severity::notice, {}, "s", "d", "f"});
+  d.findings.push_back({"v1-not-probed", Severity::info, {}, "s", "d", "f"});
   EXPECT_EQ(exit_code(d), kExitHealthy);
-  d.findings.push_back({"throttled", Severity::warning, "", "s", "d", ""});
+  d.findings.push_back({"throttled", Severity::warning, {}, "s", "d", ""});
   EXPECT_EQ(exit_code(d), kExitFindings);
 }
 

@@ -124,7 +124,7 @@ TEST_F(FakeProc, ContainerIdPrefixFindsTheContainersNamespace) {
   EXPECT_EQ(t.value().container_id, kId);
   EXPECT_EQ(t.value().runtime, "docker");
   EXPECT_EQ(t.value().name, kId.substr(0, 12));
-  EXPECT_EQ(t.value().source, "container");
+  EXPECT_EQ(t.value().source, TargetSource::container);
   EXPECT_EQ(t.value().path, (root_ / "20" / "ns" / "net").string());
 }
 

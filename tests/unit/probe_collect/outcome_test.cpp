@@ -24,7 +24,7 @@ TEST(OutcomeMapping, ConnectErrorsAreToldApartByErrno) {
   EXPECT_EQ(outcome_from_curl(CURLE_COULDNT_CONNECT, ECONNREFUSED, ""), Outcome::refused);
   EXPECT_EQ(outcome_from_curl(CURLE_COULDNT_CONNECT, ENETUNREACH, ""), Outcome::unreachable);
   EXPECT_EQ(outcome_from_curl(CURLE_COULDNT_CONNECT, EHOSTUNREACH, ""), Outcome::unreachable);
-  EXPECT_EQ(outcome_from_curl(CURLE_COULDNT_CONNECT, EINVAL, ""), Outcome::unreachable)
+  EXPECT_EQ(outcome_from_curl(CURLE_COULDNT_CONNECT, EINVAL, ""), Outcome::blocked)
       << "a blackhole route makes connect() fail with EINVAL";
   EXPECT_EQ(outcome_from_curl(CURLE_COULDNT_CONNECT, ETIMEDOUT, ""), Outcome::timeout);
   EXPECT_EQ(outcome_from_curl(CURLE_COULDNT_CONNECT, EMFILE, "socket failure"), Outcome::error);
