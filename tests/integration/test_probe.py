@@ -9,6 +9,7 @@ Usage: test_probe.py --build BUILD_DIR [unittest options]
 
 from __future__ import annotations
 
+import dataclasses
 import http.server
 import json
 import os
@@ -59,6 +60,79 @@ def step(doc: dict[str, Any], target: str, name: str, family: str) -> dict[str, 
 
 def finding_ids(doc: dict[str, Any], target: str | None = None) -> set[str]:
     return {f["id"] for f in doc["findings"] if target is None or f["target"] == target}
+
+
+# The warning for a namespace blocked from the IMDS over IPv4 but not over IPv6.
+BYPASS_FINDING = "ipv4-blocked-ipv6-open"
+
+# Per-family verdicts (schema_version 2): inference.targets[i].families.{ipv4,ipv6}, with the
+# target's headline fields equal to the IPv4 family's. Every field name of that shape is
+# spelled here and nowhere else.
+PER_FAMILY_SCHEMA = 2
+FAMILY_KEYS = {"v4": "ipv4", "v6": "ipv6"}  # lab.py's family names -> the JSON keys
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyVerdict:
+    """What one address family of one namespace gets from the IMDS."""
+
+    reachable: str  # yes / no / unknown
+    imdsv2: str
+    imdsv1: str
+    predicted: bool  # from the host's PUT response TTL; the PUT was not sent
+    summary: str
+    unreachable_reason: str  # none, no-route, refused, blackholed, firewalled, timeout, reset
+    put_drop: str  # none, timeout, reset, predicted
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any], where: str) -> FamilyVerdict:
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in obj]
+        if missing:
+            raise AssertionError(f"{where}: no {', '.join(missing)} in {obj}")
+        return cls(**{f.name: obj[f.name] for f in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetVerdict:
+    """One target's verdict: the headline (what the target line says) and, when the probe
+    emits them, one FamilyVerdict per address family."""
+
+    label: str  # the lab's name for the namespace
+    target: str  # the probe's name for it (findings name it so)
+    distance: int | None
+    reachable: str
+    imdsv2: str
+    imdsv1: str
+    summary: str
+    schema_version: int
+    raw: dict[str, Any]
+
+    @classmethod
+    def of(cls, doc: dict[str, Any], ns: Netns) -> TargetVerdict:
+        """The verdict of the target probed through ns's path (--netns names it by its
+        file name, --netns-dir by the label: the path is what both share)."""
+        paths = [t["path"] for t in doc["targets"]]
+        if ns.path not in paths:
+            raise AssertionError(f"{ns.label} ({ns.path}) was not probed; targets: {paths}")
+        v = doc["inference"]["targets"][paths.index(ns.path)]
+        return cls(label=ns.label, target=v["target"], distance=v["distance"],
+                   reachable=v["reachable"], imdsv2=v["imdsv2"], imdsv1=v["imdsv1"],
+                   summary=v["summary"], schema_version=doc["schema_version"], raw=v)
+
+    def family(self, family: str) -> FamilyVerdict:
+        """family: "v4" or "v6"."""
+        families = self.raw.get("families")
+        if not isinstance(families, dict):
+            raise AssertionError(
+                f"{self.label}: no per-family verdicts (schema_version {self.schema_version}, "
+                f"wanted {PER_FAMILY_SCHEMA}); the target's only verdict: {self.summary!r}")
+        if self.schema_version != PER_FAMILY_SCHEMA:
+            raise AssertionError(f"per-family verdicts under schema_version "
+                                 f"{self.schema_version}, wanted {PER_FAMILY_SCHEMA}")
+        key = FAMILY_KEYS[family]
+        if key not in families:
+            raise AssertionError(f"{self.label}: no {key} verdict in {families}")
+        return FamilyVerdict.from_json(families[key], f"{self.label} {key}")
 
 
 class ProbeRun:
@@ -122,10 +196,12 @@ class LabCase(unittest.TestCase):
         self.outputs += [proc.stdout, proc.stderr]
         return ProbeRun(proc)
 
-    def probe_json(self, *args: str, **kwargs: Any) -> ProbeRun:
+    def probe_json(self, *args: str, schema_version: int | None = 1, **kwargs: Any) -> ProbeRun:
+        """--json=short; schema_version=None leaves the version check to the test."""
         run = self.probe("--json=short", *args, **kwargs)
         self.assertIsNotNone(run.doc, f"no JSON on stdout; stderr: {run.stderr}")
-        self.assertEqual(run.doc["schema_version"], 1)
+        if schema_version is not None:
+            self.assertEqual(run.doc["schema_version"], schema_version)
         self.assertEqual(run.rc, run.doc["exit_code"], run.stderr)
         return run
 
@@ -451,6 +527,118 @@ class EndpointStatesFaultsAndPolicy(LabCase):
                 pass
             time.sleep(0.02)
         self.fail(f"pid {pid} never entered {ns.name}")
+
+
+class PerFamilyVerdicts(LabCase):
+    """Each target gets an IPv4 and an IPv6 verdict, and its headline is the IPv4 one: a fact
+    about one family (no IPv6 route, a blackholed IPv4 route, a dropped PUT) never stands in
+    for the other. Each test probes one namespace (--netns) so its exit status is that
+    namespace's."""
+
+    @classmethod
+    def build(cls, lab: Lab) -> None:
+        cls.v4_only_dind = lab.add_dind_container("d4", families=("v4",))
+        cls.v6_only = lab.add_bridge_container("b6", families=("v6",))
+        cls.c1 = lab.add_bridge_container("c1")
+        cls.blackholed_v4 = lab.add_blackholed_container("bh4", families=("v4",))
+        cls.firewalled_v4 = lab.add_firewalled_container("fw4", families=("v4",))
+
+    def probe_target(self, ns: Netns, *args: str) -> tuple[ProbeRun, TargetVerdict]:
+        run = self.probe_json("--netns", ns.path, *args, containers=False,
+                              schema_version=None)
+        return run, TargetVerdict.of(run.doc, ns)
+
+    def assert_headline_is_ipv4(self, v: TargetVerdict) -> None:
+        v4 = v.family("v4")
+        self.assertEqual((v.reachable, v.imdsv2, v.imdsv1, v.summary),
+                         (v4.reachable, v4.imdsv2, v4.imdsv1, v4.summary),
+                         f"{v.label}: the headline is not the IPv4 verdict")
+
+    def assert_text_report_not_healthy(self, ns: Netns, *args: str) -> None:
+        run = self.probe("--netns", ns.path, *args, containers=False)
+        first = run.stdout.partition("\n")[0]
+        self.assertTrue(first.startswith("verdict:"), run.stdout[:200])
+        self.assertFalse(first.startswith("verdict: healthy"), run.stdout)
+        self.assertEqual(run.rc, 1, run.stdout)
+
+    def test_an_ipv4_only_namespace_two_hops_away_gets_no_token_not_no_route(self):
+        # The PUT response leaves with TTL 2 and cannot cross 2 hops; that the namespace
+        # has no IPv6 route is a fact about IPv6 only.
+        self.lab.set_options(http_tokens="optional", hop_limit=2)
+        ns = self.v4_only_dind
+        run, v = self.probe_target(ns, "--no-v1")
+        self.assertEqual(run.rc, 1, f"{ns.label}: {v.summary!r}; findings "
+                                    f"{sorted(finding_ids(run.doc))}")
+        self.assertEqual(v.distance, 2)
+        self.assertEqual((v.reachable, v.imdsv2), ("yes", "no"), v.summary)
+        self.assertNotIn("unreachable", v.summary.lower())
+        self.assertIn("container-no-token", finding_ids(run.doc, v.target))
+        self.assertNotIn("container-unreachable", finding_ids(run.doc, v.target))
+        v4 = v.family("v4")
+        self.assertEqual((v4.reachable, v4.imdsv2, v4.put_drop, v4.unreachable_reason),
+                         ("yes", "no", "predicted", "none"), v4)
+        self.assertTrue(v4.predicted, v4)
+        v6 = v.family("v6")
+        self.assertEqual((v6.reachable, v6.imdsv2, v6.unreachable_reason),
+                         ("no", "no", "no-route"), v6)
+        self.assert_headline_is_ipv4(v)
+        self.assert_text_report_not_healthy(ns, "--no-v1")
+
+    def test_an_ipv6_only_namespace_has_no_ipv4_route_and_a_working_imdsv2_over_ipv6(self):
+        ns = self.v6_only
+        run, v = self.probe_target(ns)
+        self.assertEqual((v.reachable, v.imdsv2), ("no", "no"), v.summary)
+        self.assertEqual(v.distance, 1)
+        v4 = v.family("v4")
+        self.assertEqual((v4.reachable, v4.imdsv2, v4.unreachable_reason),
+                         ("no", "no", "no-route"), v4)
+        v6 = v.family("v6")
+        self.assertEqual((v6.reachable, v6.imdsv2, v6.put_drop, v6.unreachable_reason),
+                         ("yes", "yes", "none", "none"), v6)
+        self.assertFalse(v6.predicted, v6)
+        self.assert_headline_is_ipv4(v)
+
+    def test_a_dropped_put_seen_as_a_reset_means_no_token_and_costs_no_timeout(self):
+        # Without packet TTLs nothing is predicted: the drop is observed, as the emulator's
+        # RST 100 ms after the hop-limited response.
+        self.lab.set_options(http_tokens="required", hop_limit=1)
+        self.lab.set_faults(after_dropped_put="reset")
+        ns = self.c1
+        started = time.monotonic()
+        run, v = self.probe_target(ns, "--no-packet-ttl", "--timeout", "5s")
+        elapsed = time.monotonic() - started
+        self.assertEqual(run.rc, 1, v.summary)
+        self.assertFalse(run.doc["packet_ttl_available"])
+        self.assertEqual((v.reachable, v.imdsv2, v.imdsv1), ("yes", "no", "no"), v.summary)
+        self.assertIn("container-no-token", finding_ids(run.doc, v.target))
+        self.assertLess(elapsed, 2.5, "the probe sat out a timeout instead of seeing the reset")
+        self.assertLess(run.doc["duration_ms"], 2000)
+        for family in ("v4", "v6"):
+            with self.subTest(family=family):
+                fv = v.family(family)
+                self.assertEqual((fv.reachable, fv.imdsv2, fv.put_drop), ("yes", "no", "reset"),
+                                 fv)
+                self.assertFalse(fv.predicted, fv)
+        self.assert_headline_is_ipv4(v)
+
+    def test_an_ipv4_block_bypassed_over_ipv6_is_a_warning(self):
+        # Blocking 169.254.169.254 (ECS awsvpc's blackhole, an iptables rule without its
+        # ip6tables twin) while fd00:ec2::254 answers is no block at all.
+        for ns, reason in ((self.blackholed_v4, "blackholed"), (self.firewalled_v4, "firewalled")):
+            with self.subTest(ns=ns.label):
+                run, v = self.probe_target(ns)
+                bypass = [f for f in run.doc["findings"] if f["id"] == BYPASS_FINDING]
+                self.assertEqual([f["severity"] for f in bypass], ["warning"],
+                                 f"{ns.label}: findings {sorted(finding_ids(run.doc))}")
+                self.assertFalse(run.doc["healthy"])
+                self.assertEqual(run.rc, 1)
+                self.assertEqual((v.reachable, v.imdsv2), ("no", "no"), v.summary)
+                v4 = v.family("v4")
+                self.assertEqual((v4.reachable, v4.unreachable_reason), ("no", reason), v4)
+                v6 = v.family("v6")
+                self.assertEqual((v6.reachable, v6.imdsv2, v6.unreachable_reason),
+                                 ("yes", "yes", "none"), v6)
+                self.assert_headline_is_ipv4(v)
 
 
 def host_state(lab: Lab) -> dict[str, str]:

@@ -55,6 +55,9 @@ _CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 SKIP = 77
 
+# Address families, as the `families` keywords name them.
+FAMILIES = ("v4", "v6")
+
 
 class LabError(RuntimeError):
     """The lab could not be built or driven; the message says which step failed."""
@@ -87,6 +90,17 @@ def _run(argv: Sequence[str], what: str, input_text: str | None = None) -> str:
     return r.stdout
 
 
+def _families(families: Iterable[str], what: str) -> tuple[str, ...]:
+    """`families` checked and in canonical order: a non-empty subset of ("v4", "v6")."""
+    if isinstance(families, str):  # ("v4") instead of ("v4",): a common slip
+        families = (families,)
+    given = set(families)
+    if not given or not given <= set(FAMILIES):
+        raise ValueError(f"{what}: families {tuple(families)!r}: give a non-empty subset of "
+                         f"{FAMILIES!r}")
+    return tuple(f for f in FAMILIES if f in given)
+
+
 def skip_unless_lab_possible(tools: Iterable[str] = ()) -> None:
     """Exit 77 (meson's SKIP) when this process cannot build a lab or a needed tool is missing."""
     if os.geteuid() != 0:
@@ -112,9 +126,14 @@ class Netns:
     name: str  # the `ip netns` name
     label: str  # what tests and reports call it: host, c1, ...
     distance: int  # forwarding hops between the IMDS and this namespace
-    v4: str | None = None
-    v6: str | None = None
+    v4: str | None = None  # None: the namespace has no IPv4 address or route (families)
+    v6: str | None = None  # None: no IPv6 address or route (loopback aside)
     outer: Netns | None = None  # for a DinD container: the container it runs in
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        """The address families this namespace has an address and a route in."""
+        return tuple(f for f, addr in (("v4", self.v4), ("v6", self.v6)) if addr)
 
     @property
     def path(self) -> str:
@@ -199,8 +218,9 @@ class Lab:
     """An emulated IMDS, the instance namespace and containers; see HACKING.md.
 
     `ipv6=True` starts the emulator with `--ipv6 enabled` (unless emulator_args say
-    otherwise); the IPv6 addresses and routes exist in every topology either way, so
-    with the endpoint off clients see it refuse connections.
+    otherwise); the IPv6 addresses and routes exist in every topology either way (unless
+    a container's `families` leaves them out), so with the endpoint off clients see it
+    refuse connections.
     """
 
     def __init__(self, build_dir: str | os.PathLike[str], emulator_args: Sequence[str] = (),
@@ -328,26 +348,34 @@ table inet {NFT_TABLE} {{
             raise ValueError(f"container label {label!r} is already used in this lab")
 
     def _attach(self, parent: Netns, label: str, distance: int, index: int,
-                v4_base: str, v6_base: str) -> Netns:
-        """A container namespace on `parent`'s br0, default routes via the bridge."""
+                v4_base: str, v6_base: str, families: tuple[str, ...] = FAMILIES) -> Netns:
+        """A container namespace on `parent`'s br0, default routes via the bridge, with an
+        address and a route in each of `families` only."""
         if not 2 <= index <= 250:
             raise LabError("too many containers on one bridge (at most 249)")
         ns = self._new_netns(label, distance)
-        gw_v4 = v4_base + ".0.1"
-        gw_v6 = v6_base + "::1"
-        ns.v4 = f"{v4_base}.0.{index}"
-        ns.v6 = f"{v6_base}::{index:x}"
+        if "v6" not in families:
+            # As in a Docker container on a network without IPv6: not even a link-local
+            # address on eth0 (set before the link exists: it inherits "default"), so
+            # every IPv6 destination but loopback is "Network is unreachable".
+            self._sysctl(ns, {"net.ipv6.conf.default.disable_ipv6": "1"})
         self._ip(parent, [
             f"link add vb{index} type veth peer name eth0 netns {ns.name}",
             f"link set vb{index} master br0 up",
         ])
-        self._ip(ns, [
-            f"addr add {ns.v4}/16 dev eth0",
-            f"addr add {ns.v6}/64 dev eth0 nodad",
-            "link set eth0 up",
-            f"route add default via {gw_v4}",
-            f"route add default via {gw_v6}",
-        ])
+        commands = []
+        if "v4" in families:
+            ns.v4 = f"{v4_base}.0.{index}"
+            commands.append(f"addr add {ns.v4}/16 dev eth0")
+        if "v6" in families:
+            ns.v6 = f"{v6_base}::{index:x}"
+            commands.append(f"addr add {ns.v6}/64 dev eth0 nodad")
+        commands.append("link set eth0 up")
+        if "v4" in families:
+            commands.append(f"route add default via {v4_base}.0.1")
+        if "v6" in families:
+            commands.append(f"route add default via {v6_base}::1")
+        self._ip(ns, commands)
         self._labels[label] = ns
         (Path(self.netns_dir) / label).symlink_to(ns.path)
         return ns
@@ -357,35 +385,55 @@ table inet {NFT_TABLE} {{
         self._next_host_port += 1
         return index
 
-    def add_bridge_container(self, label: str) -> Netns:
-        """A container on the host's bridge, one forwarding hop from the IMDS (docker0)."""
-        self._claim_label(label)
-        return self._attach(self.host, label, 1, self._host_port(), "172.17", "fd00:172:17")
+    def add_bridge_container(self, label: str, families: Iterable[str] = FAMILIES) -> Netns:
+        """A container on the host's bridge, one forwarding hop from the IMDS (docker0).
 
-    def add_dind_container(self, label: str) -> Netns:
-        """A container inside a bridge container that routes and masquerades: 2 hops."""
+        `families=("v4",)`: IPv4 only (no IPv6 address or route: IPv6 destinations are
+        "Network is unreachable"); `("v6",)`: IPv6 only, likewise."""
+        families = _families(families, f"container {label!r}")
+        self._claim_label(label)
+        return self._attach(self.host, label, 1, self._host_port(), "172.17", "fd00:172:17",
+                            families)
+
+    def add_dind_container(self, label: str, families: Iterable[str] = FAMILIES) -> Netns:
+        """A container inside a bridge container that routes and masquerades: 2 hops.
+
+        `families` restricts the inner (2-hop) namespace as in add_bridge_container; the
+        outer one keeps both, as a Docker host with IPv6 whose inner daemon has none."""
+        families = _families(families, f"container {label!r}")
         self._claim_label(label)
         outer = self._attach(self.host, label + "-outer", 1, self._host_port(), "172.17",
                              "fd00:172:17")
         self._router(outer, NESTED_BRIDGE_V4, NESTED_BRIDGE_V6)
-        inner = self._attach(outer, label, 2, 2, "172.18", "fd00:172:18")
+        inner = self._attach(outer, label, 2, 2, "172.18", "fd00:172:18", families)
         inner.outer = outer
         return inner
 
-    def add_blackholed_container(self, label: str) -> Netns:
-        """A bridge container whose routes to the IMDS are blackholed (ECS awsvpc blocking)."""
+    def add_blackholed_container(self, label: str, families: Iterable[str] = FAMILIES
+                                 ) -> Netns:
+        """A bridge container whose routes to the IMDS are blackholed (ECS awsvpc blocking).
+
+        `families` says which routes are: `("v4",)` blackholes 169.254.169.254 only and
+        leaves fd00:ec2::254 reachable (the container has both families either way)."""
+        families = _families(families, f"container {label!r}")
         ns = self.add_bridge_container(label)
-        self._ip(ns, [f"route add blackhole {IMDS_V4}/32",
-                      f"route add blackhole {IMDS_V6}/128"])
+        self._ip(ns, [{"v4": f"route add blackhole {IMDS_V4}/32",
+                       "v6": f"route add blackhole {IMDS_V6}/128"}[f] for f in families])
         return ns
 
-    def add_firewalled_container(self, label: str) -> Netns:
-        """A bridge container whose IMDS traffic the host drops in its forward chain."""
+    def add_firewalled_container(self, label: str, families: Iterable[str] = FAMILIES
+                                 ) -> Netns:
+        """A bridge container whose IMDS traffic the host drops in its forward chain.
+
+        `families` says which traffic is dropped: `("v4",)` drops IPv4 only (an iptables
+        rule without its ip6tables twin); the container has both families either way."""
+        families = _families(families, f"container {label!r}")
         ns = self.add_bridge_container(label)
-        self._nft(self.host, f"""
-add rule inet {NFT_TABLE} forward ip saddr {ns.v4} ip daddr {IMDS_V4} drop
-add rule inet {NFT_TABLE} forward ip6 saddr {ns.v6} ip6 daddr {IMDS_V6} drop
-""")
+        rules = {"v4": f"add rule inet {NFT_TABLE} forward ip saddr {ns.v4} "
+                       f"ip daddr {IMDS_V4} drop",
+                 "v6": f"add rule inet {NFT_TABLE} forward ip6 saddr {ns.v6} "
+                       f"ip6 daddr {IMDS_V6} drop"}
+        self._nft(self.host, "\n".join(rules[f] for f in families) + "\n")
         return ns
 
     @property

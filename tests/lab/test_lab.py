@@ -6,6 +6,7 @@ not even a SIGTERMed or SIGKILLed one."""
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from lab import IMDS_V4, IMDS_V6, Lab, LabError, Netns, skip_unless_lab_possible
 BUILD_DIR: Path
 TTL_PROBE = str(HERE / "ttl_probe.py")
 INSTANCE_ID_URL = f"http://{IMDS_V4}/latest/meta-data/instance-id"
+INSTANCE_ID_URL_V6 = f"http://[{IMDS_V6}]/latest/meta-data/instance-id"
 
 
 def running(pid: int) -> bool:
@@ -42,16 +44,21 @@ def leftovers(prefix: str) -> list[str]:
     return names
 
 
-class TopologyTest(unittest.TestCase):
+class EchoLabCase(unittest.TestCase):
+    """One lab per class with a UDP echo server in the IMDS namespace, so distances are
+    measured with real packets independently of the emulator."""
+
+    lab: Lab
+
+    @classmethod
+    def build(cls) -> None:
+        """Add containers; subclasses override."""
+
     @classmethod
     def setUpClass(cls) -> None:
         cls.lab = Lab(BUILD_DIR, ipv6=True)
         try:
-            cls.c1 = cls.lab.add_bridge_container("c1")
-            cls.c2 = cls.lab.add_bridge_container("c2")
-            cls.dind = cls.lab.add_dind_container("dind")
-            cls.blackholed = cls.lab.add_blackholed_container("blackholed")
-            cls.firewalled = cls.lab.add_firewalled_container("firewalled")
+            cls.build()
             cls.echo = cls.lab.popen(cls.lab.imds, ["/usr/bin/python3", TTL_PROBE, "echo",
                                                     IMDS_V4, IMDS_V6],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -72,6 +79,16 @@ class TopologyTest(unittest.TestCase):
         r = self.lab.exec(ns, ["/usr/bin/python3", TTL_PROBE, "ttl", addr], timeout=10)
         self.assertEqual(r.returncode, 0, r.stderr)
         return r.stdout.strip()
+
+
+class TopologyTest(EchoLabCase):
+    @classmethod
+    def build(cls) -> None:
+        cls.c1 = cls.lab.add_bridge_container("c1")
+        cls.c2 = cls.lab.add_bridge_container("c2")
+        cls.dind = cls.lab.add_dind_container("dind")
+        cls.blackholed = cls.lab.add_blackholed_container("blackholed")
+        cls.firewalled = cls.lab.add_firewalled_container("firewalled")
 
     def test_every_namespace_is_at_its_distance_from_the_imds_over_ipv4_and_ipv6(self):
         expect = {self.lab.host: 0, self.c1: 1, self.c2: 1, self.dind.outer: 1, self.dind: 2}
@@ -160,6 +177,85 @@ class TopologyTest(unittest.TestCase):
             self.lab.start_emulator()
         r = self.lab.exec(self.c1, ["curl", "-sS", "-m", "2", INSTANCE_ID_URL])
         self.assertEqual(r.returncode, 0, r.stderr)
+
+
+ENETUNREACH = f"error {errno.ENETUNREACH}"  # no route: "Network is unreachable"
+EINVAL = f"error {errno.EINVAL}"  # what a blackhole route answers a sender
+
+
+class AddressFamilyTopologyTest(EchoLabCase):
+    """The `families` keywords: namespaces with one address family only, and containers
+    blocked from the IMDS in one family while the other gets through."""
+
+    @classmethod
+    def build(cls) -> None:
+        cls.v4_only = cls.lab.add_bridge_container("v4only", families=("v4",))
+        cls.v6_only = cls.lab.add_bridge_container("v6only", families=("v6",))
+        cls.dind_v4 = cls.lab.add_dind_container("dind4", families=("v4",))
+        cls.blackholed_v4 = cls.lab.add_blackholed_container("bh4", families=("v4",))
+        cls.firewalled_v4 = cls.lab.add_firewalled_container("fw4", families=("v4",))
+
+    def curl(self, ns: Netns, url: str) -> subprocess.CompletedProcess[str]:
+        return self.lab.exec(ns, ["curl", "-sS", "-v", "-m", "2", "-o", "/dev/null", url])
+
+    def assert_one_family(self, ns: Netns, family: str) -> None:
+        """ns has an address and a route in `family` only (loopback aside)."""
+        other = {"v4": "-6", "v6": "-4"}[family]
+        self.assertEqual(ns.families, (family,))
+        self.assertEqual((ns.v4 is not None, ns.v6 is not None),
+                         (family == "v4", family == "v6"))
+        addrs = self.lab.exec(ns, ["ip", "-o", other, "addr", "show", "dev", "eth0"]).stdout
+        self.assertEqual(addrs.strip(), "", f"{ns.label} has an address it should not have")
+        routes = self.lab.exec(ns, ["ip", other, "route", "show", "table", "all"]).stdout
+        self.assertEqual([r for r in routes.splitlines() if "dev lo" not in r], [],
+                         f"{ns.label} has a route it should not have")
+
+    def test_an_ipv4_only_container_answers_over_ipv4_and_has_no_route_over_ipv6(self):
+        self.assert_one_family(self.v4_only, "v4")
+        self.assertEqual(self.ttl(self.v4_only, IMDS_V4), "63")
+        self.assertEqual(self.ttl(self.v4_only, IMDS_V6), ENETUNREACH)
+        self.assertEqual(self.curl(self.v4_only, INSTANCE_ID_URL).returncode, 0)
+        r = self.curl(self.v4_only, INSTANCE_ID_URL_V6)
+        self.assertEqual(r.returncode, 7, r.stderr)
+        self.assertIn("Network is unreachable", r.stderr)
+
+    def test_an_ipv6_only_container_answers_over_ipv6_and_has_no_route_over_ipv4(self):
+        self.assert_one_family(self.v6_only, "v6")
+        self.assertEqual(self.ttl(self.v6_only, IMDS_V6), "63")
+        self.assertEqual(self.ttl(self.v6_only, IMDS_V4), ENETUNREACH)
+        self.assertEqual(self.curl(self.v6_only, INSTANCE_ID_URL_V6).returncode, 0)
+        r = self.curl(self.v6_only, INSTANCE_ID_URL)
+        self.assertEqual(r.returncode, 7, r.stderr)
+        self.assertIn("Network is unreachable", r.stderr)
+
+    def test_an_ipv4_only_dind_container_is_two_hops_away_inside_a_dual_stack_one(self):
+        self.assert_one_family(self.dind_v4, "v4")
+        self.assertEqual(self.dind_v4.distance, 2)
+        self.assertEqual(self.ttl(self.dind_v4, IMDS_V4), "62")
+        self.assertEqual(self.ttl(self.dind_v4, IMDS_V6), ENETUNREACH)
+        outer = self.dind_v4.outer
+        assert outer is not None
+        self.assertEqual(outer.families, ("v4", "v6"))
+        for addr in (IMDS_V4, IMDS_V6):
+            self.assertEqual(self.ttl(outer, addr), "63", addr)
+
+    def test_blocking_ipv4_only_leaves_ipv6_open(self):
+        for ns, v4_result in ((self.blackholed_v4, EINVAL), (self.firewalled_v4, "none")):
+            with self.subTest(ns=ns.label):
+                self.assertEqual(ns.families, ("v4", "v6"))
+                self.assertEqual(self.ttl(ns, IMDS_V4), v4_result)
+                self.assertEqual(self.ttl(ns, IMDS_V6), "63")
+                self.assertEqual(self.curl(ns, INSTANCE_ID_URL_V6).returncode, 0)
+
+    def test_a_family_set_other_than_v4_and_v6_is_refused_before_anything_is_built(self):
+        before = set(os.listdir(labmod.NETNS_ROOT))
+        for families in ((), ("ipv4",), ("v4", "v5")):
+            with self.subTest(families=families):
+                with self.assertRaises(ValueError):
+                    self.lab.add_bridge_container("bad", families=families)
+        self.assertEqual(set(os.listdir(labmod.NETNS_ROOT)), before)
+        # A bare string is one family, not a sequence of letters.
+        self.assertEqual(labmod._families("v4", "test"), ("v4",))
 
 
 CHILD = """
