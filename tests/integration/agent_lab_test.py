@@ -180,7 +180,7 @@ class AgentInLab(unittest.TestCase):
         self.assertEqual(status, 200)
         self.assertEqual(ctype, "application/json")
         doc = json.loads(body)
-        self.assertEqual(doc["schema_version"], 1)
+        self.assertEqual(doc["schema_version"], 2)
         self.assertTrue(doc["agent"]["ready"])
         names = {c["name"]: c for c in doc["agent"]["containers"]}
         self.assertEqual(names["c1"]["imdsv2"], "no")

@@ -196,7 +196,7 @@ class LabCase(unittest.TestCase):
         self.outputs += [proc.stdout, proc.stderr]
         return ProbeRun(proc)
 
-    def probe_json(self, *args: str, schema_version: int | None = 1, **kwargs: Any) -> ProbeRun:
+    def probe_json(self, *args: str, schema_version: int | None = PER_FAMILY_SCHEMA, **kwargs: Any) -> ProbeRun:
         """--json=short; schema_version=None leaves the version check to the test."""
         run = self.probe("--json=short", *args, **kwargs)
         self.assertIsNotNone(run.doc, f"no JSON on stdout; stderr: {run.stderr}")
@@ -417,8 +417,8 @@ class EndpointStatesFaultsAndPolicy(LabCase):
         pretty = self.probe("--json", containers=False)
         self.assertEqual(short.stdout.count("\n"), 1)
         self.assertGreater(pretty.stdout.count("\n"), 20)
-        self.assertEqual(json.loads(short.stdout)["schema_version"], 1)
-        self.assertEqual(json.loads(pretty.stdout)["schema_version"], 1)
+        self.assertEqual(json.loads(short.stdout)["schema_version"], 2)
+        self.assertEqual(json.loads(pretty.stdout)["schema_version"], 2)
 
     def test_the_text_report_leads_with_the_verdict_and_has_no_colour_off_a_terminal(self):
         self.lab.set_options(hop_limit=1)
@@ -746,8 +746,9 @@ class AgentStatusClient(unittest.TestCase):
     A stand-in agent answers here, so the test needs no lab and no running imds-agent."""
 
     STATUS = {
-        "schema_version": 1, "exit_code": 1, "healthy": False,
-        "findings": [{"id": "container-no-token", "severity": "error", "target": "c1",
+        "schema_version": 2, "exit_code": 1, "healthy": False,
+        "findings": [{"id": "container-no-token", "severity": "error",
+                      "subjects": [{"name": "c1", "container_id": None, "distance": 1}],
                       "summary": "c1: no IMDSv2 token\x1b[31m", "detail": "", "fix": ""}],
         "agent": {"version": "0.1.0", "pid": 4242, "status": "1 container without a token",
                   "last_probe": "2026-11-29T01:00:00Z", "next_probe": None,
