@@ -59,7 +59,8 @@ def step(doc: dict[str, Any], target: str, name: str, family: str) -> dict[str, 
 
 
 def finding_ids(doc: dict[str, Any], target: str | None = None) -> set[str]:
-    return {f["id"] for f in doc["findings"] if target is None or f["target"] == target}
+    return {f["id"] for f in doc["findings"]
+            if target is None or any(s["name"] == target for s in f["subjects"])}
 
 
 # The warning for a namespace blocked from the IMDS over IPv4 but not over IPv6.
