@@ -492,3 +492,43 @@ TEST(Policy, UnreachableEndpointCannotVerifyAnything) {
 
 }  // namespace
 }  // namespace imds
+
+namespace imds::test {
+namespace {
+
+TEST(Findings, TwoHundredBrokenContainersAreOneFindingThatListsThemAll) {
+  World w;
+  w.tokens = HttpTokens::required;
+  w.hop_limit = 1;
+  std::vector<std::pair<std::string, int>> containers;
+  for (int i = 0; i < 200; ++i) containers.emplace_back("c" + std::to_string(i), 1);
+  const Diagnosis d = world_diagnosis(w, containers);
+  std::size_t no_token = 0;
+  for (const auto& f : d.findings) no_token += f.id == "container-no-token" ? 1 : 0;
+  EXPECT_EQ(no_token, 1U);
+  const Finding* f = find_finding(d, "container-no-token");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->subjects.size(), 200U);
+  EXPECT_TRUE(f->summary.starts_with("200 namespaces: no IMDSv2 token")) << f->summary;
+  EXPECT_EQ(f->subjects.front().name, "c0");
+  EXPECT_EQ(f->subjects.front().distance, 1);
+  EXPECT_LE(d.findings.size(), 5U);
+
+  const std::string text = render_text(d, false);
+  std::size_t lines = 0;
+  for (char c : text) lines += c == '\n' ? 1 : 0;
+  // The headline, the instance, "targets:", 201 namespaces, and a handful of findings.
+  EXPECT_LT(lines, 201U + 40U) << text.substr(text.find("findings:"));
+  EXPECT_NE(text.find("namespaces: c0 (1 hop), c1 (1 hop)"), std::string::npos);
+  EXPECT_NE(text.find("and 188 more"), std::string::npos);
+  // The SDK explanation once, not once per container.
+  std::size_t explained = 0;
+  for (auto at = text.find("botocore/boto3/AWS CLI 1 s"); at != std::string::npos;
+       at = text.find("botocore/boto3/AWS CLI 1 s", at + 1)) {
+    ++explained;
+  }
+  EXPECT_EQ(explained, 1U);
+}
+
+}  // namespace
+}  // namespace imds::test
