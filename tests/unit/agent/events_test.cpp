@@ -45,6 +45,31 @@ std::string field(const Event& e, std::string_view key) {
   return v ? *v : "<absent>";
 }
 
+TEST(Observe, NamespacesOfTheSameNameKeepTheirOwnVerdicts) {
+  // /run/netns/a and /run/docker/netns/a: same name, two namespaces (two inodes).
+  Tracker t;
+  auto d = diagnosis(HttpTokens::required, exact(2), {{"a", 11, Tristate::yes}, {"a", 12, Tristate::no}});
+  d.targets[2].target.path = "/run/docker/netns/a";
+  t.feed(d);
+  const auto& containers = t.snapshot().containers;
+  ASSERT_EQ(containers.size(), 2U);
+  EXPECT_EQ(containers.at("ino:11").imdsv2, Tristate::yes);
+  EXPECT_EQ(containers.at("ino:12").imdsv2, Tristate::no);
+}
+
+TEST(Observe, TheIpv6VerdictIsKeptBesideTheIpv4One) {
+  Tracker t;
+  auto d = diagnosis(HttpTokens::required, exact(2), {{"c1", 11, Tristate::yes}});
+  d.inference.targets[1].v6.probed = true;
+  d.inference.targets[1].v6.imdsv2 = Tristate::no;
+  d.inference.targets[1].v6.summary = "IMDS unreachable: no route (network unreachable)";
+  const auto events = t.feed(d);
+  const auto& c = t.snapshot().containers.at("ino:11");
+  EXPECT_EQ(c.imdsv2, Tristate::yes);
+  EXPECT_EQ(c.imdsv2_ipv6, Tristate::no);
+  EXPECT_EQ(c.verdict_ipv6, "IMDS unreachable: no route (network unreachable)");
+}
+
 TEST(Diff, FirstProbeReportsOnlyTheVerdict) {
   Tracker t;
   auto events = t.feed(diagnosis(HttpTokens::required, exact(2), {{"c1", 11}}));
