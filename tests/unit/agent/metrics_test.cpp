@@ -183,7 +183,6 @@ TEST(Metrics, RenderedMetricsAreValidExpositionFormat) {
     if (s.name != "imds_target_imdsv2_ok") continue;
     ++targets;
     EXPECT_EQ(s.labels.at("family"), "ipv4");
-    EXPECT_EQ(s.labels.at("family"), "ipv4");
     if (s.labels.at("netns") == "/run/netns/we\\\"ird\\\\name\\n") {
       EXPECT_EQ(s.value, 0);
     }
