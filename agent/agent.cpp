@@ -524,7 +524,7 @@ std::string Agent::metrics_text() const {
         return t == Tristate::yes;
       };
       host.ipv4 = known(v.v4.imdsv2);
-      if (v.v6.probed) host.ipv6 = known(v.v6.imdsv2);
+      if (v.v6.probed && last_->inference.ipv6 == Tristate::yes) host.ipv6 = known(v.v6.imdsv2);
     }
   }
   return render_metrics(snapshot_, host, stats_, IMDS_VERSION);

@@ -215,10 +215,9 @@ Snapshot observe(const Snapshot& previous, const Diagnosis& d,
         c.imdsv2 = v.v4.imdsv2;
         c.verdict = v.v4.summary;
       }
-      if (v.v6.probed) {
-        c.imdsv2_ipv6 = v.v6.imdsv2;
-        c.verdict_ipv6 = v.v6.summary;
-      }
+      // IPv6 IMDSv2 is a question only while the instance serves IPv6.
+      if (v.v6.probed) c.verdict_ipv6 = v.v6.summary;
+      if (v.v6.probed && inf.ipv6 == Tristate::yes) c.imdsv2_ipv6 = v.v6.imdsv2;
       if (v.distance) c.distance = v.distance;
     }
     next.containers.emplace(key, std::move(c));

@@ -261,9 +261,13 @@ class TokensAndHopLimitAcrossTargets(LabCase):
 
     def test_unreachable_namespaces_are_told_apart_by_reason(self):
         doc = self.probe_json().doc
+        v = verdicts(doc)
         for family in ("ipv4", "ipv6"):
-            self.assertEqual(step(doc, "c3", "token_put", family)["outcome"], "unreachable")
+            # c3's blackhole route makes the kernel refuse the destination (EINVAL).
+            self.assertEqual(step(doc, "c3", "token_put", family)["outcome"], "blocked")
             self.assertEqual(step(doc, "c4", "token_put", family)["outcome"], "timeout")
+            self.assertEqual(v["c3"]["families"][family]["unreachable_reason"], "blackholed")
+            self.assertEqual(v["c4"]["families"][family]["unreachable_reason"], "firewalled")
 
     def test_a_one_hop_container_under_hop_limit_one_is_predicted_without_waiting(self):
         self.lab.set_options(hop_limit=1)

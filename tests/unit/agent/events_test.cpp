@@ -60,6 +60,7 @@ TEST(Observe, NamespacesOfTheSameNameKeepTheirOwnVerdicts) {
 TEST(Observe, TheIpv6VerdictIsKeptBesideTheIpv4One) {
   Tracker t;
   auto d = diagnosis(HttpTokens::required, exact(2), {{"c1", 11, Tristate::yes}});
+  d.inference.ipv6 = Tristate::yes;
   d.inference.targets[1].v6.probed = true;
   d.inference.targets[1].v6.imdsv2 = Tristate::no;
   d.inference.targets[1].v6.summary = "IMDS unreachable: no route (network unreachable)";
