@@ -298,8 +298,8 @@ void target_findings(const Diagnosis& d, const FixContext& c, FindingList& out) 
       if (t.target.is_host) continue;
       if (v6.reachable == Tristate::yes) {
         out.add_for(t, "ipv4-blocked-ipv6-open", Severity::warning,
-                    "IPv4 to the IMDS is blocked (" + unreachable_words(v.unreachable_reason) +
-                        "), but IPv6 reaches it" +
+                    "IPv4 does not reach the IMDS (" + unreachable_words(v.unreachable_reason) +
+                        "), but IPv6 does" +
                         (v6.imdsv2 == Tristate::yes ? ": IMDSv2 works over IPv6" : ""),
                     "The block (ECS awsvpc task networking, a blackhole route, a DROP rule) covers "
                     "IPv4 only: SDKs set to the IPv6 endpoint (AWS_EC2_METADATA_SERVICE_ENDPOINT_"
