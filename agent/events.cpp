@@ -120,7 +120,9 @@ std::string expand_template(std::string_view tmpl, const std::vector<JournalFiel
     for (const auto& f : fields) {
       if (f.key.view() == key) value = &f.value;
     }
-    out += value ? *value : std::string("?");
+    // Values come from outside (namespace names, IMDS text): in the one-line MESSAGE they
+    // must not start a line of their own. The field itself keeps the raw value.
+    out += value ? printable(*value, 256) : std::string("?");
     i = end + 1;
   }
   out.append(tmpl.substr(std::min(i, tmpl.size())));

@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include "words.hpp"
+
 namespace imds::agent {
 namespace {
 
@@ -24,7 +26,9 @@ void DurationHistogram::observe(std::chrono::duration<double> d) {
   sum_ += s;
 }
 
-std::string escape_label_value(std::string_view v) {
+std::string escape_label_value(std::string_view raw) {
+  // The text format is UTF-8: one namespace name that is not must not break the scrape.
+  const std::string v = valid_utf8(raw);
   std::string out;
   out.reserve(v.size());
   for (char c : v) {

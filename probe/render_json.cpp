@@ -20,9 +20,7 @@ namespace {
 
 // Names, bodies and error texts are bytes from outside; JSON needs UTF-8. Invalid
 // sequences become U+FFFD instead of making dump() throw later.
-json text(const std::string& s) {
-  return json::parse(json(s).dump(-1, ' ', false, json::error_handler_t::replace));
-}
+json text(const std::string& s) { return valid_utf8(s); }
 
 template <typename T>
 json optional_value(const std::optional<T>& v) {

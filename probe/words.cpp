@@ -1,6 +1,8 @@
 // Words for people, derived from the model's values (see words.hpp).
 #include "words.hpp"
 
+#include <nlohmann/json.hpp>
+
 namespace imds {
 
 std::string printable(std::string_view text, std::size_t max) {
@@ -11,6 +13,13 @@ std::string printable(std::string_view text, std::size_t max) {
   }
   if (text.size() > max) out += "...";
   return out;
+}
+
+std::string valid_utf8(std::string_view text) {
+  using nlohmann::json;
+  // nlohmann's serializer already knows UTF-8; its "replace" handler is the repair.
+  return json::parse(json(std::string(text)).dump(-1, ' ', false, json::error_handler_t::replace))
+      .get<std::string>();
 }
 
 std::string hops(int n) { return std::to_string(n) + (n == 1 ? " hop" : " hops"); }

@@ -15,6 +15,9 @@ namespace imds {
 // control characters replaced by '?', at most `max` bytes, "..." when cut.
 std::string printable(std::string_view text, std::size_t max = 80);
 
+// Bytes from outside as valid UTF-8: invalid sequences become U+FFFD (for JSON, metrics).
+std::string valid_utf8(std::string_view text);
+
 std::string hops(int n);  // "1 hop", "2 hops"
 std::string switch_word(bool on);             // "enabled" / "disabled"
 std::string switch_word(Tristate on);         // "enabled" / "disabled" / "unknown"

@@ -45,6 +45,18 @@ std::string field(const Event& e, std::string_view key) {
   return v ? *v : "<absent>";
 }
 
+TEST(Journal, ANamespaceNameCannotForgeALineInTheMessage) {
+  Tracker t;
+  t.feed(diagnosis(HttpTokens::required, exact(2), {}));
+  const auto events = t.feed(diagnosis(HttpTokens::required, exact(2),
+                                       {{"evil\nimds-agent: IMDS back\x1b[2J", 11, Tristate::no}}));
+  ASSERT_FALSE(events.empty());
+  const JournalEntry entry = to_journal_entry(events.back());
+  EXPECT_EQ(entry.message.find('\n'), std::string::npos) << entry.message;
+  EXPECT_EQ(entry.message.find('\x1b'), std::string::npos) << entry.message;
+  EXPECT_EQ(field(events.back(), "IMDS_TARGET"), "evil\nimds-agent: IMDS back\x1b[2J");
+}
+
 TEST(Observe, NamespacesOfTheSameNameKeepTheirOwnVerdicts) {
   // /run/netns/a and /run/docker/netns/a: same name, two namespaces (two inodes).
   Tracker t;

@@ -190,6 +190,15 @@ TEST(Metrics, RenderedMetricsAreValidExpositionFormat) {
   EXPECT_EQ(targets, 3);  // host + two containers
 }
 
+TEST(Metrics, ANamespaceNameThatIsNotUtf8StaysAValidScrape) {
+  Snapshot prev;
+  auto d = diagnosis(HttpTokens::required, exact(2), {{"bad\xff\xfename", 11, Tristate::no}});
+  auto s = observe(prev, d, nullptr, Expectations{}, std::chrono::system_clock::now());
+  const std::string text = render_metrics(s, HostImdsv2{}, ProbeStats{}, "0.1.0");
+  EXPECT_EQ(text.find('\xff'), std::string::npos);
+  EXPECT_NE(text.find("bad\xef\xbf\xbd\xef\xbf\xbdname"), std::string::npos) << text;
+}
+
 TEST(Metrics, AnExactHopLimitIsOneGaugeInsteadOfBounds) {
   Snapshot s;
   s.probed = true;
