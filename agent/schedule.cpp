@@ -6,7 +6,10 @@
 namespace imds::agent {
 
 CycleResult classify(const Diagnosis& d) {
+  // Only the host's throttling backs the agent off: a container's 429/503 is that
+  // container's verdict (often a metadata proxy in its path), not a reason to stop reporting.
   for (const auto& t : d.targets) {
+    if (!t.target.is_host) continue;
     for (const auto& o : t.observations) {
       if (o.result.outcome == Outcome::http && (o.result.status == 429 || o.result.status == 503)) {
         return CycleResult::throttled;

@@ -19,7 +19,8 @@ using SteadyTime = std::chrono::steady_clock::time_point;
 
 enum class CycleResult { ok, throttled, error };
 
-// What a Diagnosis says about the health of the probing itself.
+// What a Diagnosis says about the health of the probing itself: throttled only when the
+// host namespace saw 429/503.
 CycleResult classify(const Diagnosis& d);
 
 class Schedule {

@@ -371,6 +371,13 @@ void target_findings(const Diagnosis& d, const FixContext& c, FindingList& out) 
       }
       fix = modify_options(c, hop_limit_option(need) + " --http-endpoint enabled");
       if (need <= 2) fix += "\n" + ami_route(c);
+    } else if (observations::throttled(r)) {
+      detail =
+          "The PUT was answered 429/503 (throttled), not dropped, so the hop limit is not the "
+          "cause. The IMDS throttles per instance, not per namespace: when the host is not "
+          "throttled, the answer most likely comes from a metadata proxy in this namespace's "
+          "path (kube2iam, kiam, a sidecar). " +
+          std::string(kSdkOnHttpError);
     } else {
       detail = "The PUT was answered, not dropped, so the hop limit is not the cause. " +
                std::string(kSdkOnHttpError);

@@ -285,6 +285,25 @@ TEST_F(AgentTest, ThrottledProbesBackOffAndReportNoChanges) {
   EXPECT_NE(notifier_.states.back().find("(throttled, backing off)"), std::string::npos);
 }
 
+TEST_F(AgentTest, OneThrottledContainerIsItsOwnVerdictAndDoesNotFreezeReporting) {
+  config_.interval = 10s;
+  // c1 sits behind something that answers 503; the host is not throttled.
+  auto throttled = diagnosis(HttpTokens::required, exact(2), {{"c1", 11, Tristate::no}});
+  Observation o;
+  o.step = Step::token_put;
+  o.result.outcome = Outcome::http;
+  o.result.status = 503;
+  throttled.targets[1].observations.push_back(o);
+  auto& fake = this->fake({diagnosis(HttpTokens::required, exact(2), {{"c1", 11}}), throttled});
+  start(fake);
+  ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
+  EXPECT_EQ(call("POST", "/v1/probe").status, 200U);
+  EXPECT_EQ(agent_->stats().throttled, 0U);
+  EXPECT_EQ(agent_->status_json()["agent"]["backoff_seconds"], 0.0);
+  EXPECT_EQ(sink_.event_names(),
+            (std::vector<std::string>{"started", "first-verdict", "container-imdsv2-lost"}));
+}
+
 TEST_F(AgentTest, TokenlessGetsAreSentOnlyEveryV1Interval) {
   config_.v1_interval = 1h;
   auto& fake = this->fake({diagnosis(HttpTokens::required, exact(2))});
