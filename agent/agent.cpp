@@ -171,12 +171,12 @@ void Agent::reload() {
   const auto usec = static_cast<long long>(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
   notifier_.notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(usec));
   auto loaded = load_config(sources_);
-  if (auto* err = std::get_if<ConfigError>(&loaded)) {
-    spdlog::error("reload failed, keeping the previous configuration: {}", err->message);
+  if (!loaded) {
+    spdlog::error("reload failed, keeping the previous configuration: {}", loaded.error().message);
     notifier_.notify("READY=1\nSTATUS=" + status_line(snapshot_) + " (reload failed)");
     return;
   }
-  auto next = std::get<AgentConfig>(std::move(loaded));
+  auto next = std::move(loaded).value();
   if (next.socket != config_.socket || next.socket_group != config_.socket_group) {
     spdlog::warn("socket and socket-group changes take effect at the next restart");
     next.socket = config_.socket;

@@ -419,21 +419,22 @@ void Collector::activate(TargetState& state) {
   const NetnsTarget& target = state.out.target;
   if (!target.is_host) {
     auto opened = sockets_.open_namespace(target.path);
-    if (auto* error = std::get_if<std::string>(&opened)) {
-      state.out.error = *error;
+    if (!opened) {
+      const std::string& error = opened.error().message;
+      state.out.error = error;
       for (Observation& observation : state.out.observations) {
-        observation.result.skip_reason = "namespace not entered: " + *error;
+        observation.result.skip_reason = "namespace not entered: " + error;
       }
       return;
     }
-    state.netns = std::move(std::get<UniqueFd>(opened));
+    state.netns = std::move(opened).value();
   }
   state.active = true;
   for (FamilyState& family : state.families) {
     if (config_.packet_ttl && family.endpoint->address) {
       auto opened = PacketTtlSocket::open(sockets_, state.netns.get(), *family.endpoint->address);
-      if (auto* socket = std::get_if<PacketTtlSocket>(&opened)) {
-        family.packets.emplace(std::move(*socket));
+      if (opened) {
+        family.packets.emplace(std::move(opened).value());
         packet_ttl_available_ = true;
       }  // else: no CAP_NET_RAW (or no AF_PACKET); TTLs stay unknown, nothing else changes
     }

@@ -53,12 +53,13 @@ std::vector<NetnsTarget> resolve_targets(const ProbeOptions& options,
   std::vector<NetnsTarget> targets;
   std::set<std::uint64_t> seen;
   auto host = host_target();
-  if (!host) throw ProbeConfigError("cannot identify the host network namespace: " + host.error());
+  if (!host)
+    throw ProbeConfigError("cannot identify the host network namespace: " + host.error().message);
   seen.insert(host.value().inode);
   targets.push_back(host.value());
 
   auto add = [&](Result<NetnsTarget> r) {
-    if (!r) throw ProbeConfigError(r.error());
+    if (!r) throw ProbeConfigError(r.error().message);
     if (!seen.insert(r.value().inode).second) {
       if (notes != nullptr)
         notes->push_back(r.value().path + " is a namespace already probed; probed once");
@@ -133,7 +134,7 @@ Diagnosis diagnose(const ProbeOptions& options, std::vector<std::string>* notes)
     if (auto h = ip_host(options.collect.endpoint_v4)) sim_options.imds_v4 = *h;
     if (auto h = ip_host(options.collect.endpoint_v6)) sim_options.imds_v6 = *h;
     auto sim = SimulatedContainer::create(sim_options);
-    if (!sim) throw ProbeConfigError(sim.error());
+    if (!sim) throw ProbeConfigError(sim.error().message);
     simulated = std::move(sim.value());
     targets.push_back(simulated->target());
   }

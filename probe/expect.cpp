@@ -40,20 +40,20 @@ std::optional<bool> parse_switch(std::string_view value) {
   return std::nullopt;
 }
 
-std::string bad_value(std::string_view key, std::string_view value, std::string_view accepted) {
-  return "bad value " + quoted(value) + " for expectation '" + std::string(key) + "': expected " +
-         std::string(accepted);
+Error bad_value(std::string_view key, std::string_view value, std::string_view accepted) {
+  return Error{"bad value " + quoted(value) + " for expectation '" + std::string(key) +
+               "': expected " + std::string(accepted)};
 }
 
 }  // namespace
 
 std::string_view expectation_forms() { return kForms; }
 
-std::optional<std::string> parse_expectation(std::string_view text, Expectations& out) {
+Status parse_expectation(std::string_view text, Expectations& out) {
   const auto eq = text.find('=');
   if (eq == std::string_view::npos) {
-    return "bad expectation " + quoted(text) +
-           ": expected KEY=VALUE, one of: " + std::string(kForms);
+    return Error{"bad expectation " + quoted(text) +
+                 ": expected KEY=VALUE, one of: " + std::string(kForms)};
   }
   std::string_view key = text.substr(0, eq);
   std::string_view value = text.substr(eq + 1);
@@ -101,11 +101,11 @@ std::optional<std::string> parse_expectation(std::string_view text, Expectations
       next.tags_enabled = on;
     }
   } else {
-    return "unknown expectation " + quoted(key) + " in " + quoted(text) +
-           ": expected one of: " + std::string(kForms);
+    return Error{"unknown expectation " + quoted(key) + " in " + quoted(text) +
+                 ": expected one of: " + std::string(kForms)};
   }
   out = next;
-  return std::nullopt;
+  return {};
 }
 
 }  // namespace imds

@@ -424,8 +424,8 @@ int main(int argc, char** argv) {
       c.deadline = std::max(c.deadline, std::chrono::milliseconds(c.request_timeout * 4));
     }
     for (const auto& e : expects) {
-      if (auto error = imds::parse_expectation(e, options.expectations)) {
-        throw UsageError("--expect " + e + ": " + *error);
+      if (const auto parsed = imds::parse_expectation(e, options.expectations); !parsed) {
+        throw UsageError("--expect " + e + ": " + parsed.error().message);
       }
     }
 

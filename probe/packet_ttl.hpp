@@ -10,11 +10,11 @@
 #include <map>
 #include <optional>
 #include <span>
-#include <variant>
 #include <vector>
 
 #include "model.hpp"
 #include "netns.hpp"
+#include "result.hpp"
 
 namespace imds {
 
@@ -56,9 +56,9 @@ struct PortTtls {
 class PacketTtlSocket {
  public:
   // Created inside `netns` (-1: the thread's own namespace). Errors (EPERM without
-  // CAP_NET_RAW, ...) are returned as -errno.
-  static std::variant<PacketTtlSocket, int> open(const NetnsSocketFactory& factory, int netns,
-                                                 const ImdsAddress& from);
+  // CAP_NET_RAW, ...) are values.
+  static Result<PacketTtlSocket> open(const NetnsSocketFactory& factory, int netns,
+                                      const ImdsAddress& from);
 
   [[nodiscard]] int fd() const noexcept { return fd_.get(); }
   // Reads every queued segment (non-blocking, bounded per call).
