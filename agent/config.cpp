@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "config.h"
+#include "endpoint.hpp"
 #include "expect.hpp"
 
 namespace po = boost::program_options;
@@ -42,16 +43,6 @@ std::optional<T> parse_number(std::string_view v) {
   auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
   if (ec != std::errc() || p != v.data() + v.size()) return std::nullopt;
   return out;
-}
-
-std::optional<std::string> check_url(const std::string& v) {
-  if (!v.starts_with("http://"))
-    return "must be an http:// URL without a path, e.g. http://169.254.169.254";
-  auto rest = std::string_view(v).substr(7);
-  if (rest.empty() || rest.find('/') != std::string_view::npos) {
-    return "must be an http:// URL without a path, e.g. http://169.254.169.254";
-  }
-  return std::nullopt;
 }
 
 using Setter = Status (*)(AgentConfig&, const std::string&);
@@ -151,15 +142,17 @@ const std::vector<KeyEntry>& key_table() {
          c.socket_group = v;
          return {};
        }},
-      {{"endpoint", "URL", "IPv4 IMDS base URL (default http://169.254.169.254)"},
+      {{"endpoint", "URL",
+        "IPv4 IMDS base URL, http://IPV4-ADDRESS[:PORT] (default http://169.254.169.254)"},
        [](AgentConfig& c, const std::string& v) -> Status {
-         if (auto e = check_url(v)) return Error{"'" + v + "' " + *e};
+         if (auto e = parse_endpoint(v, Family::v4); !e) return e.error();
          c.endpoint = v;
          return {};
        }},
-      {{"endpoint-v6", "URL", "IPv6 IMDS base URL (default http://[fd00:ec2::254])"},
+      {{"endpoint-v6", "URL",
+        "IPv6 IMDS base URL, http://[IPV6-ADDRESS][:PORT] (default http://[fd00:ec2::254])"},
        [](AgentConfig& c, const std::string& v) -> Status {
-         if (auto e = check_url(v)) return Error{"'" + v + "' " + *e};
+         if (auto e = parse_endpoint(v, Family::v6); !e) return e.error();
          c.endpoint_v6 = v;
          return {};
        }},

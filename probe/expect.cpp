@@ -4,6 +4,8 @@
 #include <charconv>
 #include <system_error>
 
+#include "quote.hpp"
+
 namespace imds {
 
 namespace {
@@ -12,17 +14,6 @@ constexpr std::string_view kForms =
     "http-tokens=optional|required, hop-limit=N, hop-limit=>=N (N in 1..64), "
     "imds-support=v2.0, endpoint=enabled|disabled, ipv6=enabled|disabled, "
     "tags=enabled|disabled";
-
-std::string quoted(std::string_view s) {
-  // Echo at most a bounded, printable part of the user's input back to them.
-  std::string out = "'";
-  for (char c : s.substr(0, 64)) {
-    const auto u = static_cast<unsigned char>(c);
-    out += (u < 0x20 || u == 0x7f) ? '?' : c;
-  }
-  if (s.size() > 64) out += "...";
-  return out + "'";
-}
 
 std::optional<int> parse_hop_count(std::string_view digits) {
   int value = 0;

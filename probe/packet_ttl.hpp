@@ -12,6 +12,7 @@
 #include <span>
 #include <vector>
 
+#include "endpoint.hpp"
 #include "model.hpp"
 #include "netns.hpp"
 #include "result.hpp"
@@ -33,14 +34,6 @@ struct TcpSegment {
 // anything that is not a complete, unfragmented TCP header: truncated, other protocols, IPv4
 // fragments, IPv6 extension headers. Every length field is checked against the buffer.
 std::optional<TcpSegment> parse_tcp_segment(std::span<const std::uint8_t> packet);
-
-// Where the IMDS answers from: the filter accepts TCP segments from this address and port.
-struct ImdsAddress {
-  Family family = Family::v4;
-  in_addr v4{};
-  in6_addr v6{};
-  std::uint16_t port = 80;
-};
 
 // A classic BPF program that accepts TCP segments from `from` (source address and port),
 // passing at most `snap_bytes` of each.

@@ -156,6 +156,35 @@ TEST_F(ConfigFiles, ABadFlagValueNamesTheFlag) {
   EXPECT_EQ(load_error(s), "--max-namespaces: '0' is not a number in 1..4000");
 }
 
+TEST_F(ConfigFiles, AnEndpointWithAUserIsRejectedNamingTheFileAndLine) {
+  write("main.conf", "interval = 30s\nendpoint = http://user@169.254.169.254\n");
+  EXPECT_EQ(load_error(sources()),
+            (dir_ / "main.conf").string() +
+                ":2: endpoint: 'http://user@169.254.169.254' must not hold a user name or "
+                "password");
+}
+
+TEST(ConfigValues, EndpointsAreRejectedAsTheCollectorWouldRejectThem) {
+  for (const char* bad :
+       {"https://169.254.169.254", "http://169.254.169.254/latest", "http://user@169.254.169.254",
+        "http://169.254.169.254?x", "http://169.254.169.254#x", "http://169.254.169.254:99999",
+        "http://169.254.169.254:0", "http://localhost", "http://[fd00:ec2::254]"}) {
+    AgentConfig c;
+    EXPECT_FALSE(apply_setting(c, "endpoint", bad).ok()) << bad;
+    EXPECT_EQ(c.endpoint, "http://169.254.169.254") << bad;
+  }
+  for (const char* bad : {"http://[fd00::", "http://169.254.169.254", "http://imds.example",
+                          "http://[fd00:ec2::254]:99999", "http://[fd00:ec2::254]/x"}) {
+    AgentConfig c;
+    EXPECT_FALSE(apply_setting(c, "endpoint-v6", bad).ok()) << bad;
+  }
+  AgentConfig c;
+  EXPECT_TRUE(apply_setting(c, "endpoint", "http://127.0.0.1:8080/").ok());
+  EXPECT_EQ(c.endpoint, "http://127.0.0.1:8080/");
+  EXPECT_TRUE(apply_setting(c, "endpoint-v6", "http://[::1]:8080").ok());
+  EXPECT_EQ(c.endpoint_v6, "http://[::1]:8080");
+}
+
 TEST(ConfigValues, DurationsTakeTheDocumentedUnits) {
   EXPECT_EQ(parse_duration("500ms"), Millis(500));
   EXPECT_EQ(parse_duration("60"), Millis(60'000));
