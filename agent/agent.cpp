@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "diagnose.hpp"
+#include "duration.hpp"
 
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
@@ -127,9 +128,9 @@ std::optional<std::string> Agent::start() {
 
   Event started{EventKind::started, spec_of(EventKind::started).priority, {}};
   started.fields.push_back({"IMDS_AGENT_VERSION", IMDS_VERSION});
-  started.fields.push_back({"IMDS_INTERVAL", duration_text(config_.interval)});
+  started.fields.push_back({"IMDS_INTERVAL", format_duration(config_.interval)});
   started.fields.push_back(
-      {"IMDS_V1_INTERVAL", config_.v1_interval ? duration_text(*config_.v1_interval) : "never"});
+      {"IMDS_V1_INTERVAL", config_.v1_interval ? format_duration(*config_.v1_interval) : "never"});
   started.fields.push_back({"IMDS_SOCKET", config_.socket});
   std::string expect;
   for (const auto& e : config_.expect) expect += (expect.empty() ? "" : " ") + e;
@@ -500,7 +501,7 @@ nlohmann::json Agent::status_json() const {
       {"last_error", null_or(stats_.last_error)},
       {"backoff_seconds", std::chrono::duration<double>(schedule_.backoff()).count()},
       {"interval_seconds", std::chrono::duration<double>(config_.interval).count()},
-      {"v1_interval", config_.v1_interval ? duration_text(*config_.v1_interval) : "never"},
+      {"v1_interval", config_.v1_interval ? format_duration(*config_.v1_interval) : "never"},
       {"expect", config_.expect},
       {"options", options},
       {"policy_violations", violations},

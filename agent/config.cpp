@@ -11,8 +11,10 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <string_view>
 
 #include "config.h"
+#include "duration.hpp"
 #include "endpoint.hpp"
 #include "expect.hpp"
 
@@ -53,12 +55,9 @@ struct KeyEntry {
 };
 
 Status set_duration(Millis& out, const std::string& v, Millis min, Millis max) {
-  auto d = parse_duration(v);
-  if (!d) return Error{"'" + v + "' is not a duration (e.g. 500ms, 60s, 5min, 6h, 1d)"};
-  if (*d < min || *d > max) {
-    return Error{"'" + v + "' is out of range (" + duration_text(min) + ".." + duration_text(max) +
-                 ")"};
-  }
+  const auto d = parse_duration(v);
+  if (!d) return d.error();
+  if (*d < min || *d > max) return Error{duration_out_of_range(v, min, max)};
   out = *d;
   return {};
 }
@@ -289,38 +288,6 @@ Result<void, ConfigError> read_file(const std::filesystem::path& path, AgentConf
 }
 
 }  // namespace
-
-std::optional<Millis> parse_duration(std::string_view text) {
-  std::size_t i = 0;
-  while (i < text.size() && text[i] >= '0' && text[i] <= '9') ++i;
-  if (i == 0 || i > 12) return std::nullopt;
-  auto n = parse_number<long long>(text.substr(0, i));
-  if (!n) return std::nullopt;
-  auto unit = trim(text.substr(i));
-  long long ms_per = 0;
-  if (unit.empty() || unit == "s" || unit == "sec")
-    ms_per = 1000;
-  else if (unit == "ms")
-    ms_per = 1;
-  else if (unit == "m" || unit == "min")
-    ms_per = 60'000;
-  else if (unit == "h")
-    ms_per = 3'600'000;
-  else if (unit == "d")
-    ms_per = 86'400'000;
-  else
-    return std::nullopt;
-  return Millis(*n * ms_per);
-}
-
-std::string duration_text(Millis d) {
-  auto ms = d.count();
-  if (ms % 86'400'000 == 0 && ms != 0) return std::to_string(ms / 86'400'000) + "d";
-  if (ms % 3'600'000 == 0 && ms != 0) return std::to_string(ms / 3'600'000) + "h";
-  if (ms % 60'000 == 0 && ms != 0) return std::to_string(ms / 60'000) + "min";
-  if (ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
-  return std::to_string(ms) + "ms";
-}
 
 Status apply_setting(AgentConfig& config, const std::string& key, const std::string& value) {
   const auto* entry = find_key(key);

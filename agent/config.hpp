@@ -6,7 +6,6 @@
 #include <cstddef>
 #include <optional>
 #include <string>
-#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -71,10 +70,6 @@ struct KeyDoc {
   const char* description;
 };
 const std::vector<KeyDoc>& config_keys();
-
-// "60s", "500ms", "5min", "6h", "1d"; bare numbers are seconds.
-std::optional<Millis> parse_duration(std::string_view text);
-std::string duration_text(Millis d);
 
 }  // namespace imds::agent
 

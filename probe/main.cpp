@@ -6,7 +6,6 @@
 #include <boost/program_options.hpp>
 #include <charconv>
 #include <chrono>
-#include <cmath>
 #include <cstdlib>
 #include <iostream>
 #include <memory>
@@ -16,6 +15,7 @@
 
 #include "config.h"
 #include "diagnose.hpp"
+#include "duration.hpp"
 #include "endpoint.hpp"
 #include "expect.hpp"
 #include "render.hpp"
@@ -43,34 +43,16 @@ JsonMode parse_json_mode(const std::string& v) {
   throw UsageError("--json=" + v + ": expected short, pretty or off");
 }
 
-// "2s", "500ms", "1.5s", "1m"; a bare number is seconds. Bounded to [min, max].
-std::chrono::milliseconds parse_duration(const std::string& flag, const std::string& text,
-                                         std::chrono::milliseconds min,
-                                         std::chrono::milliseconds max) {
-  auto bad = [&] {
-    return UsageError(
-        flag + " " + text + ": expected a duration such as 500ms, 2s or 1.5s (between " +
-        std::to_string(min.count()) + " ms and " + std::to_string(max.count() / 1000) + " s)");
-  };
-  if (text.empty() || text.size() > 32) throw bad();
-  double value = 0;
-  const char* begin = text.data();
-  const char* end = text.data() + text.size();
-  const auto [p, ec] = std::from_chars(begin, end, value);
-  if (ec != std::errc() || p == begin || !std::isfinite(value) || value < 0) throw bad();
-  const std::string unit(p, end);
-  double ms = 0;
-  if (unit.empty() || unit == "s") {
-    ms = value * 1000;
-  } else if (unit == "ms") {
-    ms = value;
-  } else if (unit == "m" || unit == "min") {
-    ms = value * 60000;
-  } else {
-    throw bad();
+// A duration flag (see duration.hpp for the grammar), bounded to [min, max].
+std::chrono::milliseconds duration_flag(const std::string& flag, const std::string& text,
+                                        std::chrono::milliseconds min,
+                                        std::chrono::milliseconds max) {
+  const auto duration = imds::parse_duration(text);
+  if (!duration) throw UsageError(flag + ": " + duration.error().message);
+  if (*duration < min || *duration > max) {
+    throw UsageError(flag + ": " + imds::duration_out_of_range(text, min, max));
   }
-  if (ms < static_cast<double>(min.count()) || ms > static_cast<double>(max.count())) throw bad();
-  return std::chrono::milliseconds(static_cast<long long>(std::llround(ms)));
+  return *duration;
 }
 
 // An endpoint flag, checked as the collector will read it; kept as given.
@@ -276,7 +258,7 @@ int main(int argc, char** argv) {
     ("endpoint-v6", po::value(&endpoint_v6)->value_name("URL"),
      "IPv6 IMDS base URL, http://[IPV6-ADDRESS][:PORT] (default http://[fd00:ec2::254])")
     ("timeout", po::value(&timeout)->value_name("DURATION"),
-     "per-request timeout, e.g. 2s or 500ms (default 2s; 10ms..60s)")
+     "per-request timeout, e.g. 2s, 1.5s or 500ms (default 2s; 10ms..60s)")
     ("deadline", po::value(&deadline)->value_name("DURATION"),
      "hard bound for the whole run (default 8s or 4 x --timeout; 100ms..10m)");
   po::options_description policy("Policy");
@@ -385,12 +367,12 @@ int main(int argc, char** argv) {
     if (!endpoint_v6.empty() || vm.count("endpoint-v6") != 0)
       c.endpoint_v6 = endpoint_flag("--endpoint-v6", endpoint_v6, imds::Family::v6);
     if (vm.count("timeout") != 0) {
-      c.request_timeout = parse_duration("--timeout", timeout, 10ms, 60s);
+      c.request_timeout = duration_flag("--timeout", timeout, 10ms, 60s);
       c.connect_timeout = std::min(c.connect_timeout, c.request_timeout);
       c.search_timeout = std::min(c.search_timeout, c.request_timeout);
     }
     if (vm.count("deadline") != 0) {
-      c.deadline = parse_duration("--deadline", deadline, 100ms, 10min);
+      c.deadline = duration_flag("--deadline", deadline, 100ms, 10min);
       if (c.deadline < c.request_timeout) {
         throw UsageError("--deadline " + deadline + " is shorter than the per-request timeout (" +
                          std::to_string(c.request_timeout.count()) + " ms)");

@@ -185,19 +185,34 @@ TEST(ConfigValues, EndpointsAreRejectedAsTheCollectorWouldRejectThem) {
   EXPECT_EQ(c.endpoint_v6, "http://[::1]:8080");
 }
 
-TEST(ConfigValues, DurationsTakeTheDocumentedUnits) {
-  EXPECT_EQ(parse_duration("500ms"), Millis(500));
-  EXPECT_EQ(parse_duration("60"), Millis(60'000));
-  EXPECT_EQ(parse_duration("60s"), Millis(60'000));
-  EXPECT_EQ(parse_duration("5min"), Millis(300'000));
-  EXPECT_EQ(parse_duration("6h"), Millis(6 * 3'600'000));
-  EXPECT_EQ(parse_duration("1d"), Millis(86'400'000));
-  EXPECT_FALSE(parse_duration("").has_value());
-  EXPECT_FALSE(parse_duration("-5s").has_value());
-  EXPECT_FALSE(parse_duration("5 parsecs").has_value());
-  EXPECT_FALSE(parse_duration("99999999999999s").has_value());
-  EXPECT_EQ(duration_text(Millis(21'600'000)), "6h");
-  EXPECT_EQ(duration_text(Millis(1500)), "1500ms");
+TEST(ConfigValues, DurationsUseTheProbesGrammar) {
+  AgentConfig c;
+  EXPECT_TRUE(apply_setting(c, "interval", "1.5s").ok());
+  EXPECT_EQ(c.interval, 1500ms);
+  EXPECT_TRUE(apply_setting(c, "interval", "2m").ok());
+  EXPECT_EQ(c.interval, 2min);
+  EXPECT_TRUE(apply_setting(c, "v1-interval", "1d").ok());
+  EXPECT_EQ(c.v1_interval, std::optional<Millis>(24h));
+  EXPECT_TRUE(apply_setting(c, "request-timeout", "500ms").ok());
+  EXPECT_EQ(c.request_timeout, 500ms);
+  EXPECT_TRUE(apply_setting(c, "min-probe-gap", "0").ok());
+  EXPECT_EQ(c.min_probe_gap, 0ms);
+}
+
+TEST(ConfigValues, AnOverflowingDurationIsOutOfRangeNotAWrappedValue) {
+  AgentConfig c;
+  const auto applied = apply_setting(c, "interval", "213503982335d");
+  ASSERT_FALSE(applied.ok()) << "accepted as " << c.interval.count() << " ms";
+  EXPECT_NE(applied.error().message.find("out of range"), std::string::npos)
+      << applied.error().message;
+  EXPECT_EQ(c.interval, 60s);
+}
+
+TEST(ConfigValues, ADurationOutsideItsKeysRangeNamesTheRange) {
+  AgentConfig c;
+  const auto applied = apply_setting(c, "interval", "25h");
+  ASSERT_FALSE(applied.ok());
+  EXPECT_EQ(applied.error().message, "'25h' is out of range (between 1s and 1d)");
 }
 
 TEST(ConfigValues, V1IntervalAcceptsNever) {
