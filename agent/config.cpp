@@ -2,13 +2,16 @@
 // file records where every key is so that errors can name the file and line.
 #include "config.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <boost/program_options.hpp>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <sstream>
 #include <string_view>
@@ -17,6 +20,7 @@
 #include "duration.hpp"
 #include "endpoint.hpp"
 #include "expect.hpp"
+#include "netns.hpp"
 
 namespace po = boost::program_options;
 
@@ -220,19 +224,50 @@ po::options_description key_options() {
   return desc;
 }
 
-// One file: syntax pre-pass (locations), then Boost.Program_options, then each value.
-Result<void, ConfigError> read_file(const std::filesystem::path& path, AgentConfig& config) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return ConfigError{path.string() + ": cannot open: " + std::strerror(errno)};
+// What a path is when it is not a regular file, for the error message.
+std::string_view file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode) || S_ISBLK(mode)) return "a device";
+  return "a special file";
+}
+
+// The text of one configuration file. Opened without blocking and checked on the open
+// descriptor: a FIFO in its place would otherwise block start-up (and every reload) until
+// something writes to it, and a directory would read as an empty, valid file.
+Result<std::string, ConfigError> read_text(const std::filesystem::path& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+  if (!fd) return ConfigError{path.string() + ": cannot open: " + std::strerror(errno)};
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) {
+    return ConfigError{path.string() + ": cannot stat: " + std::strerror(errno)};
   }
-  std::string text;
-  text.resize(kMaxConfigBytes + 1);
-  in.read(text.data(), static_cast<std::streamsize>(text.size()));
-  text.resize(static_cast<std::size_t>(in.gcount()));
-  if (text.size() > kMaxConfigBytes) {
+  if (!S_ISREG(st.st_mode)) {
+    return ConfigError{path.string() + ": is " + std::string(file_kind(st.st_mode)) +
+                       ", not a regular file; give a configuration file"};
+  }
+  std::string text(kMaxConfigBytes + 1, '\0');
+  std::size_t size = 0;
+  while (size < text.size()) {
+    const ssize_t n = ::read(fd.get(), text.data() + size, text.size() - size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ConfigError{path.string() + ": cannot read: " + std::strerror(errno)};
+    if (n == 0) break;
+    size += static_cast<std::size_t>(n);
+  }
+  if (size > kMaxConfigBytes) {
     return ConfigError{path.string() + ": larger than 1 MiB, not a configuration file"};
   }
+  text.resize(size);
+  return text;
+}
+
+// One file: syntax pre-pass (locations), then Boost.Program_options, then each value.
+Result<void, ConfigError> read_file(const std::filesystem::path& path, AgentConfig& config) {
+  auto read = read_text(path);
+  if (!read) return read.error();
+  const std::string& text = read.value();
 
   std::map<std::string, std::vector<int>> lines_of;  // key -> line numbers, in order
   std::string section;
@@ -320,6 +355,7 @@ Result<AgentConfig, ConfigError> load_config(const ConfigSources& sources) {
     std::vector<fs::path> dropins;
     for (fs::directory_iterator it(sources.dir, ec), end; !ec && it != end; it.increment(ec)) {
       const auto& p = it->path();
+      // Anything but a regular file (or a symlink to one) is skipped, as documented.
       if (p.extension() == ".conf" && !p.filename().string().starts_with(".") &&
           it->is_regular_file(ec)) {
         dropins.push_back(p);

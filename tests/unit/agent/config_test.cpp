@@ -2,10 +2,16 @@
 // the file and line.
 #include "config.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 
 namespace imds::agent {
 namespace {
@@ -162,6 +168,45 @@ TEST_F(ConfigFiles, AnEndpointWithAUserIsRejectedNamingTheFileAndLine) {
             (dir_ / "main.conf").string() +
                 ":2: endpoint: 'http://user@169.254.169.254' must not hold a user name or "
                 "password");
+}
+
+TEST_F(ConfigFiles, AFifoAsTheMainFileIsAnErrorInsteadOfABlockingOpen) {
+  const auto fifo = dir_ / "main.conf";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
+  auto loading = std::async(std::launch::async, [&] { return load_config(sources()); });
+  if (loading.wait_for(10s) != std::future_status::ready) {
+    ADD_FAILURE() << "load_config blocked on a FIFO";
+    // Give the blocked open a writer, then end of file, so the test ends.
+    ::close(::open(fifo.c_str(), O_WRONLY | O_CLOEXEC));
+  }
+  const auto loaded = loading.get();
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.error().message,
+            fifo.string() + ": is a FIFO, not a regular file; give a configuration file");
+}
+
+TEST_F(ConfigFiles, ADirectoryAsTheMainFileIsAnError) {
+  fs::create_directory(dir_ / "main.conf");
+  auto s = sources();
+  EXPECT_NE(load_error(s).find("main.conf: is a directory, not a regular file"), std::string::npos);
+  s.file_required = true;
+  EXPECT_NE(load_error(s).find("main.conf: is a directory, not a regular file"), std::string::npos);
+}
+
+TEST_F(ConfigFiles, DropInsThatAreNotRegularFilesAreSkipped) {
+  ASSERT_EQ(::mkfifo((dir_ / "conf.d/10-fifo.conf").c_str(), 0600), 0) << std::strerror(errno);
+  fs::create_directory(dir_ / "conf.d/20-dir.conf");
+  write("conf.d/30-real.conf", "interval = 5min\n");
+  fs::create_symlink(dir_ / "conf.d/30-real.conf", dir_ / "conf.d/40-link.conf");
+  fs::create_symlink(dir_ / "nonexistent", dir_ / "conf.d/50-dangling.conf");
+  auto loading = std::async(std::launch::async, [&] { return load_config(sources()); });
+  ASSERT_EQ(loading.wait_for(10s), std::future_status::ready) << "blocked on a drop-in";
+  const auto loaded = loading.get();
+  ASSERT_TRUE(loaded.ok()) << loaded.error().message;
+  EXPECT_EQ(loaded.value().interval, 5min);
+  ASSERT_EQ(loaded.value().sources.size(), 2U);
+  EXPECT_NE(loaded.value().sources[0].find("30-real.conf"), std::string::npos);
+  EXPECT_NE(loaded.value().sources[1].find("40-link.conf"), std::string::npos);
 }
 
 TEST(ConfigValues, EndpointsAreRejectedAsTheCollectorWouldRejectThem) {
