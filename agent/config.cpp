@@ -146,14 +146,14 @@ const std::vector<KeyEntry>& key_table() {
          return {};
        }},
       {{"endpoint", "URL",
-        "IPv4 IMDS base URL, http://IPV4-ADDRESS[:PORT] (default http://169.254.169.254)"},
+        "IPv4 IMDS base URL, http://ADDRESS[:PORT] (default http://169.254.169.254)"},
        [](AgentConfig& c, const std::string& v) -> Status {
          if (auto e = parse_endpoint(v, Family::v4); !e) return e.error();
          c.endpoint = v;
          return {};
        }},
       {{"endpoint-v6", "URL",
-        "IPv6 IMDS base URL, http://[IPV6-ADDRESS][:PORT] (default http://[fd00:ec2::254])"},
+        "IPv6 IMDS base URL, http://[ADDRESS][:PORT] (default http://[fd00:ec2::254])"},
        [](AgentConfig& c, const std::string& v) -> Status {
          if (auto e = parse_endpoint(v, Family::v6); !e) return e.error();
          c.endpoint_v6 = v;

@@ -254,9 +254,9 @@ int main(int argc, char** argv) {
      "more token PUTs from the host)")
     ("no-packet-ttl", "do not read TTLs with packet sockets (even with CAP_NET_RAW)")
     ("endpoint", po::value(&endpoint)->value_name("URL"),
-     "IPv4 IMDS base URL, http://IPV4-ADDRESS[:PORT] (default http://169.254.169.254)")
+     "IPv4 IMDS base URL, http://ADDRESS[:PORT] (default http://169.254.169.254)")
     ("endpoint-v6", po::value(&endpoint_v6)->value_name("URL"),
-     "IPv6 IMDS base URL, http://[IPV6-ADDRESS][:PORT] (default http://[fd00:ec2::254])")
+     "IPv6 IMDS base URL, http://[ADDRESS][:PORT] (default http://[fd00:ec2::254])")
     ("timeout", po::value(&timeout)->value_name("DURATION"),
      "per-request timeout, e.g. 2s, 1.5s or 500ms (default 2s; 10ms..60s)")
     ("deadline", po::value(&deadline)->value_name("DURATION"),
