@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "diagnose.hpp"
+#include "duration.hpp"
 #include "words.hpp"
 
 namespace asio = boost::asio;
@@ -128,9 +129,9 @@ std::optional<std::string> Agent::start() {
 
   Event started{EventKind::started, spec_of(EventKind::started).priority, {}};
   started.fields.push_back({"IMDS_AGENT_VERSION", IMDS_VERSION});
-  started.fields.push_back({"IMDS_INTERVAL", duration_text(config_.interval)});
+  started.fields.push_back({"IMDS_INTERVAL", format_duration(config_.interval)});
   started.fields.push_back(
-      {"IMDS_V1_INTERVAL", config_.v1_interval ? duration_text(*config_.v1_interval) : "never"});
+      {"IMDS_V1_INTERVAL", config_.v1_interval ? format_duration(*config_.v1_interval) : "never"});
   started.fields.push_back({"IMDS_SOCKET", config_.socket});
   std::string expect;
   for (const auto& e : config_.expect) expect += (expect.empty() ? "" : " ") + e;
@@ -172,12 +173,12 @@ void Agent::reload() {
   const auto usec = static_cast<long long>(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
   notifier_.notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(usec));
   auto loaded = load_config(sources_);
-  if (auto* err = std::get_if<ConfigError>(&loaded)) {
-    spdlog::error("reload failed, keeping the previous configuration: {}", err->message);
+  if (!loaded) {
+    spdlog::error("reload failed, keeping the previous configuration: {}", loaded.error().message);
     notifier_.notify("READY=1\nSTATUS=" + status_line(snapshot_) + " (reload failed)");
     return;
   }
-  auto next = std::get<AgentConfig>(std::move(loaded));
+  auto next = std::move(loaded).value();
   if (next.socket != config_.socket || next.socket_group != config_.socket_group) {
     spdlog::warn("socket and socket-group changes take effect at the next restart");
     next.socket = config_.socket;
@@ -504,7 +505,7 @@ nlohmann::json Agent::status_json() const {
       {"last_error", null_or(stats_.last_error)},
       {"backoff_seconds", std::chrono::duration<double>(schedule_.backoff()).count()},
       {"interval_seconds", std::chrono::duration<double>(config_.interval).count()},
-      {"v1_interval", config_.v1_interval ? duration_text(*config_.v1_interval) : "never"},
+      {"v1_interval", config_.v1_interval ? format_duration(*config_.v1_interval) : "never"},
       {"expect", config_.expect},
       {"options", options},
       {"policy_violations", violations},

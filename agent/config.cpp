@@ -2,18 +2,25 @@
 // file records where every key is so that errors can name the file and line.
 #include "config.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <boost/program_options.hpp>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <sstream>
+#include <string_view>
 
 #include "config.h"
+#include "duration.hpp"
+#include "endpoint.hpp"
 #include "expect.hpp"
+#include "netns.hpp"
 
 namespace po = boost::program_options;
 
@@ -44,31 +51,19 @@ std::optional<T> parse_number(std::string_view v) {
   return out;
 }
 
-std::optional<std::string> check_url(const std::string& v) {
-  if (!v.starts_with("http://"))
-    return "must be an http:// URL without a path, e.g. http://169.254.169.254";
-  auto rest = std::string_view(v).substr(7);
-  if (rest.empty() || rest.find('/') != std::string_view::npos) {
-    return "must be an http:// URL without a path, e.g. http://169.254.169.254";
-  }
-  return std::nullopt;
-}
-
-using Setter = std::optional<std::string> (*)(AgentConfig&, const std::string&);
+using Setter = Status (*)(AgentConfig&, const std::string&);
 
 struct KeyEntry {
   KeyDoc doc;
   Setter set;
 };
 
-std::optional<std::string> set_duration(Millis& out, const std::string& v, Millis min, Millis max) {
-  auto d = parse_duration(v);
-  if (!d) return "'" + v + "' is not a duration (e.g. 500ms, 60s, 5min, 6h, 1d)";
-  if (*d < min || *d > max) {
-    return "'" + v + "' is out of range (" + duration_text(min) + ".." + duration_text(max) + ")";
-  }
+Status set_duration(Millis& out, const std::string& v, Millis min, Millis max) {
+  const auto d = parse_duration(v);
+  if (!d) return d.error();
+  if (*d < min || *d > max) return Error{duration_out_of_range(v, min, max)};
   out = *d;
-  return std::nullopt;
+  return {};
 }
 
 const std::vector<KeyEntry>& key_table() {
@@ -82,92 +77,94 @@ const std::vector<KeyEntry>& key_table() {
          return set_duration(c.interval, v, seconds(1), hours(24));
        }},
       {{"jitter", "FRACTION", "random spread of each interval, 0..0.5 (default 0.1)"},
-       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
+       [](AgentConfig& c, const std::string& v) -> Status {
          auto d = parse_number<double>(v);
-         if (!d || !(*d >= 0.0 && *d <= 0.5)) return "'" + v + "' is not a number in 0..0.5";
+         if (!d || !(*d >= 0.0 && *d <= 0.5)) return Error{"'" + v + "' is not a number in 0..0.5"};
          c.jitter = *d;
-         return std::nullopt;
+         return {};
        }},
       {{"v1-interval", "DURATION|never",
         "how often tokenless IMDSv1 GETs are sent (default 6h; they count in MetadataNoToken)"},
-       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
+       [](AgentConfig& c, const std::string& v) -> Status {
          if (v == "never") {
            c.v1_interval.reset();
-           return std::nullopt;
+           return {};
          }
          Millis d{};
-         if (auto e = set_duration(d, v, Millis(0), hours(24 * 365))) return e;
+         if (auto e = set_duration(d, v, Millis(0), hours(24 * 365)); !e) return e;
          c.v1_interval = d;
-         return std::nullopt;
+         return {};
        }},
       {{"expect", "KEY=VALUE",
         "expected policy, repeatable (http-tokens=required, hop-limit=>=2, imds-support=v2.0, "
         "...); empty clears"},
-       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
+       [](AgentConfig& c, const std::string& v) -> Status {
          if (v.empty()) {
            c.expect.clear();
            c.expectations = {};
-           return std::nullopt;
+           return {};
          }
-         if (auto e = parse_expectation(v, c.expectations)) return *e;
+         if (auto e = parse_expectation(v, c.expectations); !e) return e;
          c.expect.push_back(v);
-         return std::nullopt;
+         return {};
        }},
       {{"netns-dir", "DIR",
         "directory of named network namespaces to watch, repeatable (default /run/netns and "
         "/run/docker/netns); empty clears"},
-       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
+       [](AgentConfig& c, const std::string& v) -> Status {
          // The first netns-dir given replaces the defaults; later ones add to it.
          if (c.netns_dirs_are_defaults) c.netns_dirs.clear();
          c.netns_dirs_are_defaults = false;
          if (v.empty()) {
            c.netns_dirs.clear();
-           return std::nullopt;
+           return {};
          }
-         if (!v.starts_with("/")) return "'" + v + "' is not an absolute path";
+         if (!v.starts_with("/")) return Error{"'" + v + "' is not an absolute path"};
          if (std::find(c.netns_dirs.begin(), c.netns_dirs.end(), v) == c.netns_dirs.end()) {
            c.netns_dirs.push_back(v);
          }
-         return std::nullopt;
+         return {};
        }},
       {{"proc-scan", "BOOL", "find namespaces of every process in /proc each cycle (default yes)"},
-       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
+       [](AgentConfig& c, const std::string& v) -> Status {
          auto b = parse_bool(v);
-         if (!b) return "'" + v + "' is not a boolean (yes/no)";
+         if (!b) return Error{"'" + v + "' is not a boolean (yes/no)"};
          c.proc_scan = *b;
-         return std::nullopt;
+         return {};
        }},
       {{"socket", "PATH", "Unix socket of the HTTP API (default /run/imds-agent/imds-agent.sock)"},
-       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
-         if (!v.starts_with("/")) return "'" + v + "' is not an absolute path";
-         if (v.size() >= 108) return "socket path longer than 107 bytes";
+       [](AgentConfig& c, const std::string& v) -> Status {
+         if (!v.starts_with("/")) return Error{"'" + v + "' is not an absolute path"};
+         if (v.size() >= 108) return Error{"socket path longer than 107 bytes"};
          c.socket = v;
-         return std::nullopt;
+         return {};
        }},
       {{"socket-group", "GROUP", "group owning the socket, mode 0660 (default imds-agent)"},
-       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
-         if (v.empty() || v.size() > 32) return "group name must have 1..32 characters";
+       [](AgentConfig& c, const std::string& v) -> Status {
+         if (v.empty() || v.size() > 32) return Error{"group name must have 1..32 characters"};
          c.socket_group = v;
-         return std::nullopt;
+         return {};
        }},
-      {{"endpoint", "URL", "IPv4 IMDS base URL (default http://169.254.169.254)"},
-       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
-         if (auto e = check_url(v)) return "'" + v + "' " + *e;
+      {{"endpoint", "URL",
+        "IPv4 IMDS base URL, http://ADDRESS[:PORT] (default http://169.254.169.254)"},
+       [](AgentConfig& c, const std::string& v) -> Status {
+         if (auto e = parse_endpoint(v, Family::v4); !e) return e.error();
          c.endpoint = v;
-         return std::nullopt;
+         return {};
        }},
-      {{"endpoint-v6", "URL", "IPv6 IMDS base URL (default http://[fd00:ec2::254])"},
-       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
-         if (auto e = check_url(v)) return "'" + v + "' " + *e;
+      {{"endpoint-v6", "URL",
+        "IPv6 IMDS base URL, http://[ADDRESS][:PORT] (default http://[fd00:ec2::254])"},
+       [](AgentConfig& c, const std::string& v) -> Status {
+         if (auto e = parse_endpoint(v, Family::v6); !e) return e.error();
          c.endpoint_v6 = v;
-         return std::nullopt;
+         return {};
        }},
       {{"ipv6", "BOOL", "also probe the IPv6 endpoint (default yes)"},
-       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
+       [](AgentConfig& c, const std::string& v) -> Status {
          auto b = parse_bool(v);
-         if (!b) return "'" + v + "' is not a boolean (yes/no)";
+         if (!b) return Error{"'" + v + "' is not a boolean (yes/no)"};
          c.ipv6 = *b;
-         return std::nullopt;
+         return {};
        }},
       {{"request-timeout", "DURATION", "per-request timeout (default 2s)"},
        [](AgentConfig& c, const std::string& v) {
@@ -175,19 +172,19 @@ const std::vector<KeyEntry>& key_table() {
        }},
       {{"max-namespaces", "N",
         "container namespaces probed per cycle; more are spread over later cycles (default 64)"},
-       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
+       [](AgentConfig& c, const std::string& v) -> Status {
          auto n = parse_number<std::size_t>(v);
-         if (!n || *n < 1 || *n > 4000) return "'" + v + "' is not a number in 1..4000";
+         if (!n || *n < 1 || *n > 4000) return Error{"'" + v + "' is not a number in 1..4000"};
          c.max_namespaces = *n;
-         return std::nullopt;
+         return {};
        }},
       {{"log-level", "LEVEL", "debug, info, warning or error (default info)"},
-       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
+       [](AgentConfig& c, const std::string& v) -> Status {
          if (v != "debug" && v != "info" && v != "warning" && v != "error") {
-           return "'" + v + "' is not one of debug, info, warning, error";
+           return Error{"'" + v + "' is not one of debug, info, warning, error"};
          }
          c.log_level = v;
-         return std::nullopt;
+         return {};
        }},
       {{"backoff-max", "DURATION",
         "longest wait after repeated errors or throttling (429/503) (default 15min)"},
@@ -201,11 +198,11 @@ const std::vector<KeyEntry>& key_table() {
        }},
       {{"packet-ttl", "BOOL",
         "read response TTLs with a packet socket for the exact hop limit (default yes)"},
-       [](AgentConfig& c, const std::string& v) -> std::optional<std::string> {
+       [](AgentConfig& c, const std::string& v) -> Status {
          auto b = parse_bool(v);
-         if (!b) return "'" + v + "' is not a boolean (yes/no)";
+         if (!b) return Error{"'" + v + "' is not a boolean (yes/no)"};
          c.packet_ttl = *b;
-         return std::nullopt;
+         return {};
        }},
   };
   return table;
@@ -227,19 +224,50 @@ po::options_description key_options() {
   return desc;
 }
 
-// One file: syntax pre-pass (locations), then Boost.Program_options, then each value.
-std::optional<ConfigError> read_file(const std::filesystem::path& path, AgentConfig& config) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return ConfigError{path.string() + ": cannot open: " + std::strerror(errno)};
+// What a path is when it is not a regular file, for the error message.
+std::string_view file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode) || S_ISBLK(mode)) return "a device";
+  return "a special file";
+}
+
+// The text of one configuration file. Opened without blocking and checked on the open
+// descriptor: a FIFO in its place would otherwise block start-up (and every reload) until
+// something writes to it, and a directory would read as an empty, valid file.
+Result<std::string, ConfigError> read_text(const std::filesystem::path& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+  if (!fd) return ConfigError{path.string() + ": cannot open: " + std::strerror(errno)};
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) {
+    return ConfigError{path.string() + ": cannot stat: " + std::strerror(errno)};
   }
-  std::string text;
-  text.resize(kMaxConfigBytes + 1);
-  in.read(text.data(), static_cast<std::streamsize>(text.size()));
-  text.resize(static_cast<std::size_t>(in.gcount()));
-  if (text.size() > kMaxConfigBytes) {
+  if (!S_ISREG(st.st_mode)) {
+    return ConfigError{path.string() + ": is " + std::string(file_kind(st.st_mode)) +
+                       ", not a regular file; give a configuration file"};
+  }
+  std::string text(kMaxConfigBytes + 1, '\0');
+  std::size_t size = 0;
+  while (size < text.size()) {
+    const ssize_t n = ::read(fd.get(), text.data() + size, text.size() - size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ConfigError{path.string() + ": cannot read: " + std::strerror(errno)};
+    if (n == 0) break;
+    size += static_cast<std::size_t>(n);
+  }
+  if (size > kMaxConfigBytes) {
     return ConfigError{path.string() + ": larger than 1 MiB, not a configuration file"};
   }
+  text.resize(size);
+  return text;
+}
+
+// One file: syntax pre-pass (locations), then Boost.Program_options, then each value.
+Result<void, ConfigError> read_file(const std::filesystem::path& path, AgentConfig& config) {
+  auto read = read_text(path);
+  if (!read) return read.error();
+  const std::string& text = read.value();
 
   std::map<std::string, std::vector<int>> lines_of;  // key -> line numbers, in order
   std::string section;
@@ -286,52 +314,19 @@ std::optional<ConfigError> read_file(const std::filesystem::path& path, AgentCon
       return ConfigError{loc + ": unknown key '" + opt.string_key + "' (see imds-agent.conf(5))"};
     }
     std::string value = opt.value.empty() ? std::string() : opt.value.front();
-    if (auto err = apply_setting(config, opt.string_key, value)) {
-      return ConfigError{loc + ": " + opt.string_key + ": " + *err};
+    if (auto applied = apply_setting(config, opt.string_key, value); !applied) {
+      return ConfigError{loc + ": " + opt.string_key + ": " + applied.error().message};
     }
   }
   config.sources.push_back(path.string());
-  return std::nullopt;
+  return {};
 }
 
 }  // namespace
 
-std::optional<Millis> parse_duration(std::string_view text) {
-  std::size_t i = 0;
-  while (i < text.size() && text[i] >= '0' && text[i] <= '9') ++i;
-  if (i == 0 || i > 12) return std::nullopt;
-  auto n = parse_number<long long>(text.substr(0, i));
-  if (!n) return std::nullopt;
-  auto unit = trim(text.substr(i));
-  long long ms_per = 0;
-  if (unit.empty() || unit == "s" || unit == "sec")
-    ms_per = 1000;
-  else if (unit == "ms")
-    ms_per = 1;
-  else if (unit == "m" || unit == "min")
-    ms_per = 60'000;
-  else if (unit == "h")
-    ms_per = 3'600'000;
-  else if (unit == "d")
-    ms_per = 86'400'000;
-  else
-    return std::nullopt;
-  return Millis(*n * ms_per);
-}
-
-std::string duration_text(Millis d) {
-  auto ms = d.count();
-  if (ms % 86'400'000 == 0 && ms != 0) return std::to_string(ms / 86'400'000) + "d";
-  if (ms % 3'600'000 == 0 && ms != 0) return std::to_string(ms / 3'600'000) + "h";
-  if (ms % 60'000 == 0 && ms != 0) return std::to_string(ms / 60'000) + "min";
-  if (ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
-  return std::to_string(ms) + "ms";
-}
-
-std::optional<std::string> apply_setting(AgentConfig& config, const std::string& key,
-                                         const std::string& value) {
+Status apply_setting(AgentConfig& config, const std::string& key, const std::string& value) {
   const auto* entry = find_key(key);
-  if (entry == nullptr) return "unknown key '" + key + "'";
+  if (entry == nullptr) return Error{"unknown key '" + key + "'"};
   return entry->set(config, trim(value));
 }
 
@@ -344,13 +339,13 @@ const std::vector<KeyDoc>& config_keys() {
   return docs;
 }
 
-std::variant<AgentConfig, ConfigError> load_config(const ConfigSources& sources) {
+Result<AgentConfig, ConfigError> load_config(const ConfigSources& sources) {
   namespace fs = std::filesystem;
   AgentConfig config;
   if (!sources.file.empty()) {
     std::error_code ec;
     if (fs::exists(sources.file, ec)) {
-      if (auto err = read_file(sources.file, config)) return *err;
+      if (auto read = read_file(sources.file, config); !read) return read.error();
     } else if (sources.file_required) {
       return ConfigError{sources.file + ": does not exist"};
     }
@@ -360,6 +355,7 @@ std::variant<AgentConfig, ConfigError> load_config(const ConfigSources& sources)
     std::vector<fs::path> dropins;
     for (fs::directory_iterator it(sources.dir, ec), end; !ec && it != end; it.increment(ec)) {
       const auto& p = it->path();
+      // Anything but a regular file (or a symlink to one) is skipped, as documented.
       if (p.extension() == ".conf" && !p.filename().string().starts_with(".") &&
           it->is_regular_file(ec)) {
         dropins.push_back(p);
@@ -374,12 +370,12 @@ std::variant<AgentConfig, ConfigError> load_config(const ConfigSources& sources)
     std::sort(dropins.begin(), dropins.end(),
               [](const fs::path& a, const fs::path& b) { return a.filename() < b.filename(); });
     for (const auto& p : dropins) {
-      if (auto err = read_file(p, config)) return *err;
+      if (auto read = read_file(p, config); !read) return read.error();
     }
   }
   for (const auto& [key, value] : sources.overrides) {
-    if (auto err = apply_setting(config, key, value)) {
-      return ConfigError{"--" + key + ": " + *err};
+    if (auto applied = apply_setting(config, key, value); !applied) {
+      return ConfigError{"--" + key + ": " + applied.error().message};
     }
   }
   return config;
@@ -412,7 +408,7 @@ std::string usage_text() {
   return out.str();
 }
 
-std::variant<CommandLine, ConfigError> parse_command_line(int argc, const char* const* argv) {
+Result<CommandLine, ConfigError> parse_command_line(int argc, const char* const* argv) {
   CommandLine cl;
   cl.sources.file = IMDS_SYSCONFDIR "/imds-agent/imds-agent.conf";
   cl.sources.dir = IMDS_SYSCONFDIR "/imds-agent/conf.d";

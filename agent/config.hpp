@@ -6,11 +6,11 @@
 #include <cstddef>
 #include <optional>
 #include <string>
-#include <string_view>
-#include <variant>
+#include <utility>
 #include <vector>
 
 #include "model.hpp"
+#include "result.hpp"
 
 namespace imds::agent {
 
@@ -51,17 +51,17 @@ struct ConfigSources {
   std::vector<std::pair<std::string, std::string>> overrides;  // key, value (flags)
 };
 
+// An error that says where: its message starts with the file and line or the flag.
 struct ConfigError {
   std::string message;  // "FILE:LINE: unknown key 'intervall'" / "--interval: ..."
 };
 
 // Reads the files and applies the overrides on top of the defaults. Never throws for bad
 // input: the first error is returned (a daemon must not half-apply a bad reload).
-std::variant<AgentConfig, ConfigError> load_config(const ConfigSources& sources);
+Result<AgentConfig, ConfigError> load_config(const ConfigSources& sources);
 
-// Applies one KEY=VALUE to `config`; returns an error message without location.
-std::optional<std::string> apply_setting(AgentConfig& config, const std::string& key,
-                                         const std::string& value);
+// Applies one KEY=VALUE to `config`; the error has no location.
+Status apply_setting(AgentConfig& config, const std::string& key, const std::string& value);
 
 // Every key a file may hold, with its one-line description (for --help and docs tests).
 struct KeyDoc {
@@ -70,10 +70,6 @@ struct KeyDoc {
   const char* description;
 };
 const std::vector<KeyDoc>& config_keys();
-
-// "60s", "500ms", "5min", "6h", "1d"; bare numbers are seconds.
-std::optional<Millis> parse_duration(std::string_view text);
-std::string duration_text(Millis d);
 
 }  // namespace imds::agent
 
@@ -88,7 +84,7 @@ struct CommandLine {
 
 // Parses argv with Boost.Program_options: --config PATH, --config-dir DIR, --check-config,
 // --help, --version and every config key as --KEY VALUE.
-std::variant<CommandLine, ConfigError> parse_command_line(int argc, const char* const* argv);
+Result<CommandLine, ConfigError> parse_command_line(int argc, const char* const* argv);
 std::string usage_text();
 
 }  // namespace imds::agent

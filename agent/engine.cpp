@@ -24,7 +24,8 @@ Engine make_engine() {
   e.probe = [](const AgentConfig& config, const ProbeRequest& req) {
     auto host = host_target();
     if (!host)
-      throw std::runtime_error("cannot identify the host network namespace: " + host.error());
+      throw std::runtime_error("cannot identify the host network namespace: " +
+                               host.error().message);
     std::vector<NetnsTarget> targets{host.value()};
     for (const auto& t : req.containers) {
       if (t.inode != host.value().inode) targets.push_back(t);

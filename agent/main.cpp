@@ -4,7 +4,6 @@
 
 #include <boost/asio/io_context.hpp>
 #include <cstdio>
-#include <variant>
 
 #include "agent.hpp"
 #include "config.h"
@@ -25,11 +24,12 @@ namespace {
 int run(int argc, char** argv) {
   using namespace imds::agent;
   auto parsed = parse_command_line(argc, argv);
-  if (auto* err = std::get_if<ConfigError>(&parsed)) {
-    std::fprintf(stderr, "imds-agent: %s\nTry 'imds-agent --help'.\n", err->message.c_str());
+  if (!parsed) {
+    std::fprintf(stderr, "imds-agent: %s\nTry 'imds-agent --help'.\n",
+                 parsed.error().message.c_str());
     return kExitConfig;
   }
-  const auto& cl = std::get<CommandLine>(parsed);
+  const auto& cl = parsed.value();
   if (cl.help) {
     std::fputs(usage_text().c_str(), stdout);
     return kExitOk;
@@ -39,11 +39,11 @@ int run(int argc, char** argv) {
     return kExitOk;
   }
   auto loaded = load_config(cl.sources);
-  if (auto* err = std::get_if<ConfigError>(&loaded)) {
-    std::fprintf(stderr, "imds-agent: configuration error: %s\n", err->message.c_str());
+  if (!loaded) {
+    std::fprintf(stderr, "imds-agent: configuration error: %s\n", loaded.error().message.c_str());
     return kExitConfig;
   }
-  auto config = std::get<AgentConfig>(std::move(loaded));
+  auto config = std::move(loaded).value();
   if (cl.check_config) {
     std::string files;
     for (const auto& f : config.sources) files += "\n  " + f;

@@ -18,6 +18,7 @@
 #include <unordered_map>
 
 #include "config.h"
+#include "endpoint.hpp"
 #include "hops.hpp"
 #include "http.hpp"
 #include "netns.hpp"
@@ -45,51 +46,14 @@ constexpr std::array<std::string_view, 3> kIdentityPaths = {
 
 std::size_t family_index(Family family) { return family == Family::v4 ? 0 : 1; }
 
-// An endpoint URL taken apart with curl's own URL parser.
-struct Endpoint {
-  Family family = Family::v4;
-  std::string base;                    // "http://HOST:PORT", no trailing slash
-  std::optional<ImdsAddress> address;  // numeric hosts only: what the packet filter matches
-};
-
-std::string url_part(const CurlUrl& url, CURLUPart part, unsigned flags) {
-  char* value = nullptr;
-  if (curl_url_get(url.get(), part, &value, flags) != CURLUE_OK || value == nullptr) return {};
-  std::string copy(value);
-  curl_free(value);
-  return copy;
-}
-
-Endpoint parse_endpoint(const std::string& text, Family family) {
-  const std::string label = family == Family::v4 ? "IPv4 endpoint" : "IPv6 endpoint";
-  CurlUrl url(curl_url());
-  if (!url) throw std::bad_alloc();
-  if (text.size() > 2048 || curl_url_set(url.get(), CURLUPART_URL, text.c_str(), 0) != CURLUE_OK) {
-    throw std::invalid_argument(label + " '" + text + "' is not a URL");
+// An unusable endpoint is a configuration error, which collect() throws.
+Endpoint endpoint_or_throw(const std::string& text, Family family) {
+  auto endpoint = parse_endpoint(text, family);
+  if (!endpoint) {
+    throw std::invalid_argument((family == Family::v4 ? "IPv4 endpoint " : "IPv6 endpoint ") +
+                                endpoint.error().message);
   }
-  if (url_part(url, CURLUPART_SCHEME, 0) != "http") {
-    throw std::invalid_argument(label + " '" + text + "' must be an http:// URL");
-  }
-  const std::string path = url_part(url, CURLUPART_PATH, 0);
-  if ((!path.empty() && path != "/") || !url_part(url, CURLUPART_QUERY, 0).empty() ||
-      !url_part(url, CURLUPART_USER, 0).empty()) {
-    throw std::invalid_argument(label + " '" + text +
-                                "' must be scheme, host and port only (no path, query or user)");
-  }
-  const std::string host = url_part(url, CURLUPART_HOST, 0);
-  const std::string port = url_part(url, CURLUPART_PORT, CURLU_DEFAULT_PORT);
-  Endpoint endpoint;
-  endpoint.family = family;
-  endpoint.base = "http://" + host + ":" + port;
-  ImdsAddress address;
-  address.family = family;
-  address.port = static_cast<std::uint16_t>(std::stoi(port));
-  const bool bracketed = host.size() > 2 && host.front() == '[' && host.back() == ']';
-  const std::string bare = bracketed ? host.substr(1, host.size() - 2) : host;
-  const bool numeric = family == Family::v4 ? ::inet_pton(AF_INET, bare.c_str(), &address.v4) == 1
-                                            : ::inet_pton(AF_INET6, bare.c_str(), &address.v6) == 1;
-  if (numeric) endpoint.address = address;
-  return endpoint;
+  return std::move(endpoint).value();
 }
 
 void validate(const CollectConfig& config, std::size_t target_count) {
@@ -262,8 +226,8 @@ Collector::Collector(const CollectConfig& config, const std::vector<NetnsTarget>
   ensure_curl_initialised();
   if (!multi_) throw std::bad_alloc();
   endpoints_.reserve(2);
-  endpoints_.push_back(parse_endpoint(config.endpoint_v4, Family::v4));
-  if (config.probe_v6) endpoints_.push_back(parse_endpoint(config.endpoint_v6, Family::v6));
+  endpoints_.push_back(endpoint_or_throw(config.endpoint_v4, Family::v4));
+  if (config.probe_v6) endpoints_.push_back(endpoint_or_throw(config.endpoint_v6, Family::v6));
   curl_multi_setopt(multi_.get(), CURLMOPT_MAX_TOTAL_CONNECTIONS,
                     static_cast<long>(config.max_parallel));
   targets_.reserve(targets.size());
@@ -398,21 +362,22 @@ void Collector::activate(TargetState& state) {
   const NetnsTarget& target = state.out.target;
   if (!target.is_host) {
     auto opened = sockets_.open_namespace(target.path);
-    if (auto* error = std::get_if<std::string>(&opened)) {
-      state.out.error = *error;
+    if (!opened) {
+      const std::string& error = opened.error().message;
+      state.out.error = error;
       for (Observation& observation : state.out.observations) {
         observation.result.skip = SkipReason::namespace_not_entered;
       }
       return;
     }
-    state.netns = std::move(std::get<UniqueFd>(opened));
+    state.netns = std::move(opened).value();
   }
   state.active = true;
   for (FamilyState& family : state.families) {
-    if (config_.packet_ttl && family.endpoint->address) {
-      auto opened = PacketTtlSocket::open(sockets_, state.netns.get(), *family.endpoint->address);
-      if (auto* socket = std::get_if<PacketTtlSocket>(&opened)) {
-        family.packets.emplace(std::move(*socket));
+    if (config_.packet_ttl) {
+      auto opened = PacketTtlSocket::open(sockets_, state.netns.get(), family.endpoint->address);
+      if (opened) {
+        family.packets.emplace(std::move(opened).value());
         packet_ttl_available_ = true;
       }  // else: no CAP_NET_RAW (or no AF_PACKET); TTLs stay unknown, nothing else changes
     }

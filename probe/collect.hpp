@@ -17,8 +17,9 @@ namespace imds {
 inline constexpr std::size_t kMaxTargets = 4096;
 
 struct CollectConfig {
-  // Base URLs without a path. --endpoint may replace them (e.g. http://127.0.0.1:8080);
-  // the packet-socket filter follows the host and port given here.
+  // Base URLs without a path, IP addresses only (parse_endpoint in endpoint.hpp). --endpoint
+  // may replace them (e.g. http://127.0.0.1:8080); the packet-socket filter follows the
+  // address and port given here.
   std::string endpoint_v4 = "http://169.254.169.254";
   std::string endpoint_v6 = "http://[fd00:ec2::254]";
   bool probe_v6 = true;

@@ -2,8 +2,6 @@
 // infers and makes the findings. Reusable by the CLI and the agent: no output, no exit.
 #include "diagnose.hpp"
 
-#include <curl/curl.h>
-
 #include <array>
 #include <cstdio>
 #include <ctime>
@@ -11,29 +9,11 @@
 #include <set>
 
 #include "config.h"
+#include "endpoint.hpp"
 #include "findings.hpp"
 #include "inference.hpp"
 
 namespace imds {
-namespace {
-
-// The host part of a base URL when it is an IP literal (for the simulated container's
-// route lookup); nullopt for names and bad URLs.
-std::optional<std::string> ip_host(const std::string& url) {
-  std::unique_ptr<CURLU, void (*)(CURLU*)> u(curl_url(), curl_url_cleanup);
-  if (!u || curl_url_set(u.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) return {};
-  char* host = nullptr;
-  if (curl_url_get(u.get(), CURLUPART_HOST, &host, 0) != CURLUE_OK || host == nullptr) return {};
-  std::string h = host;
-  curl_free(host);
-  if (h.size() > 2 && h.front() == '[' && h.back() == ']') return h.substr(1, h.size() - 2);
-  const bool literal =
-      h.find_first_not_of("0123456789.") == std::string::npos || h.find(':') != std::string::npos;
-  if (!literal) return {};
-  return h;
-}
-
-}  // namespace
 
 std::string rfc3339_utc(std::chrono::system_clock::time_point t) {
   using namespace std::chrono;
@@ -54,12 +34,13 @@ std::vector<NetnsTarget> resolve_targets(const ProbeOptions& options,
   std::vector<NetnsTarget> targets;
   std::set<std::uint64_t> seen;
   auto host = host_target();
-  if (!host) throw ProbeConfigError("cannot identify the host network namespace: " + host.error());
+  if (!host)
+    throw ProbeConfigError("cannot identify the host network namespace: " + host.error().message);
   seen.insert(host.value().inode);
   targets.push_back(host.value());
 
   auto add = [&](Result<NetnsTarget> r) {
-    if (!r) throw ProbeConfigError(r.error());
+    if (!r) throw ProbeConfigError(r.error().message);
     if (!seen.insert(r.value().inode).second) {
       if (notes != nullptr)
         notes->push_back(r.value().path + " is a namespace already probed; probed once");
@@ -127,10 +108,13 @@ Diagnosis diagnose(const ProbeOptions& options, std::vector<std::string>* notes)
   if (options.simulate_container) {
     SimulatedContainer::Options sim_options;
     sim_options.ipv6 = options.collect.probe_v6;
-    if (auto h = ip_host(options.collect.endpoint_v4)) sim_options.imds_v4 = *h;
-    if (auto h = ip_host(options.collect.endpoint_v6)) sim_options.imds_v6 = *h;
+    // A bad endpoint is reported by collect(), below.
+    const auto v4 = parse_endpoint(options.collect.endpoint_v4, Family::v4);
+    if (v4) sim_options.imds_v4 = v4->host;
+    const auto v6 = parse_endpoint(options.collect.endpoint_v6, Family::v6);
+    if (v6) sim_options.imds_v6 = v6->host;
     auto sim = SimulatedContainer::create(sim_options);
-    if (!sim) throw ProbeConfigError(sim.error());
+    if (!sim) throw ProbeConfigError(sim.error().message);
     simulated = std::move(sim.value());
     targets.push_back(simulated->target());
   }

@@ -4,6 +4,8 @@
 #include <charconv>
 #include <system_error>
 
+#include "quote.hpp"
+
 namespace imds {
 
 namespace {
@@ -12,17 +14,6 @@ constexpr std::string_view kForms =
     "http-tokens=optional|required, hop-limit=N, hop-limit=>=N (N in 1..64), "
     "imds-support=v2.0, endpoint=enabled|disabled, ipv6=enabled|disabled, "
     "tags=enabled|disabled";
-
-std::string quoted(std::string_view s) {
-  // Echo at most a bounded, printable part of the user's input back to them.
-  std::string out = "'";
-  for (char c : s.substr(0, 64)) {
-    const auto u = static_cast<unsigned char>(c);
-    out += (u < 0x20 || u == 0x7f) ? '?' : c;
-  }
-  if (s.size() > 64) out += "...";
-  return out + "'";
-}
 
 std::optional<int> parse_hop_count(std::string_view digits) {
   int value = 0;
@@ -40,20 +31,20 @@ std::optional<bool> parse_switch(std::string_view value) {
   return std::nullopt;
 }
 
-std::string bad_value(std::string_view key, std::string_view value, std::string_view accepted) {
-  return "bad value " + quoted(value) + " for expectation '" + std::string(key) + "': expected " +
-         std::string(accepted);
+Error bad_value(std::string_view key, std::string_view value, std::string_view accepted) {
+  return Error{"bad value " + quoted(value) + " for expectation '" + std::string(key) +
+               "': expected " + std::string(accepted)};
 }
 
 }  // namespace
 
 std::string_view expectation_forms() { return kForms; }
 
-std::optional<std::string> parse_expectation(std::string_view text, Expectations& out) {
+Status parse_expectation(std::string_view text, Expectations& out) {
   const auto eq = text.find('=');
   if (eq == std::string_view::npos) {
-    return "bad expectation " + quoted(text) +
-           ": expected KEY=VALUE, one of: " + std::string(kForms);
+    return Error{"bad expectation " + quoted(text) +
+                 ": expected KEY=VALUE, one of: " + std::string(kForms)};
   }
   std::string_view key = text.substr(0, eq);
   std::string_view value = text.substr(eq + 1);
@@ -101,11 +92,11 @@ std::optional<std::string> parse_expectation(std::string_view text, Expectations
       next.tags_enabled = on;
     }
   } else {
-    return "unknown expectation " + quoted(key) + " in " + quoted(text) +
-           ": expected one of: " + std::string(kForms);
+    return Error{"unknown expectation " + quoted(key) + " in " + quoted(text) +
+                 ": expected one of: " + std::string(kForms)};
   }
   out = next;
-  return std::nullopt;
+  return {};
 }
 
 }  // namespace imds

@@ -1,11 +1,10 @@
 // Policy expectations (--expect KEY=VALUE, the agent's config): parsing only, no I/O.
 #pragma once
 
-#include <optional>
-#include <string>
 #include <string_view>
 
 #include "model.hpp"
+#include "result.hpp"
 
 namespace imds {
 
@@ -16,9 +15,9 @@ namespace imds {
 //   imds-support=v2.0    (what an AMI registered with --imds-support v2.0 gives:
 //                         http-tokens=required and hop limit exactly 2)
 //   endpoint=enabled|disabled, ipv6=enabled|disabled, tags=enabled|disabled
-// Returns an error message naming the bad part and the accepted forms; `out` is left
+// The error names the bad part and the accepted forms; `out` is left
 // unchanged on error.
-std::optional<std::string> parse_expectation(std::string_view text, Expectations& out);
+Status parse_expectation(std::string_view text, Expectations& out);
 
 // The accepted forms, one per line, for --help and error messages.
 std::string_view expectation_forms();

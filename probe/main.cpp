@@ -6,17 +6,17 @@
 #include <boost/program_options.hpp>
 #include <charconv>
 #include <chrono>
-#include <cmath>
 #include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <optional>
 #include <string>
 #include <vector>
 
 #include "config.h"
 #include "diagnose.hpp"
+#include "duration.hpp"
+#include "endpoint.hpp"
 #include "expect.hpp"
 #include "render.hpp"
 
@@ -43,66 +43,23 @@ JsonMode parse_json_mode(const std::string& v) {
   throw UsageError("--json=" + v + ": expected short, pretty or off");
 }
 
-// "2s", "500ms", "1.5s", "1m"; a bare number is seconds. Bounded to [min, max].
-std::chrono::milliseconds parse_duration(const std::string& flag, const std::string& text,
-                                         std::chrono::milliseconds min,
-                                         std::chrono::milliseconds max) {
-  auto bad = [&] {
-    return UsageError(
-        flag + " " + text + ": expected a duration such as 500ms, 2s or 1.5s (between " +
-        std::to_string(min.count()) + " ms and " + std::to_string(max.count() / 1000) + " s)");
-  };
-  if (text.empty() || text.size() > 32) throw bad();
-  double value = 0;
-  const char* begin = text.data();
-  const char* end = text.data() + text.size();
-  const auto [p, ec] = std::from_chars(begin, end, value);
-  if (ec != std::errc() || p == begin || !std::isfinite(value) || value < 0) throw bad();
-  const std::string unit(p, end);
-  double ms = 0;
-  if (unit.empty() || unit == "s") {
-    ms = value * 1000;
-  } else if (unit == "ms") {
-    ms = value;
-  } else if (unit == "m" || unit == "min") {
-    ms = value * 60000;
-  } else {
-    throw bad();
+// A duration flag (see duration.hpp for the grammar), bounded to [min, max].
+std::chrono::milliseconds duration_flag(const std::string& flag, const std::string& text,
+                                        std::chrono::milliseconds min,
+                                        std::chrono::milliseconds max) {
+  const auto duration = imds::parse_duration(text);
+  if (!duration) throw UsageError(flag + ": " + duration.error().message);
+  if (*duration < min || *duration > max) {
+    throw UsageError(flag + ": " + imds::duration_out_of_range(text, min, max));
   }
-  if (ms < static_cast<double>(min.count()) || ms > static_cast<double>(max.count())) throw bad();
-  return std::chrono::milliseconds(static_cast<long long>(std::llround(ms)));
+  return *duration;
 }
 
-// An endpoint base URL: http only, a host, optional port, no path/query/credentials.
-std::string check_endpoint(const std::string& flag, const std::string& url) {
-  auto bad = [&](const std::string& why) {
-    return UsageError(flag + " " + url + ": " + why +
-                      " (expected e.g. http://169.254.169.254 "
-                      "or http://127.0.0.1:8080)");
-  };
-  if (url.size() > 256) throw bad("too long");
-  std::unique_ptr<CURLU, void (*)(CURLU*)> u(curl_url(), curl_url_cleanup);
-  if (!u) throw std::bad_alloc();
-  if (curl_url_set(u.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) throw bad("not a URL");
-  auto part = [&](CURLUPart which) -> std::optional<std::string> {
-    char* s = nullptr;
-    if (curl_url_get(u.get(), which, &s, 0) != CURLUE_OK || s == nullptr) return std::nullopt;
-    std::string out = s;
-    curl_free(s);
-    return out;
-  };
-  const auto scheme = part(CURLUPART_SCHEME);
-  if (!scheme || *scheme != "http")
-    throw bad("only http:// is supported (the IMDS speaks plain HTTP)");
-  const auto host = part(CURLUPART_HOST);
-  if (!host || host->empty()) throw bad("no host");
-  if (part(CURLUPART_USER) || part(CURLUPART_PASSWORD)) throw bad("credentials are not allowed");
-  if (part(CURLUPART_QUERY) || part(CURLUPART_FRAGMENT)) throw bad("no query or fragment allowed");
-  const auto path = part(CURLUPART_PATH);
-  if (path && !path->empty() && *path != "/") throw bad("give the base URL without a path");
-  std::string base = "http://" + *host;
-  if (const auto port = part(CURLUPART_PORT)) base += ":" + *port;
-  return base;
+// An endpoint flag, checked as the collector will read it; kept as given.
+std::string endpoint_flag(const std::string& flag, const std::string& url, imds::Family family) {
+  const auto endpoint = imds::parse_endpoint(url, family);
+  if (!endpoint) throw UsageError(flag + ": " + endpoint.error().message);
+  return url;
 }
 
 pid_t parse_pid(const std::string& text) {
@@ -297,11 +254,11 @@ int main(int argc, char** argv) {
      "more token PUTs from the host)")
     ("no-packet-ttl", "do not read TTLs with packet sockets (even with CAP_NET_RAW)")
     ("endpoint", po::value(&endpoint)->value_name("URL"),
-     "IPv4 IMDS base URL (default http://169.254.169.254)")
+     "IPv4 IMDS base URL, http://ADDRESS[:PORT] (default http://169.254.169.254)")
     ("endpoint-v6", po::value(&endpoint_v6)->value_name("URL"),
-     "IPv6 IMDS base URL (default http://[fd00:ec2::254])")
+     "IPv6 IMDS base URL, http://[ADDRESS][:PORT] (default http://[fd00:ec2::254])")
     ("timeout", po::value(&timeout)->value_name("DURATION"),
-     "per-request timeout, e.g. 2s or 500ms (default 2s; 10ms..60s)")
+     "per-request timeout, e.g. 2s, 1.5s or 500ms (default 2s; 10ms..60s)")
     ("deadline", po::value(&deadline)->value_name("DURATION"),
      "hard bound for the whole run (default 8s or 4 x --timeout; 100ms..10m)");
   po::options_description policy("Policy");
@@ -406,16 +363,16 @@ int main(int argc, char** argv) {
     c.exact_hop_limit_search = vm.count("exact-hop-limit") != 0;
     c.packet_ttl = vm.count("no-packet-ttl") == 0;
     if (!endpoint.empty() || vm.count("endpoint") != 0)
-      c.endpoint_v4 = check_endpoint("--endpoint", endpoint);
+      c.endpoint_v4 = endpoint_flag("--endpoint", endpoint, imds::Family::v4);
     if (!endpoint_v6.empty() || vm.count("endpoint-v6") != 0)
-      c.endpoint_v6 = check_endpoint("--endpoint-v6", endpoint_v6);
+      c.endpoint_v6 = endpoint_flag("--endpoint-v6", endpoint_v6, imds::Family::v6);
     if (vm.count("timeout") != 0) {
-      c.request_timeout = parse_duration("--timeout", timeout, 10ms, 60s);
+      c.request_timeout = duration_flag("--timeout", timeout, 10ms, 60s);
       c.connect_timeout = std::min(c.connect_timeout, c.request_timeout);
       c.search_timeout = std::min(c.search_timeout, c.request_timeout);
     }
     if (vm.count("deadline") != 0) {
-      c.deadline = parse_duration("--deadline", deadline, 100ms, 10min);
+      c.deadline = duration_flag("--deadline", deadline, 100ms, 10min);
       if (c.deadline < c.request_timeout) {
         throw UsageError("--deadline " + deadline + " is shorter than the per-request timeout (" +
                          std::to_string(c.request_timeout.count()) + " ms)");
@@ -424,8 +381,8 @@ int main(int argc, char** argv) {
       c.deadline = std::max(c.deadline, std::chrono::milliseconds(c.request_timeout * 4));
     }
     for (const auto& e : expects) {
-      if (auto error = imds::parse_expectation(e, options.expectations)) {
-        throw UsageError("--expect " + e + ": " + *error);
+      if (const auto parsed = imds::parse_expectation(e, options.expectations); !parsed) {
+        throw UsageError("--expect " + e + ": " + parsed.error().message);
       }
     }
 

@@ -52,12 +52,11 @@ NetnsSocketFactory::NetnsSocketFactory()
   }
 }
 
-std::variant<UniqueFd, std::string> NetnsSocketFactory::open_namespace(
-    const std::string& path) const {
+Result<UniqueFd> NetnsSocketFactory::open_namespace(const std::string& path) const {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return errno_message("cannot open network namespace " + path, errno);
+  if (!fd) return Error{errno_message("cannot open network namespace " + path, errno)};
   if (::setns(fd.get(), CLONE_NEWNET) != 0) {
-    return errno_message("cannot enter network namespace " + path, errno);
+    return Error{errno_message("cannot enter network namespace " + path, errno)};
   }
   return_or_die(own_.get());
   return fd;

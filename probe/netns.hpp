@@ -4,7 +4,8 @@
 
 #include <string>
 #include <utility>
-#include <variant>
+
+#include "result.hpp"
 
 namespace imds {
 
@@ -41,7 +42,7 @@ class NetnsSocketFactory {
 
   // Opens a namespace file (e.g. /run/netns/NAME, /proc/PID/ns/net) and checks that it can be
   // entered (and left again). Errors are values: "cannot enter network namespace ...: EPERM".
-  [[nodiscard]] std::variant<UniqueFd, std::string> open_namespace(const std::string& path) const;
+  [[nodiscard]] Result<UniqueFd> open_namespace(const std::string& path) const;
 
   // socket(domain, type | SOCK_CLOEXEC, protocol) inside `netns` (an fd from open_namespace),
   // or in the thread's own namespace when `netns` is -1. Returns the fd or -errno.

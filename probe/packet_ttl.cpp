@@ -134,25 +134,25 @@ std::vector<sock_filter> imds_segment_filter(const ImdsAddress& from, std::uint3
   return program;
 }
 
-std::variant<PacketTtlSocket, int> PacketTtlSocket::open(const NetnsSocketFactory& factory,
-                                                         int netns, const ImdsAddress& from) {
+Result<PacketTtlSocket> PacketTtlSocket::open(const NetnsSocketFactory& factory, int netns,
+                                              const ImdsAddress& from) {
   // Protocol 0 receives nothing until bind(): attach the filter first so no unrelated packet
   // is ever queued.
   const int raw = factory.socket_in(netns, AF_PACKET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
-  if (raw < 0) return raw;
+  if (raw < 0) return Error{errno_message("cannot open a packet socket", -raw)};
   UniqueFd fd(raw);
   std::vector<sock_filter> program = imds_segment_filter(from, kSnapBytes);
   sock_fprog fprog{};
   fprog.len = static_cast<unsigned short>(program.size());
   fprog.filter = program.data();
   if (::setsockopt(fd.get(), SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog) != 0) {
-    return -errno;
+    return Error{errno_message("cannot attach the IMDS filter to a packet socket", errno)};
   }
   sockaddr_ll address{};
   address.sll_family = AF_PACKET;
   address.sll_protocol = htons(from.family == Family::v4 ? ETH_P_IP : ETH_P_IPV6);
   if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
-    return -errno;
+    return Error{errno_message("cannot bind a packet socket", errno)};
   }
   return PacketTtlSocket(std::move(fd));
 }

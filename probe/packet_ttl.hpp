@@ -10,11 +10,12 @@
 #include <map>
 #include <optional>
 #include <span>
-#include <variant>
 #include <vector>
 
+#include "endpoint.hpp"
 #include "model.hpp"
 #include "netns.hpp"
+#include "result.hpp"
 
 namespace imds {
 
@@ -34,14 +35,6 @@ struct TcpSegment {
 // fragments, IPv6 extension headers. Every length field is checked against the buffer.
 std::optional<TcpSegment> parse_tcp_segment(std::span<const std::uint8_t> packet);
 
-// Where the IMDS answers from: the filter accepts TCP segments from this address and port.
-struct ImdsAddress {
-  Family family = Family::v4;
-  in_addr v4{};
-  in6_addr v6{};
-  std::uint16_t port = 80;
-};
-
 // A classic BPF program that accepts TCP segments from `from` (source address and port),
 // passing at most `snap_bytes` of each.
 std::vector<sock_filter> imds_segment_filter(const ImdsAddress& from, std::uint32_t snap_bytes);
@@ -56,9 +49,9 @@ struct PortTtls {
 class PacketTtlSocket {
  public:
   // Created inside `netns` (-1: the thread's own namespace). Errors (EPERM without
-  // CAP_NET_RAW, ...) are returned as -errno.
-  static std::variant<PacketTtlSocket, int> open(const NetnsSocketFactory& factory, int netns,
-                                                 const ImdsAddress& from);
+  // CAP_NET_RAW, ...) are values.
+  static Result<PacketTtlSocket> open(const NetnsSocketFactory& factory, int netns,
+                                      const ImdsAddress& from);
 
   [[nodiscard]] int fd() const noexcept { return fd_.get(); }
   // Reads every queued segment (non-blocking, bounded per call).

@@ -262,7 +262,7 @@ Result<std::uint64_t> netns_inode(const std::string& path) {
 
 Result<NetnsTarget> host_target() {
   auto inode = netns_inode("/proc/self/ns/net");
-  if (!inode) return Result<NetnsTarget>::failure(inode.error());
+  if (!inode) return Result<NetnsTarget>::failure(inode.error().message);
   NetnsTarget t;
   t.name = "host";
   t.path = "/proc/self/ns/net";
@@ -283,7 +283,7 @@ Discovery discover_containers(const DiscoveryConfig& config) {
     if (auto ino = netns_inode(path)) {
       excluded.insert(ino.value());
     } else {
-      note("--exclude-netns " + path + " ignored: " + ino.error());
+      note("--exclude-netns " + path + " ignored: " + ino.error().message);
     }
   }
   std::unordered_map<std::uint64_t, std::size_t> by_inode;
@@ -368,7 +368,7 @@ Result<NetnsTarget> target_for_pid(pid_t pid, const std::string& proc_root) {
   }
   const std::string path = dir + "/ns/net";
   auto ino = netns_inode(path);
-  if (!ino) return Result<NetnsTarget>::failure(ino.error());
+  if (!ino) return Result<NetnsTarget>::failure(ino.error().message);
   NetnsTarget t;
   t.name = "pid:" + std::to_string(pid);
   t.path = path;
@@ -419,7 +419,7 @@ Result<NetnsTarget> target_for_container(const std::string& id, const std::strin
 Result<NetnsTarget> target_for_path(const std::string& path) {
   if (path.empty()) return Result<NetnsTarget>::failure("--netns needs a path");
   auto ino = netns_inode(path);
-  if (!ino) return Result<NetnsTarget>::failure(ino.error());
+  if (!ino) return Result<NetnsTarget>::failure(ino.error().message);
   NetnsTarget t;
   t.name = basename_of(path);
   t.path = path;
@@ -597,10 +597,10 @@ struct SimulatedContainer::State {
     torn_down = true;
     if (nft_created) {
       if (auto r = run_tool({"nft", "delete", "table", "inet", nft_table}); !r)
-        errors.push_back(r.error());
+        errors.push_back(r.error().message);
     }
     if (veth_created) {  // deleting one end of a veth pair deletes the other
-      if (auto r = run_tool({"ip", "link", "del", veth}); !r) errors.push_back(r.error());
+      if (auto r = run_tool({"ip", "link", "del", veth}); !r) errors.push_back(r.error().message);
     }
     ns_fd.reset();  // the namespace goes away with its last reference
     std::for_each(sysctls.rbegin(), sysctls.rend(), [&](const auto& sysctl) {
@@ -770,7 +770,7 @@ Result<std::uint32_t> pick_ipv4_subnet() {
       }
     }
   } else {
-    return Result<std::uint32_t>::failure(routes.error());
+    return Result<std::uint32_t>::failure(routes.error().message);
   }
   std::random_device rd;
   std::uniform_int_distribution<std::uint32_t> pick(0, (1U << 15U) - 1);
@@ -832,7 +832,7 @@ Result<std::unique_ptr<SimulatedContainer>> SimulatedContainer::create(const Opt
   // From here on the destructor undoes whatever was done, also when a step fails.
 
   auto ns = new_anonymous_netns();
-  if (!ns) return R::failure(ns.error());
+  if (!ns) return R::failure(ns.error().message);
   state->ns_fd = UniqueFd(ns.value());
   const std::string ns_path =
       "/proc/" + std::to_string(::getpid()) + "/fd/" + std::to_string(state->ns_fd.get());
@@ -845,7 +845,7 @@ Result<std::unique_ptr<SimulatedContainer>> SimulatedContainer::create(const Opt
   state->nft_table = "imds_probe_sim_" + suffix;
 
   auto subnet = pick_ipv4_subnet();
-  if (!subnet) return R::failure("--simulate-container: " + subnet.error());
+  if (!subnet) return R::failure("--simulate-container: " + subnet.error().message);
   const std::string host4 = ipv4_text(subnet.value() + 1);
   const std::string cont4 = ipv4_text(subnet.value() + 2);
   const std::string net4 = ipv4_text(subnet.value()) + "/30";
@@ -861,20 +861,20 @@ Result<std::unique_ptr<SimulatedContainer>> SimulatedContainer::create(const Opt
   if (auto r = run_tool({"ip", "link", "add", state->veth, "type", "veth", "peer", "name", "eth0",
                          "netns", ns_path});
       !r)
-    return fail(r.error());
+    return fail(r.error().message);
   state->veth_created = true;
 
   std::string host_batch = "addr add " + host4 + "/30 dev " + state->veth + "\n";
   if (options.ipv6) host_batch += "addr add " + host6 + "/64 dev " + state->veth + " nodad\n";
   host_batch += "link set " + state->veth + " up\n";
-  if (auto r = run_tool({"ip", "-batch", "-"}, host_batch); !r) return fail(r.error());
+  if (auto r = run_tool({"ip", "-batch", "-"}, host_batch); !r) return fail(r.error().message);
 
   std::string inner = "link set lo up\naddr add " + cont4 + "/30 dev eth0\n";
   if (options.ipv6) inner += "addr add " + cont6 + "/64 dev eth0 nodad\n";
   inner += "link set eth0 up\nroute add default via " + host4 + "\n";
   if (options.ipv6) inner += "route add default via " + host6 + "\n";  // family from the gateway
   if (auto r = run_tool({"nsenter", "--net=" + ns_path, "ip", "-batch", "-"}, inner); !r)
-    return fail(r.error());
+    return fail(r.error().message);
 
   // Wait until both ends report carrier: a SYN sent before that is lost, and its
   // retransmission comes a second later, as long as a whole connect timeout.
@@ -923,7 +923,7 @@ Result<std::unique_ptr<SimulatedContainer>> SimulatedContainer::create(const Opt
   if (options.ipv6)
     nft += "    ip6 saddr " + net6 + " oifname != \"" + state->veth + "\" masquerade\n";
   nft += "  }\n}\n";
-  if (auto r = run_tool({"nft", "-f", "-"}, nft); !r) return fail(r.error());
+  if (auto r = run_tool({"nft", "-f", "-"}, nft); !r) return fail(r.error().message);
   state->nft_created = true;
 
   sim->target_.name = "simulated";

@@ -10,35 +10,12 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <utility>
-#include <variant>
 #include <vector>
 
 #include "model.hpp"
+#include "result.hpp"
 
 namespace imds {
-
-// A value or a message for people saying what failed and what to do. Expected failures
-// (no such pid, not a network namespace, no privileges) are values, never exceptions.
-template <typename T>
-class Result {
- public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
-  static Result failure(std::string message) { return Result(Error{std::move(message)}); }
-
-  [[nodiscard]] bool ok() const { return v_.index() == 0; }
-  explicit operator bool() const { return ok(); }
-  [[nodiscard]] T& value() { return std::get<0>(v_); }
-  [[nodiscard]] const T& value() const { return std::get<0>(v_); }
-  [[nodiscard]] const std::string& error() const { return std::get<1>(v_).message; }
-
- private:
-  struct Error {
-    std::string message;
-  };
-  explicit Result(Error e) : v_(std::move(e)) {}
-  std::variant<T, Error> v_;
-};
 
 inline const std::vector<std::string> kDefaultNetnsDirs = {"/run/netns", "/run/docker/netns"};
 

@@ -20,8 +20,7 @@ bool contains(const std::string& haystack, std::string_view needle) {
 
 Diagnosis with_expectations(Diagnosis d, std::initializer_list<const char*> expectations) {
   for (const char* text : expectations) {
-    const auto error = parse_expectation(text, d.expectations);
-    EXPECT_EQ(error, std::nullopt) << text;
+    EXPECT_TRUE(parse_expectation(text, d.expectations).ok()) << text;
   }
   return finish(std::move(d));
 }

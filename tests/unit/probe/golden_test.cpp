@@ -51,7 +51,7 @@ void expect_golden_json(const std::string& name, const Diagnosis& d) {
 
 Diagnosis expecting(Diagnosis d, std::initializer_list<const char*> expectations) {
   for (const char* text : expectations) {
-    EXPECT_EQ(parse_expectation(text, d.expectations), std::nullopt) << text;
+    EXPECT_TRUE(parse_expectation(text, d.expectations).ok()) << text;
   }
   return finish(std::move(d));
 }

@@ -77,7 +77,7 @@ TEST(ParseCgroup, IdsThatAreNotHexOrTooLongAreRejected) {
 
 TEST(NetnsInode, OwnNetworkNamespaceIsAccepted) {
   const auto ino = netns_inode("/proc/self/ns/net");
-  ASSERT_TRUE(ino) << ino.error();
+  ASSERT_TRUE(ino) << ino.error().message;
   struct stat st {};
   ASSERT_EQ(::stat("/proc/self/ns/net", &st), 0);
   EXPECT_EQ(ino.value(), static_cast<std::uint64_t>(st.st_ino));
@@ -86,13 +86,15 @@ TEST(NetnsInode, OwnNetworkNamespaceIsAccepted) {
 TEST(NetnsInode, OtherFilesAndNamespaceTypesAreRefusedWithAReason) {
   const auto file = netns_inode("/proc/self/status");
   ASSERT_FALSE(file);
-  EXPECT_NE(file.error().find("not a namespace file"), std::string::npos) << file.error();
+  EXPECT_NE(file.error().message.find("not a namespace file"), std::string::npos)
+      << file.error().message;
   const auto uts = netns_inode("/proc/self/ns/uts");
   ASSERT_FALSE(uts);
-  EXPECT_NE(uts.error().find("not a network namespace"), std::string::npos) << uts.error();
+  EXPECT_NE(uts.error().message.find("not a network namespace"), std::string::npos)
+      << uts.error().message;
   const auto missing = netns_inode("/nonexistent/netns");
   ASSERT_FALSE(missing);
-  EXPECT_NE(missing.error().find("/nonexistent/netns"), std::string::npos);
+  EXPECT_NE(missing.error().message.find("/nonexistent/netns"), std::string::npos);
 }
 
 // A stand-in /proc: pid directories with a cgroup file and ns/net pointing at our own
@@ -120,7 +122,7 @@ TEST_F(FakeProc, ContainerIdPrefixFindsTheContainersNamespace) {
   add_process(10, "0::/user.slice\n");
   add_process(20, "0::/system.slice/docker-" + kId + ".scope\n");
   const auto t = target_for_container("3F4E2A1B", root_.string());
-  ASSERT_TRUE(t) << t.error();
+  ASSERT_TRUE(t) << t.error().message;
   EXPECT_EQ(t.value().container_id, kId);
   EXPECT_EQ(t.value().runtime, "docker");
   EXPECT_EQ(t.value().name, kId.substr(0, 12));
@@ -133,28 +135,29 @@ TEST_F(FakeProc, AnAmbiguousPrefixIsAnErrorNamingBothContainers) {
   add_process(30, "0::/system.slice/docker-" + kOtherId + ".scope\n");
   const auto t = target_for_container("3f4e", root_.string());
   ASSERT_FALSE(t);
-  EXPECT_NE(t.error().find("ambiguous"), std::string::npos) << t.error();
+  EXPECT_NE(t.error().message.find("ambiguous"), std::string::npos) << t.error().message;
 }
 
 TEST_F(FakeProc, AMissingContainerOrANameSaysWhatToPassInstead) {
   add_process(20, "0::/system.slice/docker-" + kId + ".scope\n");
   const auto missing = target_for_container("abcdef12", root_.string());
   ASSERT_FALSE(missing);
-  EXPECT_NE(missing.error().find("no running container"), std::string::npos) << missing.error();
+  EXPECT_NE(missing.error().message.find("no running container"), std::string::npos)
+      << missing.error().message;
   const auto name = target_for_container("my-web-app", root_.string());
   ASSERT_FALSE(name);
-  EXPECT_NE(name.error().find("container names are not visible"), std::string::npos)
-      << name.error();
+  EXPECT_NE(name.error().message.find("container names are not visible"), std::string::npos)
+      << name.error().message;
 }
 
 TEST_F(FakeProc, PidTargetsCarryTheContainerLabel) {
   add_process(20, "0::/system.slice/docker-" + kId + ".scope\n");
   const auto t = target_for_pid(20, root_.string());
-  ASSERT_TRUE(t) << t.error();
+  ASSERT_TRUE(t) << t.error().message;
   EXPECT_EQ(t.value().container_id, kId);
   const auto gone = target_for_pid(99, root_.string());
   ASSERT_FALSE(gone);
-  EXPECT_NE(gone.error().find("no process with pid 99"), std::string::npos);
+  EXPECT_NE(gone.error().message.find("no process with pid 99"), std::string::npos);
 }
 
 TEST_F(FakeProc, DiscoveryNeverReturnsTheHostNamespace) {

@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <cstdint>
-#include <variant>
 #include <vector>
 
 #include "packet_ttl.hpp"
@@ -186,9 +185,9 @@ TEST(PacketSockets, ClosingInBulkClosesEverySocket) {
   std::vector<int> numbers;
   for (int i = 0; i < 20; ++i) {
     auto opened = PacketTtlSocket::open(factory, -1, from);
-    ASSERT_TRUE(std::holds_alternative<PacketTtlSocket>(opened)) << std::get<int>(opened);
-    numbers.push_back(std::get<PacketTtlSocket>(opened).fd());
-    sockets.push_back(std::move(std::get<PacketTtlSocket>(opened)).take_fd());
+    ASSERT_TRUE(opened) << opened.error().message;
+    numbers.push_back(opened->fd());
+    sockets.push_back(std::move(opened).value().take_fd());
   }
   close_packet_sockets(sockets);
   EXPECT_TRUE(sockets.empty());
