@@ -307,6 +307,19 @@ class Checks:
             raise E2EError(f"the daemon runs with CapEff {caps:#x} (expected "
                            f"{EXPECTED_CAPS:#x}), NoNewPrivs {fields.get('NoNewPrivs')}, "
                            f"Seccomp {fields.get('Seccomp')}")
+        limits = self.m.run(["cat", f"/proc/{props['MainPID']}/limits"]).stdout
+        bounds = self.unit("MemoryMax", "TasksMax")
+        core = [line.split()[4:6] for line in limits.splitlines()
+                if line.startswith("Max core file size")]
+        files = [line.split()[3:5] for line in limits.splitlines()
+                 if line.startswith("Max open files")]
+        if (core != [["0", "0"]] or files != [["4096", "4096"]]
+                or bounds.get("MemoryMax") != str(128 * 1024 * 1024)
+                or bounds.get("TasksMax") != "32"):
+            raise E2EError(f"resource limits not in force: core {core}, open files {files}, "
+                           f"{bounds}")
+        self.ok("LimitCORE=0 (no core dump can hold a token), LimitNOFILE=4096, "
+                "MemoryMax=128M and TasksMax=32 are in force for the running daemon")
         self.ok(f"unit active after systemctl start, READY reached, status "
                 f"{props['StatusText']!r}, running as {props.get('User')} with exactly "
                 "CAP_SYS_ADMIN CAP_NET_RAW CAP_SYS_PTRACE CAP_DAC_READ_SEARCH, seccomp on")
