@@ -361,7 +361,7 @@ bool Collector::schedule() {
 void Collector::activate(TargetState& state) {
   const NetnsTarget& target = state.out.target;
   if (!target.is_host) {
-    auto opened = sockets_.open_namespace(target.path);
+    auto opened = sockets_.open_namespace(target.path, target.inode);
     if (!opened) {
       const std::string& error = opened.error().message;
       state.out.error = error;

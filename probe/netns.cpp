@@ -2,8 +2,11 @@
 #include "netns.hpp"
 
 #include <fcntl.h>
+#include <linux/nsfs.h>
 #include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -52,9 +55,22 @@ NetnsSocketFactory::NetnsSocketFactory()
   }
 }
 
-Result<UniqueFd> NetnsSocketFactory::open_namespace(const std::string& path) const {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+Result<UniqueFd> NetnsSocketFactory::open_namespace(const std::string& path,
+                                                    std::uint64_t expected_inode) const {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
   if (!fd) return Error{errno_message("cannot open network namespace " + path, errno)};
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) {
+    return Error{errno_message("cannot stat network namespace " + path, errno)};
+  }
+  if (!S_ISREG(st.st_mode) || ::ioctl(fd.get(), NS_GET_NSTYPE) != CLONE_NEWNET) {
+    return Error{path + " is not a network namespace (not an nsfs file of type net)"};
+  }
+  if (expected_inode != 0 && static_cast<std::uint64_t>(st.st_ino) != expected_inode) {
+    return Error{"namespace changed: " + path + " now holds namespace " +
+                 std::to_string(st.st_ino) + ", not " + std::to_string(expected_inode) +
+                 " that discovery found; not probed under its old name"};
+  }
   if (::setns(fd.get(), CLONE_NEWNET) != 0) {
     return Error{errno_message("cannot enter network namespace " + path, errno)};
   }

@@ -2,6 +2,7 @@
 // only long enough to create a socket there (sockets keep the namespace they were made in).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <utility>
 
@@ -42,7 +43,12 @@ class NetnsSocketFactory {
 
   // Opens a namespace file (e.g. /run/netns/NAME, /proc/PID/ns/net) and checks that it can be
   // entered (and left again). Errors are values: "cannot enter network namespace ...: EPERM".
-  [[nodiscard]] Result<UniqueFd> open_namespace(const std::string& path) const;
+  // Opens `path` without blocking (a FIFO planted there cannot stall the worker) and checks
+  // that it is a network namespace and, when `expected_inode` is not 0, the very namespace
+  // discovery saw: a re-created /run/netns/X or a reused pid is "namespace changed", and
+  // nothing is ever sent from it.
+  [[nodiscard]] Result<UniqueFd> open_namespace(const std::string& path,
+                                                std::uint64_t expected_inode = 0) const;
 
   // socket(domain, type | SOCK_CLOEXEC, protocol) inside `netns` (an fd from open_namespace),
   // or in the thread's own namespace when `netns` is -1. Returns the fd or -errno.

@@ -2,6 +2,8 @@
 // checks, and --container lookups against a stand-in /proc tree.
 #include "targets.hpp"
 
+#include "netns.hpp"
+
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -73,6 +75,28 @@ TEST(ParseCgroup, IdsThatAreNotHexOrTooLongAreRejected) {
   EXPECT_FALSE(parse_cgroup("0::/system.slice/docker-" + kId + "0.scope\n"));  // 65 digits
   EXPECT_FALSE(parse_cgroup("0::/system.slice/docker-3F4E2A1B5C6D.scope\n"));  // uppercase
   EXPECT_FALSE(parse_cgroup(std::string(100000, 'a')));
+}
+
+TEST(OpenNamespace, AFifoPlantedAsANamespaceIsRefusedWithoutBlocking) {
+  const std::string fifo = ::testing::TempDir() + "imds-fifo-" + std::to_string(::getpid());
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const NetnsSocketFactory factory;
+  const auto opened = factory.open_namespace(fifo);  // no writer: a blocking open never returns
+  ::unlink(fifo.c_str());
+  ASSERT_FALSE(opened);
+  EXPECT_NE(opened.error().message.find("is not a network namespace"), std::string::npos)
+      << opened.error().message;
+}
+
+TEST(OpenNamespace, ANamespaceThatIsNotTheOneDiscoveredIsNotEntered) {
+  const auto inode = netns_inode("/proc/self/ns/net");
+  ASSERT_TRUE(inode) << inode.error().message;
+  const NetnsSocketFactory factory;
+  // The same path, re-created in between (here: another inode expected).
+  const auto opened = factory.open_namespace("/proc/self/ns/net", inode.value() + 1);
+  ASSERT_FALSE(opened);
+  EXPECT_NE(opened.error().message.find("namespace changed"), std::string::npos)
+      << opened.error().message;
 }
 
 TEST(NetnsInode, OwnNetworkNamespaceIsAccepted) {

@@ -270,6 +270,27 @@ TEST(CollectOnLoopback, ANamespaceThatCannotBeEnteredIsAnErrorValueForThatTarget
   }
 }
 
+TEST(CollectOnLoopback, ANamespaceReplacedSinceDiscoveryIsNotProbedUnderItsOldName) {
+  test::Emulator emulator;
+  CollectConfig config = loopback(emulator);
+  config.probe_v6 = false;
+  NetnsTarget replaced;
+  replaced.name = "was-c1";
+  replaced.path = "/proc/self/ns/net";  // opens fine, but it is not what discovery saw
+  replaced.inode = 1;
+  const CollectResult result = collect(config, {host(), replaced});
+  const TargetObservations& t = result.targets[1];
+  EXPECT_NE(t.error.find("namespace changed"), std::string::npos) << t.error;
+  for (const Observation& observation : t.observations) {
+    EXPECT_EQ(observation.result.outcome, Outcome::skipped);
+    EXPECT_EQ(observation.result.skip, SkipReason::namespace_not_entered);
+  }
+  // Only the host's requests reached the IMDS: as many as a run of the host alone makes.
+  const std::size_t with_replaced = request_log(emulator).size();
+  collect(config, {host()});
+  EXPECT_EQ(request_log(emulator).size(), 2 * with_replaced) << request_log(emulator).dump();
+}
+
 TEST(CollectOnLoopback, PacketSocketsReadTheHopLimitAsTheTtlOfThePutResponse) {
   if (!root()) GTEST_SKIP() << "AF_PACKET needs CAP_NET_RAW";
   test::Emulator emulator({"--hop-limit", "3", "--ipv6", "enabled"});
