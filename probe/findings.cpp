@@ -3,6 +3,7 @@
 #include "findings.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <optional>
 #include <string>
@@ -511,30 +512,17 @@ void policy_findings(const Diagnosis& d, const FixContext& c, FindingList& out) 
   const Inference& inf = d.inference;
   for (const PolicyCheck& check : check_policy(d.expectations, observed_options(d))) {
     const std::string option(option_name(check.option));
-    std::string id;
-    std::string what;  // the option as --expect names it
-    switch (check.option) {
-      case PolicyOption::http_tokens:
-        id = "policy-http-tokens";
-        what = "HttpTokens=" + check.expected;
-        break;
-      case PolicyOption::hop_limit:
-        id = "policy-hop-limit";
-        what = "hop limit " + check.expected;
-        break;
-      case PolicyOption::endpoint:
-        id = "policy-endpoint";
-        what = "endpoint=" + check.expected;
-        break;
-      case PolicyOption::ipv6:
-        id = "policy-ipv6";
-        what = "ipv6=" + check.expected;
-        break;
-      case PolicyOption::tags:
-        id = "policy-tags";
-        what = "tags=" + check.expected;
-        break;
-    }
+    // Finding id and how --expect names the option, in PolicyOption order.
+    constexpr std::array<std::pair<std::string_view, std::string_view>, 5> kWords = {{
+        {"policy-http-tokens", "HttpTokens="},
+        {"policy-hop-limit", "hop limit "},
+        {"policy-endpoint", "endpoint="},
+        {"policy-ipv6", "ipv6="},
+        {"policy-tags", "tags="},
+    }};
+    const auto& [id_word, prefix] = kWords.at(static_cast<std::size_t>(check.option));
+    const std::string id(id_word);
+    const std::string what = std::string(prefix) + check.expected;
     if (check.state == PolicyState::met) continue;
     if (check.state == PolicyState::unknown) {
       std::string why = check.reason + ".";
