@@ -25,6 +25,7 @@
 #include "metrics.hpp"
 #include "model.hpp"
 #include "schedule.hpp"
+#include "snapshot.hpp"
 #include "systemd.hpp"
 
 namespace imds::agent {
