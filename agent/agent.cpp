@@ -3,13 +3,10 @@
 
 #include <grp.h>
 #include <spdlog/spdlog.h>
-#include <sys/inotify.h>
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
-#include <cstring>
 #include <ctime>
-#include <filesystem>
 
 #include "config.h"
 #include "diagnose.hpp"
@@ -25,9 +22,6 @@ namespace {
 // so that systemd restarts the daemon instead of it silently reporting nothing.
 constexpr auto kStuckProbe = 120s;
 constexpr std::size_t kMaxWaiting = 64;
-constexpr std::uint32_t kDirEvents = IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM |
-                                     IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
-constexpr std::uint32_t kAncestorEvents = IN_CREATE | IN_MOVED_TO | IN_ONLYDIR;
 
 spdlog::level::level_enum log_level_of(Priority p) {
   switch (p) {
@@ -106,8 +100,8 @@ Agent::Agent(asio::io_context& io, AgentConfig config, ConfigSources sources, En
               }),
       timer_(io),
       watchdog_(io),
-      debounce_(io),
       signals_(io, SIGHUP, SIGTERM, SIGINT),
+      netns_watcher_(io, [this] { request_probe("a network namespace appeared or vanished"); }),
       rng_(std::random_device{}()),
       schedule_(config_) {}
 
@@ -141,7 +135,7 @@ std::optional<std::string> Agent::start() {
   reporter_.report(started);
 
   arm_signals();
-  arm_watches();
+  netns_watcher_.watch(config_.netns_dirs, config_.debounce);
   arm_watchdog();
   notifier_.notify("STATUS=Probing the IMDS for the first time");
   start_probe("start");
@@ -158,10 +152,9 @@ void Agent::stop() {
   server_.close();
   timer_.cancel();
   watchdog_.cancel();
-  debounce_.cancel();
   boost::system::error_code ignored;
   signals_.cancel(ignored);
-  if (inotify_) inotify_->close(ignored);
+  netns_watcher_.close();
   for (auto& w : waiting_) w(error_response(503, "imds-agent is stopping"));
   waiting_.clear();
 }
@@ -186,7 +179,7 @@ void Agent::reload() {
   config_ = std::move(next);
   schedule_.reconfigure(config_);
   set_log_level(config_.log_level);
-  arm_watches();
+  netns_watcher_.watch(config_.netns_dirs, config_.debounce);
   Event e{EventKind::config_reloaded, spec_of(EventKind::config_reloaded).priority, {}};
   std::string files;
   for (const auto& f : config_.sources) files += (files.empty() ? "" : " ") + f;
@@ -222,85 +215,6 @@ void Agent::arm_watchdog() {
     }
     arm_watchdog();
   });
-}
-
-void Agent::arm_watches() {
-  namespace fs = std::filesystem;
-  if (!inotify_) {
-    const int fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    if (fd < 0) {
-      spdlog::warn("inotify_init1: {}: new namespaces are found at the next interval only",
-                   std::strerror(errno));
-      return;
-    }
-    inotify_.emplace(io_, fd);
-    read_inotify();
-  }
-  for (int wd : watch_descriptors_) ::inotify_rm_watch(inotify_->native_handle(), wd);
-  watch_descriptors_.clear();
-  ancestor_watches_.clear();
-  for (const auto& dir : config_.netns_dirs) {
-    std::error_code ec;
-    fs::path p(dir);
-    std::uint32_t mask = kDirEvents;
-    // Not there yet (no container started since boot): watch the nearest existing parent
-    // so that the directory's creation is seen too.
-    while (!fs::is_directory(p, ec) && p.has_parent_path() && p != p.parent_path()) {
-      p = p.parent_path();
-      mask = kAncestorEvents;
-    }
-    const int wd = ::inotify_add_watch(inotify_->native_handle(), p.c_str(), mask);
-    if (wd < 0) {
-      spdlog::warn("cannot watch {}: {}", p.string(), std::strerror(errno));
-      continue;
-    }
-    watch_descriptors_.push_back(wd);
-    if (mask == kAncestorEvents) {
-      ancestor_watches_.insert(wd);
-    } else {
-      ancestor_watches_.erase(wd);  // the same directory may be both; the netns dir wins
-      spdlog::debug("watching {} for network namespaces", p.string());
-    }
-  }
-}
-
-void Agent::read_inotify() {
-  inotify_->async_read_some(
-      asio::buffer(inotify_buffer_), [this](boost::system::error_code ec, std::size_t n) {
-        if (ec || stopping_) return;
-        bool rearm = false;
-        bool changed = false;
-        std::size_t off = 0;
-        while (off + sizeof(inotify_event) <= n) {
-          inotify_event ev{};
-          std::memcpy(&ev, inotify_buffer_.data() + off, sizeof ev);
-          off += sizeof(inotify_event) + ev.len;
-          if ((ev.mask & IN_IGNORED) != 0) continue;  // the echo of our own rm_watch
-          if (ancestor_watches_.contains(ev.wd)) {
-            // Something appeared next to a netns dir that does not exist yet: maybe the
-            // dir itself (or its parent). Re-arm; probe once the dir really is there.
-            if ((ev.mask & IN_ISDIR) != 0) rearm = true;
-            continue;
-          }
-          if ((ev.mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_Q_OVERFLOW)) != 0) rearm = true;
-          changed = true;
-        }
-        if (rearm) {
-          const auto before = ancestor_watches_.size();
-          arm_watches();
-          // A netns dir came into existence: it may already hold namespaces.
-          if (ancestor_watches_.size() < before) changed = true;
-        }
-        if (changed) {
-          // `ip netns add` creates the file, then bind-mounts the namespace onto it; a
-          // container runtime creates several in a burst: wait for things to settle.
-          debounce_.expires_after(config_.debounce);
-          debounce_.async_wait([this](boost::system::error_code e) {
-            if (!e) request_probe("a network namespace appeared or vanished");
-          });
-        }
-        read_inotify();
-      });
 }
 
 void Agent::request_probe(std::string_view reason) {

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -13,7 +12,6 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
-#include <set>
 #include <source_location>
 #include <string>
 #include <vector>
@@ -24,6 +22,7 @@
 #include "journal.hpp"
 #include "metrics.hpp"
 #include "model.hpp"
+#include "netns_watcher.hpp"
 #include "schedule.hpp"
 #include "snapshot.hpp"
 #include "systemd.hpp"
@@ -85,8 +84,6 @@ class Agent {
   void arm_timer(Millis delay);
   void arm_watchdog();
   void arm_signals();
-  void arm_watches();
-  void read_inotify();
 
   boost::asio::io_context& io_;
   AgentConfig config_;
@@ -98,12 +95,8 @@ class Agent {
   boost::asio::thread_pool worker_{1};
   boost::asio::steady_timer timer_;
   boost::asio::steady_timer watchdog_;
-  boost::asio::steady_timer debounce_;
   boost::asio::signal_set signals_;
-  std::optional<boost::asio::posix::stream_descriptor> inotify_;
-  std::vector<int> watch_descriptors_;
-  std::set<int> ancestor_watches_;  // parents of netns dirs that do not exist yet
-  std::array<char, 4096> inotify_buffer_{};
+  NetnsWatcher netns_watcher_;
   std::mt19937_64 rng_;
   Schedule schedule_;
   std::size_t cursor_ = 0;
