@@ -69,12 +69,15 @@ class Agent {
   void stop();    // SIGTERM path: STOPPING=1, close everything, let run() return
   void reload();  // SIGHUP path
 
-  // For tests and the API handler.
+  // The status API, in status_api.cpp: the socket's routes, the document of GET /v1/status
+  // and the text of GET /metrics.
   void handle(const ApiRequest& req, std::function<void(ApiResponse)> respond);
-  [[nodiscard]] const Snapshot& snapshot() const { return snapshot_; }
-  [[nodiscard]] const ProbeStats& stats() const { return stats_; }
   [[nodiscard]] nlohmann::json status_json() const;
   [[nodiscard]] std::string metrics_text() const;
+
+  // For tests and the namespace watcher.
+  [[nodiscard]] const Snapshot& snapshot() const { return snapshot_; }
+  [[nodiscard]] const ProbeStats& stats() const { return stats_; }
   void request_probe(std::string_view reason);
 
  private:
