@@ -1,5 +1,5 @@
-// The daemon: one Asio loop (timers, inotify, signals, the socket API, the watchdog) and
-// one worker thread that runs the probe, so a slow IMDS never stalls the loop.
+// The daemon: one Asio loop (timers, the namespace watcher, signals, the socket API, the
+// watchdog) and one worker thread that runs the probe, so a slow IMDS never stalls the loop.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
