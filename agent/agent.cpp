@@ -1,20 +1,17 @@
-// The daemon's main loop; see agent.hpp.
+// The daemon's loop: start, stop, reload, signals, the watchdog, the timer and probe scheduling.
+// The socket's routes and the status document are in status_api.cpp.
 #include "agent.hpp"
 
 #include <grp.h>
 #include <spdlog/spdlog.h>
-#include <sys/inotify.h>
-#include <unistd.h>
 
 #include <boost/asio/post.hpp>
-#include <cstring>
 #include <ctime>
-#include <filesystem>
 
 #include "config.h"
 #include "diagnose.hpp"
 #include "duration.hpp"
-#include "words.hpp"
+#include "status_api.hpp"
 
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
@@ -25,10 +22,6 @@ namespace {
 // A probe that has not come back after this long is stuck: the watchdog stops being fed
 // so that systemd restarts the daemon instead of it silently reporting nothing.
 constexpr auto kStuckProbe = 120s;
-constexpr std::size_t kMaxWaiting = 64;
-constexpr std::uint32_t kDirEvents = IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM |
-                                     IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
-constexpr std::uint32_t kAncestorEvents = IN_CREATE | IN_MOVED_TO | IN_ONLYDIR;
 
 spdlog::level::level_enum log_level_of(Priority p) {
   switch (p) {
@@ -47,30 +40,6 @@ spdlog::level::level_enum log_level_of(Priority p) {
       break;
   }
   return spdlog::level::debug;
-}
-
-std::string rfc3339(std::optional<std::chrono::system_clock::time_point> t) {
-  return t ? rfc3339_utc(*t) : std::string();
-}
-
-nlohmann::json null_or(const std::string& s) {
-  return s.empty() ? nlohmann::json(nullptr) : nlohmann::json(s);
-}
-
-std::string tristate_json(Tristate t) {
-  return t == Tristate::yes ? "yes" : t == Tristate::no ? "no" : "unknown";
-}
-
-ApiResponse json_response(unsigned status, const nlohmann::json& j) {
-  ApiResponse r;
-  r.status = status;
-  // Names of namespaces come from the file system and need not be UTF-8: replace, never throw.
-  r.body = j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-  return r;
-}
-
-ApiResponse error_response(unsigned status, std::string message) {
-  return json_response(status, {{"error", std::move(message)}});
 }
 
 std::optional<gid_t> lookup_group(const std::string& name) {
@@ -107,8 +76,8 @@ Agent::Agent(asio::io_context& io, AgentConfig config, ConfigSources sources, En
               }),
       timer_(io),
       watchdog_(io),
-      debounce_(io),
       signals_(io, SIGHUP, SIGTERM, SIGINT),
+      netns_watcher_(io, [this] { request_probe("a network namespace appeared or vanished"); }),
       rng_(std::random_device{}()),
       schedule_(config_) {}
 
@@ -142,7 +111,7 @@ std::optional<std::string> Agent::start() {
   reporter_.report(started);
 
   arm_signals();
-  arm_watches();
+  netns_watcher_.watch(config_.netns_dirs, config_.debounce);
   arm_watchdog();
   notifier_.notify("STATUS=Probing the IMDS for the first time");
   start_probe("start");
@@ -159,10 +128,9 @@ void Agent::stop() {
   server_.close();
   timer_.cancel();
   watchdog_.cancel();
-  debounce_.cancel();
   boost::system::error_code ignored;
   signals_.cancel(ignored);
-  if (inotify_) inotify_->close(ignored);
+  netns_watcher_.close();
   for (auto& w : waiting_) w(error_response(503, "imds-agent is stopping"));
   waiting_.clear();
 }
@@ -187,7 +155,7 @@ void Agent::reload() {
   config_ = std::move(next);
   schedule_.reconfigure(config_);
   set_log_level(config_.log_level);
-  arm_watches();
+  netns_watcher_.watch(config_.netns_dirs, config_.debounce);
   Event e{EventKind::config_reloaded, spec_of(EventKind::config_reloaded).priority, {}};
   std::string files;
   for (const auto& f : config_.sources) files += (files.empty() ? "" : " ") + f;
@@ -223,85 +191,6 @@ void Agent::arm_watchdog() {
     }
     arm_watchdog();
   });
-}
-
-void Agent::arm_watches() {
-  namespace fs = std::filesystem;
-  if (!inotify_) {
-    const int fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    if (fd < 0) {
-      spdlog::warn("inotify_init1: {}: new namespaces are found at the next interval only",
-                   std::strerror(errno));
-      return;
-    }
-    inotify_.emplace(io_, fd);
-    read_inotify();
-  }
-  for (int wd : watch_descriptors_) ::inotify_rm_watch(inotify_->native_handle(), wd);
-  watch_descriptors_.clear();
-  ancestor_watches_.clear();
-  for (const auto& dir : config_.netns_dirs) {
-    std::error_code ec;
-    fs::path p(dir);
-    std::uint32_t mask = kDirEvents;
-    // Not there yet (no container started since boot): watch the nearest existing parent
-    // so that the directory's creation is seen too.
-    while (!fs::is_directory(p, ec) && p.has_parent_path() && p != p.parent_path()) {
-      p = p.parent_path();
-      mask = kAncestorEvents;
-    }
-    const int wd = ::inotify_add_watch(inotify_->native_handle(), p.c_str(), mask);
-    if (wd < 0) {
-      spdlog::warn("cannot watch {}: {}", p.string(), std::strerror(errno));
-      continue;
-    }
-    watch_descriptors_.push_back(wd);
-    if (mask == kAncestorEvents) {
-      ancestor_watches_.insert(wd);
-    } else {
-      ancestor_watches_.erase(wd);  // the same directory may be both; the netns dir wins
-      spdlog::debug("watching {} for network namespaces", p.string());
-    }
-  }
-}
-
-void Agent::read_inotify() {
-  inotify_->async_read_some(
-      asio::buffer(inotify_buffer_), [this](boost::system::error_code ec, std::size_t n) {
-        if (ec || stopping_) return;
-        bool rearm = false;
-        bool changed = false;
-        std::size_t off = 0;
-        while (off + sizeof(inotify_event) <= n) {
-          inotify_event ev{};
-          std::memcpy(&ev, inotify_buffer_.data() + off, sizeof ev);
-          off += sizeof(inotify_event) + ev.len;
-          if ((ev.mask & IN_IGNORED) != 0) continue;  // the echo of our own rm_watch
-          if (ancestor_watches_.contains(ev.wd)) {
-            // Something appeared next to a netns dir that does not exist yet: maybe the
-            // dir itself (or its parent). Re-arm; probe once the dir really is there.
-            if ((ev.mask & IN_ISDIR) != 0) rearm = true;
-            continue;
-          }
-          if ((ev.mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_Q_OVERFLOW)) != 0) rearm = true;
-          changed = true;
-        }
-        if (rearm) {
-          const auto before = ancestor_watches_.size();
-          arm_watches();
-          // A netns dir came into existence: it may already hold namespaces.
-          if (ancestor_watches_.size() < before) changed = true;
-        }
-        if (changed) {
-          // `ip netns add` creates the file, then bind-mounts the namespace onto it; a
-          // container runtime creates several in a burst: wait for things to settle.
-          debounce_.expires_after(config_.debounce);
-          debounce_.async_wait([this](boost::system::error_code e) {
-            if (!e) request_probe("a network namespace appeared or vanished");
-          });
-        }
-        read_inotify();
-      });
 }
 
 void Agent::request_probe(std::string_view reason) {
@@ -416,119 +305,6 @@ void Agent::probe_done(std::optional<Diagnosis> d, const std::vector<NetnsTarget
     delay = std::min(delay, config_.min_probe_gap);
   }
   arm_timer(delay);
-}
-
-void Agent::handle(const ApiRequest& req, std::function<void(ApiResponse)> respond) {
-  std::string_view path = req.target;
-  if (auto q = path.find('?'); q != std::string_view::npos) path = path.substr(0, q);
-  auto allow = [&](std::string_view methods) {
-    ApiResponse r = error_response(405, "method not allowed");
-    r.headers.emplace_back("Allow", std::string(methods));
-    return r;
-  };
-  if (path == "/v1/status") {
-    if (req.method != "GET") return respond(allow("GET"));
-    return respond(json_response(200, status_json()));
-  }
-  if (path == "/metrics") {
-    if (req.method != "GET") return respond(allow("GET"));
-    ApiResponse r;
-    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-    r.body = metrics_text();
-    return respond(std::move(r));
-  }
-  if (path == "/v1/probe") {
-    if (req.method != "POST") return respond(allow("POST"));
-    if (stopping_) return respond(error_response(503, "imds-agent is stopping"));
-    if (probing_) {  // coalesce: everyone asking now gets the probe that is running
-      if (waiting_.size() >= kMaxWaiting) return respond(error_response(503, "too many waiting"));
-      waiting_.push_back(std::move(respond));
-      return;
-    }
-    const auto now = std::chrono::steady_clock::now();
-    if (last_probe_end_ && now < *last_probe_end_ + config_.min_probe_gap) {
-      auto wait =
-          std::chrono::ceil<std::chrono::seconds>(*last_probe_end_ + config_.min_probe_gap - now);
-      ApiResponse r = error_response(429, "probed less than min-probe-gap ago; retry later");
-      r.headers.emplace_back("Retry-After", std::to_string(std::max<long long>(1, wait.count())));
-      return respond(std::move(r));
-    }
-    waiting_.push_back(std::move(respond));
-    start_probe("requested over the API");
-    return;
-  }
-  respond(error_response(404, "no such resource; try /v1/status, /metrics or POST /v1/probe"));
-}
-
-nlohmann::json Agent::status_json() const {
-  nlohmann::json j = last_ && engine_.to_json ? engine_.to_json(*last_) : nlohmann::json::object();
-  nlohmann::json containers = nlohmann::json::array();
-  for (const auto& [key, c] : snapshot_.containers) {
-    containers.push_back(
-        {{"name", c.name},
-         {"netns", c.path},
-         {"container_id",
-          c.container_id ? nlohmann::json(*c.container_id) : nlohmann::json(nullptr)},
-         {"imdsv2", tristate_json(c.imdsv2)},
-         {"distance", c.distance ? nlohmann::json(*c.distance) : nlohmann::json(nullptr)},
-         {"verdict", c.verdict},
-         {"families",
-          {{"ipv4", {{"imdsv2", tristate_json(c.imdsv2)}, {"verdict", c.verdict}}},
-           {"ipv6", {{"imdsv2", tristate_json(c.imdsv2_ipv6)}, {"verdict", c.verdict_ipv6}}}}}});
-  }
-  nlohmann::json violations = nlohmann::json::array();
-  for (const auto& v : snapshot_.violations) {
-    violations.push_back(
-        {{"option", option_name(v.option)}, {"expected", v.expected}, {"actual", v.actual}});
-  }
-  const auto& o = snapshot_.options;
-  nlohmann::json options = {
-      {"http_tokens", http_tokens_word(o.http_tokens)},
-      {"hop_limit", o.hop_limit ? hop_limit_range(*o.hop_limit) : "unknown"},
-      {"http_endpoint", switch_word(o.endpoint_enabled)},
-      {"ipv6", switch_word(o.ipv6)},
-      {"tags", switch_word(o.tags)},
-  };
-  j["agent"] = {
-      {"version", IMDS_VERSION},
-      {"pid", ::getpid()},
-      {"ready", ready_},
-      {"probing", probing_},
-      {"status", status_line(snapshot_)},
-      {"reachable",
-       snapshot_.reachable ? nlohmann::json(*snapshot_.reachable) : nlohmann::json(nullptr)},
-      {"last_probe", null_or(rfc3339(last_probe_time_))},
-      {"next_probe", null_or(rfc3339(next_probe_time_))},
-      {"cycles", stats_.cycles},
-      {"errors_total", stats_.errors},
-      {"consecutive_errors", stats_.consecutive_errors},
-      {"last_error", null_or(stats_.last_error)},
-      {"backoff_seconds", std::chrono::duration<double>(schedule_.backoff()).count()},
-      {"interval_seconds", std::chrono::duration<double>(config_.interval).count()},
-      {"v1_interval", config_.v1_interval ? format_duration(*config_.v1_interval) : "never"},
-      {"expect", config_.expect},
-      {"options", options},
-      {"policy_violations", violations},
-      {"containers", containers},
-  };
-  return j;
-}
-
-std::string Agent::metrics_text() const {
-  HostImdsv2 host;
-  if (last_) {
-    for (std::size_t i = 0; i < last_->targets.size() && i < last_->inference.targets.size(); ++i) {
-      if (!last_->targets[i].target.is_host) continue;
-      const TargetVerdict& v = last_->inference.targets[i];
-      const auto known = [](Tristate t) -> std::optional<bool> {
-        if (t == Tristate::unknown) return std::nullopt;
-        return t == Tristate::yes;
-      };
-      host.ipv4 = known(v.v4.imdsv2);
-      if (v.v6.probed && last_->inference.ipv6 == Tristate::yes) host.ipv6 = known(v.v6.imdsv2);
-    }
-  }
-  return render_metrics(snapshot_, host, stats_, IMDS_VERSION);
 }
 
 }  // namespace imds::agent

@@ -1,9 +1,8 @@
-// The daemon: one Asio loop (timers, inotify, signals, the socket API, the watchdog) and
-// one worker thread that runs the probe, so a slow IMDS never stalls the loop.
+// The daemon: one Asio loop (timers, the namespace watcher, signals, the socket API, the
+// watchdog) and one worker thread that runs the probe, so a slow IMDS never stalls the loop.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -13,7 +12,6 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
-#include <set>
 #include <source_location>
 #include <string>
 #include <vector>
@@ -24,7 +22,9 @@
 #include "journal.hpp"
 #include "metrics.hpp"
 #include "model.hpp"
+#include "netns_watcher.hpp"
 #include "schedule.hpp"
+#include "snapshot.hpp"
 #include "systemd.hpp"
 
 namespace imds::agent {
@@ -69,12 +69,15 @@ class Agent {
   void stop();    // SIGTERM path: STOPPING=1, close everything, let run() return
   void reload();  // SIGHUP path
 
-  // For tests and the API handler.
+  // The status API, in status_api.cpp: the socket's routes, the document of GET /v1/status
+  // and the text of GET /metrics.
   void handle(const ApiRequest& req, std::function<void(ApiResponse)> respond);
-  [[nodiscard]] const Snapshot& snapshot() const { return snapshot_; }
-  [[nodiscard]] const ProbeStats& stats() const { return stats_; }
   [[nodiscard]] nlohmann::json status_json() const;
   [[nodiscard]] std::string metrics_text() const;
+
+  // For tests and the namespace watcher.
+  [[nodiscard]] const Snapshot& snapshot() const { return snapshot_; }
+  [[nodiscard]] const ProbeStats& stats() const { return stats_; }
   void request_probe(std::string_view reason);
 
  private:
@@ -84,8 +87,6 @@ class Agent {
   void arm_timer(Millis delay);
   void arm_watchdog();
   void arm_signals();
-  void arm_watches();
-  void read_inotify();
 
   boost::asio::io_context& io_;
   AgentConfig config_;
@@ -97,12 +98,8 @@ class Agent {
   boost::asio::thread_pool worker_{1};
   boost::asio::steady_timer timer_;
   boost::asio::steady_timer watchdog_;
-  boost::asio::steady_timer debounce_;
   boost::asio::signal_set signals_;
-  std::optional<boost::asio::posix::stream_descriptor> inotify_;
-  std::vector<int> watch_descriptors_;
-  std::set<int> ancestor_watches_;  // parents of netns dirs that do not exist yet
-  std::array<char, 4096> inotify_buffer_{};
+  NetnsWatcher netns_watcher_;
   std::mt19937_64 rng_;
   Schedule schedule_;
   std::size_t cursor_ = 0;

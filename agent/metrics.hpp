@@ -7,7 +7,7 @@
 #include <optional>
 #include <string>
 
-#include "events.hpp"
+#include "snapshot.hpp"
 
 namespace imds::agent {
 

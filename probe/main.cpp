@@ -19,6 +19,7 @@
 #include "endpoint.hpp"
 #include "expect.hpp"
 #include "render.hpp"
+#include "status_client.hpp"
 
 namespace po = boost::program_options;
 using namespace std::chrono_literals;
@@ -27,7 +28,6 @@ namespace {
 
 using imds::kExitUsage;
 constexpr const char* kDefaultSocket = IMDS_RUNSTATEDIR "/imds-agent/imds-agent.sock";
-constexpr std::size_t kMaxStatusBytes = std::size_t{8} * 1024 * 1024;
 
 // A usage or configuration error: printed as "imds-probe: MESSAGE", exit 2.
 struct UsageError : std::runtime_error {
@@ -103,117 +103,6 @@ std::string help_footer() {
          "Safety: never requests credentials or user data, never prints a token. The tokenless\n"
          "IMDSv1 GET is counted by CloudWatch as MetadataNoToken; use --no-v1 to skip it.\n"
          "See imds-probe(1).\n";
-}
-
-// The agent's answer for people: its state, the options it sees, one line per container,
-// the findings. Values come from the agent (JSON): printed through printable().
-std::string printable(const nlohmann::json& v) {
-  std::string s = v.is_string() ? v.get<std::string>() : v.is_null() ? "-" : v.dump();
-  if (s.size() > 200) s = s.substr(0, 200) + "...";
-  for (char& c : s) {
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
-  }
-  return s;
-}
-
-std::string agent_status_text(const nlohmann::json& doc) {
-  auto get = [](const nlohmann::json& j, const char* key) -> nlohmann::json {
-    if (!j.is_object()) return nullptr;
-    const auto it = j.find(key);
-    return it == j.end() ? nlohmann::json(nullptr) : *it;
-  };
-  std::string out;
-  const auto agent = get(doc, "agent");
-  out += "imds-agent " + printable(get(agent, "version")) + " (pid " +
-         printable(get(agent, "pid")) + "): " + printable(get(agent, "status")) + "\n";
-  out += "last probe: " + printable(get(agent, "last_probe")) +
-         ", next: " + printable(get(agent, "next_probe")) + "\n";
-  const auto options = get(agent, "options");
-  if (options.is_object()) {
-    out += "options: HttpTokens=" + printable(get(options, "http_tokens")) +
-           ", hop limit=" + printable(get(options, "hop_limit")) +
-           ", endpoint=" + printable(get(options, "http_endpoint")) +
-           ", IPv6=" + printable(get(options, "ipv6")) +
-           ", tags=" + printable(get(options, "tags")) + "\n";
-  }
-  const auto containers = get(agent, "containers");
-  if (containers.is_array() && !containers.empty()) {
-    out += "containers:\n";
-    std::size_t n = 0;
-    for (const auto& c : containers) {
-      if (++n > 500) {
-        out += "  ...\n";
-        break;
-      }
-      out += "  " + printable(get(c, "name")) + "  IMDSv2 " + printable(get(c, "imdsv2")) + "  " +
-             printable(get(c, "verdict")) + "\n";
-    }
-  }
-  const auto findings = get(doc, "findings");
-  if (findings.is_array()) {
-    out += findings.empty() ? "findings: none\n" : "findings:\n";
-    for (const auto& f : findings) {
-      out += "  [" + printable(get(f, "severity")) + "] " + printable(get(f, "id")) + ": " +
-             printable(get(f, "summary")) + "\n";
-    }
-  }
-  return out;
-}
-
-// GET /v1/status from the agent's Unix socket.
-int agent_status(const std::string& socket_path, JsonMode mode) {
-  std::unique_ptr<CURL, void (*)(CURL*)> curl(curl_easy_init(), curl_easy_cleanup);
-  if (!curl) throw std::bad_alloc();
-  std::string body;
-  bool too_big = false;
-  struct Sink {
-    std::string* body;
-    bool* too_big;
-  } sink{&body, &too_big};
-  auto write = +[](char* data, size_t size, size_t n, void* user) -> size_t {
-    auto* s = static_cast<Sink*>(user);
-    if (s->body->size() + size * n > kMaxStatusBytes) {
-      *s->too_big = true;
-      return 0;
-    }
-    s->body->append(data, size * n);
-    return size * n;
-  };
-  curl_easy_setopt(curl.get(), CURLOPT_UNIX_SOCKET_PATH, socket_path.c_str());
-  curl_easy_setopt(curl.get(), CURLOPT_URL, "http://localhost/v1/status");
-  curl_easy_setopt(curl.get(), CURLOPT_PROXY, "");
-  curl_easy_setopt(curl.get(), CURLOPT_NOPROXY, "*");
-  curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, 5000L);
-  curl_easy_setopt(curl.get(), CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(curl.get(), CURLOPT_WRITEFUNCTION, write);
-  curl_easy_setopt(curl.get(), CURLOPT_WRITEDATA, &sink);
-  const CURLcode rc = curl_easy_perform(curl.get());
-  if (rc != CURLE_OK) {
-    std::cerr << "imds-probe: cannot read the agent's status from " << socket_path << ": "
-              << (too_big ? "answer larger than 8 MiB" : curl_easy_strerror(rc))
-              << " (is imds-agent running? `systemctl status imds-agent`)\n";
-    return kExitUsage;
-  }
-  long status = 0;
-  curl_easy_getinfo(curl.get(), CURLINFO_RESPONSE_CODE, &status);
-  const auto doc = nlohmann::json::parse(body, nullptr, false);
-  if (status != 200 || doc.is_discarded() || !doc.is_object()) {
-    std::cerr << "imds-probe: the agent at " << socket_path << " answered HTTP " << status
-              << (doc.is_discarded() ? " with a body that is not JSON" : "") << '\n';
-    return kExitUsage;
-  }
-  if (mode != JsonMode::off) {
-    print_json(doc, mode);
-  } else {
-    std::cout << agent_status_text(doc);
-  }
-  // The diagnosis part carries the exit status the probe would have given.
-  const auto code = doc.find("exit_code");
-  if (code != doc.end() && code->is_number_integer()) {
-    const int c = code->get<int>();
-    if (c >= 0 && c <= 3) return c;
-  }
-  return 0;
 }
 
 }  // namespace
@@ -335,7 +224,8 @@ int main(int argc, char** argv) {
       if (socket_path.empty() || socket_path.size() > 107) {
         throw UsageError("--socket: expected a Unix socket path (at most 107 bytes)");
       }
-      return agent_status(socket_path, json);
+      return imds::agent_status(
+          socket_path, {.json = json != JsonMode::off, .pretty = json == JsonMode::pretty});
     }
     if (vm.count("socket") != 0) throw UsageError("--socket only goes with `status` / --agent");
 

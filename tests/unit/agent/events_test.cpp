@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "fixtures.hpp"
+#include "snapshot.hpp"
 
 namespace imds::agent {
 namespace {

@@ -1,0 +1,160 @@
+// The status API: the socket's routes (Agent::handle), the status document of GET /v1/status
+// and the metrics text of GET /metrics (rendered by metrics.cpp). The loop is in agent.cpp.
+#include "status_api.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "agent.hpp"
+#include "config.h"
+#include "diagnose.hpp"
+#include "duration.hpp"
+#include "words.hpp"
+
+namespace imds::agent {
+namespace {
+
+constexpr std::size_t kMaxWaiting = 64;
+
+std::string rfc3339(std::optional<std::chrono::system_clock::time_point> t) {
+  return t ? rfc3339_utc(*t) : std::string();
+}
+
+nlohmann::json null_or(const std::string& s) {
+  return s.empty() ? nlohmann::json(nullptr) : nlohmann::json(s);
+}
+
+std::string tristate_json(Tristate t) {
+  return t == Tristate::yes ? "yes" : t == Tristate::no ? "no" : "unknown";
+}
+
+}  // namespace
+
+ApiResponse json_response(unsigned status, const nlohmann::json& j) {
+  ApiResponse r;
+  r.status = status;
+  // Names of namespaces come from the file system and need not be UTF-8: replace, never throw.
+  r.body = j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  return r;
+}
+
+ApiResponse error_response(unsigned status, std::string message) {
+  return json_response(status, {{"error", std::move(message)}});
+}
+
+void Agent::handle(const ApiRequest& req, std::function<void(ApiResponse)> respond) {
+  std::string_view path = req.target;
+  if (auto q = path.find('?'); q != std::string_view::npos) path = path.substr(0, q);
+  auto allow = [&](std::string_view methods) {
+    ApiResponse r = error_response(405, "method not allowed");
+    r.headers.emplace_back("Allow", std::string(methods));
+    return r;
+  };
+  if (path == "/v1/status") {
+    if (req.method != "GET") return respond(allow("GET"));
+    return respond(json_response(200, status_json()));
+  }
+  if (path == "/metrics") {
+    if (req.method != "GET") return respond(allow("GET"));
+    ApiResponse r;
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r.body = metrics_text();
+    return respond(std::move(r));
+  }
+  if (path == "/v1/probe") {
+    if (req.method != "POST") return respond(allow("POST"));
+    if (stopping_) return respond(error_response(503, "imds-agent is stopping"));
+    if (probing_) {  // coalesce: everyone asking now gets the probe that is running
+      if (waiting_.size() >= kMaxWaiting) return respond(error_response(503, "too many waiting"));
+      waiting_.push_back(std::move(respond));
+      return;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (last_probe_end_ && now < *last_probe_end_ + config_.min_probe_gap) {
+      auto wait =
+          std::chrono::ceil<std::chrono::seconds>(*last_probe_end_ + config_.min_probe_gap - now);
+      ApiResponse r = error_response(429, "probed less than min-probe-gap ago; retry later");
+      r.headers.emplace_back("Retry-After", std::to_string(std::max<long long>(1, wait.count())));
+      return respond(std::move(r));
+    }
+    waiting_.push_back(std::move(respond));
+    start_probe("requested over the API");
+    return;
+  }
+  respond(error_response(404, "no such resource; try /v1/status, /metrics or POST /v1/probe"));
+}
+
+nlohmann::json Agent::status_json() const {
+  nlohmann::json j = last_ && engine_.to_json ? engine_.to_json(*last_) : nlohmann::json::object();
+  nlohmann::json containers = nlohmann::json::array();
+  for (const auto& [key, c] : snapshot_.containers) {
+    containers.push_back(
+        {{"name", c.name},
+         {"netns", c.path},
+         {"container_id",
+          c.container_id ? nlohmann::json(*c.container_id) : nlohmann::json(nullptr)},
+         {"imdsv2", tristate_json(c.imdsv2)},
+         {"distance", c.distance ? nlohmann::json(*c.distance) : nlohmann::json(nullptr)},
+         {"verdict", c.verdict},
+         {"families",
+          {{"ipv4", {{"imdsv2", tristate_json(c.imdsv2)}, {"verdict", c.verdict}}},
+           {"ipv6", {{"imdsv2", tristate_json(c.imdsv2_ipv6)}, {"verdict", c.verdict_ipv6}}}}}});
+  }
+  nlohmann::json violations = nlohmann::json::array();
+  for (const auto& v : snapshot_.violations) {
+    violations.push_back(
+        {{"option", option_name(v.option)}, {"expected", v.expected}, {"actual", v.actual}});
+  }
+  const auto& o = snapshot_.options;
+  nlohmann::json options = {
+      {"http_tokens", http_tokens_word(o.http_tokens)},
+      {"hop_limit", o.hop_limit ? hop_limit_range(*o.hop_limit) : "unknown"},
+      {"http_endpoint", switch_word(o.endpoint_enabled)},
+      {"ipv6", switch_word(o.ipv6)},
+      {"tags", switch_word(o.tags)},
+  };
+  j["agent"] = {
+      {"version", IMDS_VERSION},
+      {"pid", ::getpid()},
+      {"ready", ready_},
+      {"probing", probing_},
+      {"status", status_line(snapshot_)},
+      {"reachable",
+       snapshot_.reachable ? nlohmann::json(*snapshot_.reachable) : nlohmann::json(nullptr)},
+      {"last_probe", null_or(rfc3339(last_probe_time_))},
+      {"next_probe", null_or(rfc3339(next_probe_time_))},
+      {"cycles", stats_.cycles},
+      {"errors_total", stats_.errors},
+      {"consecutive_errors", stats_.consecutive_errors},
+      {"last_error", null_or(stats_.last_error)},
+      {"backoff_seconds", std::chrono::duration<double>(schedule_.backoff()).count()},
+      {"interval_seconds", std::chrono::duration<double>(config_.interval).count()},
+      {"v1_interval", config_.v1_interval ? format_duration(*config_.v1_interval) : "never"},
+      {"expect", config_.expect},
+      {"options", options},
+      {"policy_violations", violations},
+      {"containers", containers},
+  };
+  return j;
+}
+
+std::string Agent::metrics_text() const {
+  HostImdsv2 host;
+  if (last_) {
+    for (std::size_t i = 0; i < last_->targets.size() && i < last_->inference.targets.size(); ++i) {
+      if (!last_->targets[i].target.is_host) continue;
+      const TargetVerdict& v = last_->inference.targets[i];
+      const auto known = [](Tristate t) -> std::optional<bool> {
+        if (t == Tristate::unknown) return std::nullopt;
+        return t == Tristate::yes;
+      };
+      host.ipv4 = known(v.v4.imdsv2);
+      if (v.v6.probed && last_->inference.ipv6 == Tristate::yes) host.ipv6 = known(v.v6.imdsv2);
+    }
+  }
+  return render_metrics(snapshot_, host, stats_, IMDS_VERSION);
+}
+
+}  // namespace imds::agent

@@ -1,0 +1,18 @@
+// The status API's JSON answers, sent by its routes (Agent::handle, status_json and metrics_text,
+// in status_api.cpp) and by the loop to the POST /v1/probe callers waiting for a probe.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "api_server.hpp"
+
+namespace imds::agent {
+
+// `j` indented; bytes that are not UTF-8 (names of namespaces) are replaced, never thrown on.
+ApiResponse json_response(unsigned status, const nlohmann::json& j);
+
+// {"error": message}: what the caller did wrong or why the agent cannot serve it now.
+ApiResponse error_response(unsigned status, std::string message);
+
+}  // namespace imds::agent
