@@ -248,6 +248,19 @@ void Agent::start_probe(std::string reason) {
              });
 }
 
+// Inference has read what it needs from the bodies (identity, the listing's tags/): the
+// agent keeps none of them, so memory does not grow with namespaces x 64 KiB, and the
+// status document is serialised once per cycle instead of once per request.
+void Agent::keep_last(Diagnosis d) {
+  for (auto& t : d.targets) {
+    for (auto& o : t.observations) {
+      std::string().swap(o.result.body);
+    }
+  }
+  last_json_ = engine_.to_json ? engine_.to_json(d) : nlohmann::json::object();
+  last_ = std::move(d);
+}
+
 void Agent::probe_done(std::optional<Diagnosis> d, const std::vector<NetnsTarget>& present,
                        std::size_t cursor, std::string error,
                        std::chrono::steady_clock::duration took) {
@@ -276,7 +289,7 @@ void Agent::probe_done(std::optional<Diagnosis> d, const std::vector<NetnsTarget
         }
       }
       snapshot_ = std::move(next);
-      last_ = std::move(d);
+      keep_last(std::move(*d));
       if (result == CycleResult::error) {
         stats_.last_error = "IMDS unreachable: " + snapshot_.unreachable_reason;
       }

@@ -82,6 +82,7 @@ class Agent {
 
  private:
   void start_probe(std::string reason);
+  void keep_last(Diagnosis d);
   void probe_done(std::optional<Diagnosis> d, const std::vector<NetnsTarget>& present,
                   std::size_t cursor, std::string error, std::chrono::steady_clock::duration took);
   void arm_timer(Millis delay);
@@ -105,7 +106,8 @@ class Agent {
   std::size_t cursor_ = 0;
 
   Snapshot snapshot_;
-  std::optional<Diagnosis> last_;
+  std::optional<Diagnosis> last_;  // without response bodies (see keep_last)
+  nlohmann::json last_json_;       // last_ as JSON, made once per cycle for /v1/status
   ProbeStats stats_;
   bool probing_ = false;
   bool again_ = false;  // a probe was asked for while one ran

@@ -87,7 +87,7 @@ void Agent::handle(const ApiRequest& req, std::function<void(ApiResponse)> respo
 }
 
 nlohmann::json Agent::status_json() const {
-  nlohmann::json j = last_ && engine_.to_json ? engine_.to_json(*last_) : nlohmann::json::object();
+  nlohmann::json j = last_ ? last_json_ : nlohmann::json::object();
   nlohmann::json containers = nlohmann::json::array();
   for (const auto& [key, c] : snapshot_.containers) {
     containers.push_back(

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "fixtures.hpp"
+#include "render.hpp"
 
 namespace imds::agent {
 namespace {
@@ -64,13 +65,18 @@ class FakeEngine {
       if (queue_.size() > 1) queue_.pop_front();
       return d;
     };
-    e.to_json = [](const Diagnosis& d) {
-      return nlohmann::json{{"schema_version", d.schema_version}};
-    };
+    if (real_json) {
+      e.to_json = [](const Diagnosis& d) { return to_json(d); };
+    } else {
+      e.to_json = [](const Diagnosis& d) {
+        return nlohmann::json{{"schema_version", d.schema_version}};
+      };
+    }
     return e;
   }
   std::atomic<int> calls{0};
   std::vector<bool> v1_flags;
+  bool real_json = false;  // the probe's whole JSON document, as imds-agent serves it
 
  private:
   std::mutex mutex_;
@@ -226,6 +232,30 @@ TEST_F(AgentTest, ANamespaceNameThatIsNotUtf8DoesNotBreakTheStatus) {
   ASSERT_EQ(r.status, 200U);
   auto j = nlohmann::json::parse(r.body);
   EXPECT_EQ(j["agent"]["containers"][0]["name"], "bad\uFFFD\uFFFD");
+}
+
+TEST_F(AgentTest, ResponseBodiesAreNotKeptSoMemoryDoesNotGrowWithNamespaces) {
+  std::vector<FakeContainer> many;
+  for (int i = 0; i < 64; ++i) many.push_back({"c" + std::to_string(i), 100U + i});
+  auto d = diagnosis(HttpTokens::required, exact(2), many);
+  for (auto& t : d.targets) {
+    Observation o;
+    o.step = Step::listing;
+    o.result.outcome = Outcome::http;
+    o.result.status = 200;
+    o.result.body = std::string(64 * 1024, 'x');
+    t.observations.push_back(o);
+  }
+  auto& fake = this->fake({d});
+  fake.real_json = true;
+  start(fake);
+  ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
+  auto r = call("GET", "/v1/status");
+  ASSERT_EQ(r.status, 200U);
+  EXPECT_NE(r.body.find("\"observations\""), std::string::npos);
+  // 65 namespaces x 64 KiB of bodies would be over 4 MiB; without them it is small.
+  EXPECT_LT(r.body.size(), 512U * 1024) << r.body.size();
+  EXPECT_EQ(r.body.find("xxxxxxxx"), std::string::npos);
 }
 
 TEST_F(AgentTest, AnUnreachableImdsBacksOffAndCountsErrors) {
