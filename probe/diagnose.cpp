@@ -12,6 +12,7 @@
 #include "endpoint.hpp"
 #include "findings.hpp"
 #include "inference.hpp"
+#include "simulated.hpp"
 
 namespace imds {
 
