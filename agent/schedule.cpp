@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "observations.hpp"
+
 namespace imds::agent {
 
 CycleResult classify(const Diagnosis& d) {
@@ -11,7 +13,7 @@ CycleResult classify(const Diagnosis& d) {
   for (const auto& t : d.targets) {
     if (!t.target.is_host) continue;
     for (const auto& o : t.observations) {
-      if (o.result.outcome == Outcome::http && (o.result.status == 429 || o.result.status == 503)) {
+      if (observations::throttled(o.result)) {
         return CycleResult::throttled;
       }
     }
