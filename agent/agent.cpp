@@ -302,28 +302,27 @@ void Agent::start_probe(std::string reason) {
                 v1 ? "yes" : "no");
   worker_.post([this, mailbox = mailbox_, engine = engine_, config = config_, cursor = cursor_, v1,
                 t0 = probe_started_] {
-               std::optional<Diagnosis> d;
-               std::vector<NetnsTarget> present;
-               std::size_t next_cursor = cursor;
-               std::string error;
-               try {
-                 present = engine.discover(config);
-                 ProbeRequest req{select_window(present, config.max_namespaces, next_cursor), v1};
-                 d = engine.probe(config, req);
-               } catch (const std::exception& e) {
-                 error = e.what();
-               }
-               auto took = std::chrono::steady_clock::now() - t0;
-               // `this` is only used on the loop, and only while the mailbox is open.
-               std::lock_guard lock(mailbox->mutex);
-               if (!mailbox->open) return;
-               asio::post(mailbox->loop, [this, mailbox, d = std::move(d),
-                                          present = std::move(present), next_cursor,
-                                          error = std::move(error), took]() mutable {
-                 if (!mailbox->open) return;
-                 probe_done(std::move(d), present, next_cursor, std::move(error), took);
-               });
-             });
+    std::optional<Diagnosis> d;
+    std::vector<NetnsTarget> present;
+    std::size_t next_cursor = cursor;
+    std::string error;
+    try {
+      present = engine.discover(config);
+      ProbeRequest req{select_window(present, config.max_namespaces, next_cursor), v1};
+      d = engine.probe(config, req);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    auto took = std::chrono::steady_clock::now() - t0;
+    // `this` is only used on the loop, and only while the mailbox is open.
+    std::lock_guard lock(mailbox->mutex);
+    if (!mailbox->open) return;
+    asio::post(mailbox->loop, [this, mailbox, d = std::move(d), present = std::move(present),
+                               next_cursor, error = std::move(error), took]() mutable {
+      if (!mailbox->open) return;
+      probe_done(std::move(d), present, next_cursor, std::move(error), took);
+    });
+  });
 }
 
 // Inference has read what it needs from the bodies (identity, the listing's tags/): the

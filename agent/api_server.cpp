@@ -81,7 +81,9 @@ void refuse(Local::socket& socket, std::string_view why) {
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(Local::socket socket, std::shared_ptr<ApiServer::Shared> shared, pid_t peer)
-      : stream_(std::move(socket)), shared_(std::move(shared)), peer_(peer),
+      : stream_(std::move(socket)),
+        shared_(std::move(shared)),
+        peer_(peer),
         grace_(stream_.get_executor()) {
     ++shared_->connections;
     ++shared_->per_peer[peer_];
@@ -89,7 +91,8 @@ class Session : public std::enable_shared_from_this<Session> {
   }
   ~Session() {
     --shared_->connections;
-    if (auto it = shared_->per_peer.find(peer_); it != shared_->per_peer.end() && --it->second == 0) {
+    if (auto it = shared_->per_peer.find(peer_);
+        it != shared_->per_peer.end() && --it->second == 0) {
       shared_->per_peer.erase(it);
     }
     shared_->sessions.erase(this);

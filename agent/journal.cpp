@@ -5,9 +5,8 @@
 // The entry carries CODE_FILE/LINE/FUNC of the caller (std::source_location); without this
 // the sd_journal_sendv macro would add a second set naming this file.
 #define SD_JOURNAL_SUPPRESS_LOCATION 1
-#include <systemd/sd-journal.h>
-
 #include <spdlog/spdlog.h>
+#include <systemd/sd-journal.h>
 
 #include <algorithm>
 #include <array>

@@ -78,7 +78,7 @@ int run(int argc, char** argv) {
     const bool journal_done = reporter.flush(std::chrono::milliseconds(1000));
     if (!worker_done || !journal_done) {
       if (!journal_done) spdlog::warn("the journal did not take the last events in time");
-      spdlog::shutdown();
+      spdlog::default_logger()->flush();  // not shutdown(): a thread left behind may still log
       std::fflush(nullptr);
       std::_Exit(rc);
     }

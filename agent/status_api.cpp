@@ -191,10 +191,11 @@ std::string Agent::metrics_text() const {
     }
   }
   std::string out = render_metrics(snapshot_, host, stats_, IMDS_VERSION);
-  out += "# HELP imds_agent_journal_dropped_total Journal events dropped because the journal did "
-         "not accept them as fast as they came.\n# TYPE imds_agent_journal_dropped_total counter\n"
-         "imds_agent_journal_dropped_total " +
-         std::to_string(reporter_.dropped()) + "\n";
+  out +=
+      "# HELP imds_agent_journal_dropped_total Journal events dropped because the journal did "
+      "not accept them as fast as they came.\n# TYPE imds_agent_journal_dropped_total counter\n"
+      "imds_agent_journal_dropped_total " +
+      std::to_string(reporter_.dropped()) + "\n";
   return out;
 }
 

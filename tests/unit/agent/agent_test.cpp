@@ -2,7 +2,6 @@
 #include "agent.hpp"
 
 #include <gtest/gtest.h>
-
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -11,9 +10,9 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
-#include <future>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <mutex>
 #include <thread>
 
@@ -95,7 +94,6 @@ class FakeEngine {
   std::deque<Diagnosis> queue_;
   std::chrono::milliseconds delay_;
 };
-
 
 // A probe that does not come back until released (or after `limit`): an IMDS that hangs.
 // Its state is shared with the lambdas, so a worker thread left behind at shutdown never
@@ -470,8 +468,8 @@ TEST_F(AgentTest, ReloadAppliesAGoodConfigAndKeepsTheOldOneOnErrors) {
   EXPECT_TRUE(notifier_.states[1].starts_with("READY=1\nSTATUS=")) << notifier_.states[1];
   // The reload probes again, and the new policy is violated: one drift event.
   ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 2; }));
-  EXPECT_EQ(event_names(), (std::vector<std::string>{"started", "first-verdict",
-                                                           "config-reloaded", "policy-drift"}));
+  EXPECT_EQ(event_names(), (std::vector<std::string>{"started", "first-verdict", "config-reloaded",
+                                                     "policy-drift"}));
 
   std::ofstream(conf) << "interval = 1h\nexpect = hop-limit=3\nbogus = 1\n";
   notifier_.states.clear();
@@ -495,7 +493,6 @@ TEST_F(AgentTest, AnOptionChangeBringsTheNextTokenlessGetForward) {
   call("POST", "/v1/probe");
   EXPECT_EQ(fake.v1_flags, (std::vector<bool>{true, false, true, false}));
 }
-
 
 TEST_F(AgentTest, AProbeRequestWaitingAtShutdownIsAnswered503BeforeTheSocketCloses) {
   auto stuck = std::make_shared<StuckProbe>();
@@ -536,8 +533,9 @@ TEST_F(AgentTest, StoppingWhileAProbeIsStuckDoesNotWaitForIt) {
   gone.wait();
   EXPECT_TRUE(in_time) << "~Agent waited for a stuck probe";
   EXPECT_LT(took, 4s);
-  EXPECT_NE(std::find(notifier_.states.begin(), notifier_.states.end(), "STOPPING=1\nSTATUS=Stopping"),
-            notifier_.states.end());
+  EXPECT_NE(
+      std::find(notifier_.states.begin(), notifier_.states.end(), "STOPPING=1\nSTATUS=Stopping"),
+      notifier_.states.end());
   EXPECT_TRUE(stuck->wait_returned(5s));
 }
 
@@ -547,7 +545,7 @@ TEST_F(AgentTest, AStalledJournalDoesNotStallTheLoop) {
   auto& fake = this->fake({diagnosis(HttpTokens::required, exact(2), {{"c1", 11}})});
   const auto t0 = std::chrono::steady_clock::now();
   agent_ = std::make_unique<Agent>(io_, config_, sources_, fake.engine(), reporter, notifier_);
-  ASSERT_FALSE(agent_->start().has_value());  // reports "started"
+  ASSERT_FALSE(agent_->start().has_value());                            // reports "started"
   ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));  // and first-verdict
   auto r = call("GET", "/v1/status");
   EXPECT_EQ(r.status, 200U);
@@ -563,11 +561,11 @@ TEST_F(AgentTest, AStalledJournalDoesNotStallTheLoop) {
   EXPECT_EQ(stalled.sent, 3);        // started, first-verdict, stopping: none lost
 }
 
-
 TEST_F(AgentTest, TheStatusStaysBoundedWithManyNamespacesAndSaysWhatItLeftOut) {
   std::vector<FakeContainer> many;
   for (int i = 0; i < 1000; ++i) {
-    many.push_back({"c" + std::to_string(i), 1000U + i, i % 100 == 7 ? Tristate::no : Tristate::yes});
+    many.push_back(
+        {"c" + std::to_string(i), 1000U + i, i % 100 == 7 ? Tristate::no : Tristate::yes});
   }
   config_.max_namespaces = 1000;
   auto& fake = this->fake({diagnosis(HttpTokens::required, exact(2), many)});
@@ -620,8 +618,8 @@ TEST_F(AgentTest, DroppedJournalEventsAreCountedInTheStatusAndTheMetrics) {
   run_until([&] { return agent_->stats().cycles == 3; });
   const auto dropped = agent_->status_json()["agent"]["journal_dropped_total"].get<std::uint64_t>();
   EXPECT_GE(dropped, 1U);
-  EXPECT_NE(call("GET", "/metrics").body.find("imds_agent_journal_dropped_total " +
-                                              std::to_string(dropped) + "\n"),
+  EXPECT_NE(call("GET", "/metrics")
+                .body.find("imds_agent_journal_dropped_total " + std::to_string(dropped) + "\n"),
             std::string::npos);
   agent_->stop();
   io_.run_for(50ms);

@@ -8,8 +8,8 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -267,7 +267,6 @@ TEST_F(ApiServerTest, AStaleSocketFileIsReplacedButAnythingElseIsNot) {
   start();
   EXPECT_NE(get("/x").find("GET /x 0"), std::string::npos);
 }
-
 
 TEST_F(ApiServerTest, OneClientCannotTakeEverySlotAndOthersAreStillServed) {
   limits_.max_connections = 6;

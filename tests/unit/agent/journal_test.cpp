@@ -64,7 +64,6 @@ TEST(JournalStream, CountsOnlyWhenStderrIsTheStreamSystemdConnected) {
   ::unsetenv("JOURNAL_STREAM");
 }
 
-
 // A journal that accepts nothing until opened (journald stuck), then records.
 class GateSink : public JournalSink {
  public:
@@ -115,7 +114,7 @@ TEST(JournalSender, AStuckJournalNeverBlocksTheCallerAndDropsAreCounted) {
   ASSERT_TRUE(sender.flush(std::chrono::seconds(5)));
   EXPECT_EQ(sink.messages.size(), static_cast<std::size_t>(accepted));
   EXPECT_EQ(sink.messages.front(), "event 0");  // in order, the first ones kept
-  EXPECT_TRUE(sender.submit(entry(99)));          // room again
+  EXPECT_TRUE(sender.submit(entry(99)));        // room again
   ASSERT_TRUE(sender.flush(std::chrono::seconds(5)));
   EXPECT_EQ(sink.messages.back(), "event 99");
 }
