@@ -54,12 +54,61 @@ std::optional<gid_t> lookup_group(const std::string& name) {
 
 }  // namespace
 
+EventReporter::EventReporter(JournalSink& sink, bool echo, std::size_t capacity)
+    : echo_(echo), sender_(sink, capacity, [echo](const JournalEntry& entry) {
+        // No journal: the human log is the only place left (unless it already had it).
+        if (!echo) spdlog::log(log_level_of(entry.priority), "{}", format_entry_for_humans(entry));
+      }) {}
+
 void EventReporter::report(const Event& event, std::source_location where) {
   auto entry = to_journal_entry(event, where);
-  const bool delivered = sink_.send(entry);
-  if (!delivered || echo_) {
-    spdlog::log(log_level_of(entry.priority), "{}", format_entry_for_humans(entry));
+  if (echo_) spdlog::log(log_level_of(entry.priority), "{}", format_entry_for_humans(entry));
+  sender_.submit(std::move(entry));  // a full queue drops and counts it, never blocks
+}
+
+ProbeThread::ProbeThread() : state_(std::make_shared<State>()) {
+  thread_ = std::thread([state = state_] {
+    std::unique_lock lock(state->mutex);
+    for (;;) {
+      state->cv.wait(lock, [&] { return state->stopping || !state->jobs.empty(); });
+      if (state->stopping) break;  // jobs not started yet are not run
+      auto job = std::move(state->jobs.front());
+      state->jobs.pop_front();
+      lock.unlock();
+      job();
+      job = nullptr;  // what the job owns goes now, not at the next wake-up
+      lock.lock();
+    }
+    state->jobs.clear();
+    state->exited = true;
+    state->cv.notify_all();
+  });
+}
+
+ProbeThread::~ProbeThread() { finish(std::chrono::milliseconds(0)); }
+
+void ProbeThread::post(std::function<void()> job) {
+  std::lock_guard lock(state_->mutex);
+  if (state_->stopping) return;
+  state_->jobs.push_back(std::move(job));
+  state_->cv.notify_all();
+}
+
+bool ProbeThread::finish(std::chrono::milliseconds bound) {
+  if (!thread_.joinable()) return true;
+  bool exited = false;
+  {
+    std::unique_lock lock(state_->mutex);
+    state_->stopping = true;
+    state_->cv.notify_all();
+    exited = state_->cv.wait_for(lock, bound, [&] { return state_->exited; });
   }
+  if (exited) {
+    thread_.join();
+    return true;
+  }
+  thread_.detach();  // see the class comment: the job owns everything it touches
+  return false;
 }
 
 Agent::Agent(asio::io_context& io, AgentConfig config, ConfigSources sources, Engine engine,
@@ -74,16 +123,35 @@ Agent::Agent(asio::io_context& io, AgentConfig config, ConfigSources sources, En
               [this](const ApiRequest& r, std::function<void(ApiResponse)> respond) {
                 handle(r, std::move(respond));
               }),
+      mailbox_(std::make_shared<Mailbox>()),
       timer_(io),
       watchdog_(io),
       signals_(io, SIGHUP, SIGTERM, SIGINT),
       netns_watcher_(io, [this] { request_probe("a network namespace appeared or vanished"); }),
       rng_(std::random_device{}()),
-      schedule_(config_) {}
+      schedule_(config_) {
+  mailbox_->loop = io_.get_executor();
+}
 
 Agent::~Agent() {
   stopping_ = true;
-  worker_.join();  // the probe in flight ends within its deadline
+  {
+    std::lock_guard lock(mailbox_->mutex);
+    mailbox_->open = false;  // a result that comes later is dropped, not run on a dead Agent
+  }
+  if (!finished_) finish(kWorkerBound);
+}
+
+bool Agent::finish(std::chrono::milliseconds bound) {
+  if (!finished_) {
+    finished_ = worker_.finish(bound);
+    if (!*finished_) {
+      spdlog::warn(
+          "a probe is still running {} ms after the stop was asked for: not waiting for it",
+          bound.count());
+    }
+  }
+  return *finished_;
 }
 
 std::optional<std::string> Agent::start() {
@@ -125,14 +193,19 @@ void Agent::stop() {
   Event e{EventKind::stopping, spec_of(EventKind::stopping).priority, {}};
   e.fields.push_back({"IMDS_CYCLES", std::to_string(stats_.cycles)});
   reporter_.report(e);
+  // The callers waiting for a probe get their answer first: the server lets answers being
+  // written finish (briefly) while it closes everything else.
+  for (auto& w : waiting_) w(error_response(503, "imds-agent is stopping"));
+  waiting_.clear();
   server_.close();
   timer_.cancel();
   watchdog_.cancel();
   boost::system::error_code ignored;
   signals_.cancel(ignored);
+  // Removing the last registration restores SIG_DFL (Asio does): a second SIGTERM or SIGINT
+  // while a stuck probe or journal is waited for ends the process at once.
+  signals_.clear(ignored);
   netns_watcher_.close();
-  for (auto& w : waiting_) w(error_response(503, "imds-agent is stopping"));
-  waiting_.clear();
 }
 
 void Agent::reload() {
@@ -227,25 +300,29 @@ void Agent::start_probe(std::string reason) {
   const bool v1 = schedule_.take_v1(probe_started_);
   spdlog::debug("probe cycle {} started ({}), IMDSv1 GETs: {}", stats_.cycles + 1, reason,
                 v1 ? "yes" : "no");
-  asio::post(worker_,
-             [this, engine = engine_, config = config_, cursor = cursor_, v1, t0 = probe_started_] {
-               std::optional<Diagnosis> d;
-               std::vector<NetnsTarget> present;
-               std::size_t next_cursor = cursor;
-               std::string error;
-               try {
-                 present = engine.discover(config);
-                 ProbeRequest req{select_window(present, config.max_namespaces, next_cursor), v1};
-                 d = engine.probe(config, req);
-               } catch (const std::exception& e) {
-                 error = e.what();
-               }
-               auto took = std::chrono::steady_clock::now() - t0;
-               asio::post(io_, [this, d = std::move(d), present = std::move(present), next_cursor,
-                                error = std::move(error), took]() mutable {
-                 probe_done(std::move(d), present, next_cursor, std::move(error), took);
-               });
-             });
+  worker_.post([this, mailbox = mailbox_, engine = engine_, config = config_, cursor = cursor_, v1,
+                t0 = probe_started_] {
+    std::optional<Diagnosis> d;
+    std::vector<NetnsTarget> present;
+    std::size_t next_cursor = cursor;
+    std::string error;
+    try {
+      present = engine.discover(config);
+      ProbeRequest req{select_window(present, config.max_namespaces, next_cursor), v1};
+      d = engine.probe(config, req);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    auto took = std::chrono::steady_clock::now() - t0;
+    // `this` is only used on the loop, and only while the mailbox is open.
+    std::lock_guard lock(mailbox->mutex);
+    if (!mailbox->open) return;
+    asio::post(mailbox->loop, [this, mailbox, d = std::move(d), present = std::move(present),
+                               next_cursor, error = std::move(error), took]() mutable {
+      if (!mailbox->open) return;
+      probe_done(std::move(d), present, next_cursor, std::move(error), took);
+    });
+  });
 }
 
 // Inference has read what it needs from the bodies (identity, the listing's tags/): the
@@ -258,6 +335,7 @@ void Agent::keep_last(Diagnosis d) {
     }
   }
   last_json_ = engine_.to_json ? engine_.to_json(d) : nlohmann::json::object();
+  cap_namespace_lists(last_json_);
   last_ = std::move(d);
 }
 

@@ -2,18 +2,23 @@
 // watchdog) and one worker thread that runs the probe, so a slow IMDS never stalls the loop.
 #pragma once
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
 #include <source_location>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "api_server.hpp"
@@ -43,31 +48,80 @@ struct Engine {
   std::function<nlohmann::json(const Diagnosis&)> to_json;
 };
 
-// Sends events to the journal; echoes them to the human log when the journal is not
-// where stderr goes, or when the journal is unavailable.
+// Sends events to the journal through a bounded queue (JournalSender), so the loop never
+// waits for journald; echoes them to the human log when the journal is not where stderr goes
+// (on the loop), or when the journal is unavailable (on the sender's thread).
 class EventReporter {
  public:
-  EventReporter(JournalSink& sink, bool echo) : sink_(sink), echo_(echo) {}
+  static constexpr std::size_t kQueueCapacity = 256;
+  EventReporter(JournalSink& sink, bool echo, std::size_t capacity = kQueueCapacity);
   void report(const Event& event, std::source_location where = std::source_location::current());
+  // Waits up to `bound` for the queued events to reach the journal; true when they did.
+  bool flush(std::chrono::milliseconds bound) { return sender_.flush(bound); }
+  // Events dropped because the queue was full (the journal did not keep up).
+  [[nodiscard]] std::uint64_t dropped() const { return sender_.dropped(); }
 
  private:
-  JournalSink& sink_;
   bool echo_;
+  JournalSender sender_;
+};
+
+// The thread that runs probes, one at a time. A probe stuck in the kernel (an IMDS that
+// hangs, a namespace that blocks) cannot be interrupted, so at shutdown the thread is given a
+// bound and then left behind (detached) instead of joined: every job it runs owns what it
+// touches (copies of the engine and config, and a Mailbox to post its result through).
+class ProbeThread {
+ public:
+  ProbeThread();
+  ~ProbeThread();  // finish(0): joins an idle thread, leaves a busy one behind
+  ProbeThread(const ProbeThread&) = delete;
+  ProbeThread& operator=(const ProbeThread&) = delete;
+
+  void post(std::function<void()> job);
+  // Stops taking jobs and waits up to `bound` for the one in flight; true when the thread
+  // ended and was joined, false when it was detached with its job still running.
+  bool finish(std::chrono::milliseconds bound);
+
+ private:
+  struct State {
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::deque<std::function<void()>> jobs;
+    bool stopping = false;
+    bool exited = false;
+  };
+  std::shared_ptr<State> state_;
+  std::thread thread_;
+};
+
+// Where the probe thread posts its results: the loop while the Agent lives, nowhere after
+// (a probe left behind at shutdown finds it closed and drops its result).
+struct Mailbox {
+  std::mutex mutex;
+  bool open = true;
+  boost::asio::any_io_executor loop;
 };
 
 class Agent {
  public:
   Agent(boost::asio::io_context& io, AgentConfig config, ConfigSources sources, Engine engine,
         EventReporter& reporter, Notifier& notifier);
-  ~Agent();
+  ~Agent();  // finish(kWorkerBound) unless finish() was called
   Agent(const Agent&) = delete;
   Agent& operator=(const Agent&) = delete;
 
   // Opens the socket, arms signals, timers and watches, starts the first probe.
   // Returns an error message when the socket cannot be served.
   std::optional<std::string> start();
-  void stop();    // SIGTERM path: STOPPING=1, close everything, let run() return
+  // SIGTERM path: STOPPING=1, 503 to the POST /v1/probe callers waiting, close the socket,
+  // timers and watches so that run() returns, and give SIGTERM/SIGINT their default action
+  // back so that a second one ends the process at once.
+  void stop();
   void reload();  // SIGHUP path
+  // After stop(): waits up to `bound` for a probe in flight. true: the worker ended; false:
+  // it is stuck and was left behind (imds-agent then exits without waiting, see main.cpp).
+  bool finish(std::chrono::milliseconds bound);
+  static constexpr std::chrono::milliseconds kWorkerBound{2000};
 
   // The status API, in status_api.cpp: the socket's routes, the document of GET /v1/status
   // and the text of GET /metrics.
@@ -96,7 +150,9 @@ class Agent {
   EventReporter& reporter_;
   Notifier& notifier_;
   ApiServer server_;
-  boost::asio::thread_pool worker_{1};
+  std::shared_ptr<Mailbox> mailbox_;
+  ProbeThread worker_;
+  std::optional<bool> finished_;  // finish()'s answer, once called
   boost::asio::steady_timer timer_;
   boost::asio::steady_timer watchdog_;
   boost::asio::signal_set signals_;

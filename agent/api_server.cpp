@@ -12,6 +12,9 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <map>
+#include <set>
+#include <sstream>
 
 #include "config.h"
 
@@ -22,10 +25,14 @@ using Local = asio::local::stream_protocol;
 
 namespace imds::agent {
 
+class Session;
+
 struct ApiServer::Shared {
   ApiHandler handler;
   ApiLimits limits;
   std::size_t connections = 0;
+  std::map<pid_t, std::size_t> per_peer;  // open connections by peer pid
+  std::set<Session*> sessions;            // to close them at close()
   bool closed = false;
   bool accept_failing = false;  // log the first EMFILE, not every retry
 };
@@ -41,20 +48,86 @@ void set_cloexec(int fd) {
 
 using Stream = beast::basic_stream<Local, asio::any_io_executor, beast::unlimited_rate_policy>;
 
+// The peer's process id (SO_PEERCRED: the process that connected); 0 when unknown.
+pid_t peer_pid(int fd) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return 0;
+  return cred.pid;
+}
+
+// A connection refused before it is served: a short 503 sent without waiting (a fresh
+// socket's buffer takes it whole, or the client gets the close alone), then close.
+void refuse(Local::socket& socket, std::string_view why) {
+  http::response<http::string_body> res{http::status::service_unavailable, 11};
+  res.set(http::field::server, "imds-agent/" IMDS_VERSION);
+  res.set(http::field::content_type, "application/json");
+  res.set(http::field::cache_control, "no-store");
+  res.set(http::field::retry_after, "1");
+  res.body() = std::string(R"({"error":")") + std::string(why) + "\"}\n";
+  res.keep_alive(false);
+  res.prepare_payload();
+  std::ostringstream out;
+  out << res;
+  const std::string text = out.str();
+  (void)::send(socket.native_handle(), text.data(), text.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  boost::system::error_code ignored;
+  socket.shutdown(Local::socket::shutdown_both, ignored);
+  socket.close(ignored);
+}
+
+}  // namespace
+
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(Local::socket socket, std::shared_ptr<ApiServer::Shared> shared)
-      : stream_(std::move(socket)), shared_(std::move(shared)) {
+  Session(Local::socket socket, std::shared_ptr<ApiServer::Shared> shared, pid_t peer)
+      : stream_(std::move(socket)),
+        shared_(std::move(shared)),
+        peer_(peer),
+        grace_(stream_.get_executor()) {
     ++shared_->connections;
+    ++shared_->per_peer[peer_];
+    shared_->sessions.insert(this);
   }
-  ~Session() { --shared_->connections; }
+  ~Session() {
+    --shared_->connections;
+    if (auto it = shared_->per_peer.find(peer_);
+        it != shared_->per_peer.end() && --it->second == 0) {
+      shared_->per_peer.erase(it);
+    }
+    shared_->sessions.erase(this);
+  }
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
   void start() { read(); }
 
+  // The server closes: a request being read is abandoned; an answer being written gets
+  // close_grace to finish; one the handler still owes is written when it comes (the agent
+  // answers its waiting callers before it closes the server).
+  void server_closing() {
+    keep_alive_ = false;
+    if (phase_ == Phase::reading) {
+      beast::error_code ignored;
+      stream_.socket().cancel(ignored);
+    } else if (phase_ == Phase::writing) {
+      arm_grace();
+    }
+  }
+
  private:
+  enum class Phase { reading, handling, writing };
+
+  void arm_grace() {
+    grace_.expires_after(shared_->limits.close_grace);
+    grace_.async_wait([weak = weak_from_this()](beast::error_code ec) {
+      if (ec) return;
+      if (auto self = weak.lock()) self->shutdown();
+    });
+  }
+
   void read() {
+    phase_ = Phase::reading;
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(shared_->limits.header_limit));
     parser_->body_limit(shared_->limits.body_limit);
@@ -82,6 +155,7 @@ class Session : public std::enable_shared_from_this<Session> {
     version_ = req.version();
     // The handler may answer later (probe on demand): no read deadline while it works.
     stream_.expires_never();
+    phase_ = Phase::handling;
     auto answered = std::make_shared<bool>(false);
     shared_->handler(request, [self = shared_from_this(), answered](ApiResponse r) {
       if (*answered) return;
@@ -100,7 +174,11 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void write(ApiResponse r) {
-    if (shared_->closed) return shutdown();
+    phase_ = Phase::writing;
+    if (shared_->closed) {  // an answer owed at close: still written, within the grace
+      keep_alive_ = false;
+      arm_grace();
+    }
     auto res = std::make_shared<http::response<http::string_body>>(
         static_cast<http::status>(r.status), version_ == 10 ? 10 : 11);
     res->set(http::field::server, "imds-agent/" IMDS_VERSION);
@@ -113,6 +191,7 @@ class Session : public std::enable_shared_from_this<Session> {
     stream_.expires_after(shared_->limits.write_timeout);
     http::async_write(stream_, *res,
                       [self = shared_from_this(), res](beast::error_code ec, std::size_t) {
+                        self->grace_.cancel();
                         if (ec || !self->keep_alive_ || self->shared_->closed) {
                           return self->shutdown();
                         }
@@ -128,14 +207,15 @@ class Session : public std::enable_shared_from_this<Session> {
 
   Stream stream_;
   std::shared_ptr<ApiServer::Shared> shared_;
+  pid_t peer_;
+  asio::steady_timer grace_;
+  Phase phase_ = Phase::reading;
   beast::flat_buffer buffer_{std::size_t{8} * 1024};
   std::optional<http::request_parser<http::string_body>> parser_;
   std::size_t requests_ = 0;
   unsigned version_ = 11;
   bool keep_alive_ = false;
 };
-
-}  // namespace
 
 ApiServer::ApiServer(asio::io_context& io, ApiHandler handler, ApiLimits limits)
     : io_(io), shared_(std::make_shared<Shared>()), retry_(io) {
@@ -212,20 +292,35 @@ void ApiServer::accept() {
         }
         if (shared->accept_failing) spdlog::info("accepting API connections again");
         shared->accept_failing = false;
+        set_cloexec(socket.native_handle());
+        const pid_t peer = peer_pid(socket.native_handle());
+        const auto held = shared->per_peer.find(peer);
+        // Over a cap: refuse at once rather than queue.
         if (shared->connections >= shared->limits.max_connections) {
-          boost::system::error_code ignored;
-          socket.close(ignored);  // over the cap: refuse at once rather than queue
+          refuse(socket, "too many connections to imds-agent; retry later");
+        } else if (held != shared->per_peer.end() &&
+                   held->second >= shared->limits.max_connections_per_peer) {
+          refuse(socket, "too many connections from this process (at most " +
+                             std::to_string(shared->limits.max_connections_per_peer) +
+                             "); close some and retry");
         } else {
-          set_cloexec(socket.native_handle());
-          std::make_shared<Session>(std::move(socket), shared)->start();
+          std::make_shared<Session>(std::move(socket), shared, peer)->start();
         }
         accept();
       });
 }
 
 void ApiServer::close() {
+  const bool was_closed = shared_->closed;
   shared_->closed = true;
   retry_.cancel();
+  if (!was_closed) {
+    // Copy first: a session may end (and leave the set) while being told.
+    const std::vector<Session*> open(shared_->sessions.begin(), shared_->sessions.end());
+    for (Session* s : open) {
+      if (shared_->sessions.contains(s)) s->server_closing();
+    }
+  }
   if (acceptor_) {
     boost::system::error_code ignored;
     acceptor_->close(ignored);

@@ -1,6 +1,7 @@
 // HTTP/1.1 over a Unix socket (Boost.Beast), built so that slow or hostile clients cannot
 // stall the daemon: everything is asynchronous on the main loop, each request must arrive
-// within a deadline, headers and bodies are size-capped, connections are counted.
+// within a deadline, headers and bodies are size-capped, connections are counted, and no one
+// client (peer process, SO_PEERCRED) may hold more than its share of them.
 #pragma once
 
 #include <sys/types.h>
@@ -40,6 +41,9 @@ struct ApiLimits {
   std::size_t header_limit = std::size_t{8} * 1024;
   std::size_t body_limit = std::size_t{4} * 1024;
   std::size_t max_connections = 32;
+  std::size_t max_connections_per_peer = 8;  // per peer pid: one client cannot take every slot
+  // At close(), an answer still being written gets this long before its connection is cut.
+  std::chrono::milliseconds close_grace{500};
   std::size_t max_requests_per_connection = 100;
 };
 
@@ -53,6 +57,8 @@ class ApiServer {
   // Binds `path` (replacing a stale socket file), mode 0660, group `gid` when given
   // (nullopt: the process's own group). Returns an error message on failure.
   std::optional<std::string> listen(const std::string& path, std::optional<gid_t> gid);
+  // Stops accepting, closes idle connections and those still sending a request, lets the
+  // answers already being written finish (each within close_grace), then closes those too.
   void close();
   [[nodiscard]] std::size_t connections() const;
 

@@ -5,8 +5,10 @@
 // The entry carries CODE_FILE/LINE/FUNC of the caller (std::source_location); without this
 // the sd_journal_sendv macro would add a second set naming this file.
 #define SD_JOURNAL_SUPPRESS_LOCATION 1
+#include <spdlog/spdlog.h>
 #include <systemd/sd-journal.h>
 
+#include <algorithm>
 #include <array>
 
 namespace imds::agent {
@@ -47,6 +49,86 @@ bool SystemdJournalSink::send(const JournalEntry& entry) {
   iov.reserve(lines.size());
   for (auto& l : lines) iov.push_back({l.data(), l.size()});
   return sd_journal_sendv(iov.data(), static_cast<int>(iov.size())) >= 0;
+}
+
+JournalSender::JournalSender(JournalSink& sink, std::size_t capacity,
+                             std::function<void(const JournalEntry&)> undelivered)
+    : state_(std::make_shared<State>()) {
+  state_->capacity = std::max<std::size_t>(capacity, 1);
+  thread_ = std::thread([state = state_, &sink, undelivered = std::move(undelivered)] {
+    drain(state, sink, undelivered);
+  });
+}
+
+JournalSender::~JournalSender() { finish(kFinishBound); }
+
+void JournalSender::drain(const std::shared_ptr<State>& state, JournalSink& sink,
+                          const std::function<void(const JournalEntry&)>& undelivered) {
+  std::unique_lock lock(state->mutex);
+  for (;;) {
+    state->cv.wait(lock, [&] { return state->stopping || !state->queue.empty(); });
+    if (state->queue.empty()) break;  // stopping, and everything went out
+    JournalEntry entry = std::move(state->queue.front());
+    state->queue.pop_front();
+    state->busy = true;
+    const std::uint64_t dropped = state->dropped - state->dropped_said;
+    state->dropped_said = state->dropped;
+    lock.unlock();
+    if (dropped > 0) {
+      spdlog::warn(
+          "{} journal event(s) were dropped: the journal did not accept them as fast as they "
+          "came (imds_agent_journal_dropped_total counts them)",
+          dropped);
+    }
+    if (!sink.send(entry) && undelivered) undelivered(entry);
+    lock.lock();
+    state->busy = false;
+    state->cv.notify_all();
+  }
+  state->exited = true;
+  state->cv.notify_all();
+}
+
+bool JournalSender::submit(JournalEntry entry) {
+  std::lock_guard lock(state_->mutex);
+  if (state_->stopping || state_->queue.size() >= state_->capacity) {
+    ++state_->dropped;
+    return false;
+  }
+  state_->queue.push_back(std::move(entry));
+  state_->cv.notify_all();
+  return true;
+}
+
+bool JournalSender::flush(std::chrono::milliseconds bound) {
+  std::unique_lock lock(state_->mutex);
+  return state_->cv.wait_for(lock, bound, [&] {
+    return state_->exited || (state_->queue.empty() && !state_->busy);
+  }) && state_->queue.empty();
+}
+
+bool JournalSender::finish(std::chrono::milliseconds bound) {
+  if (!thread_.joinable()) return true;
+  bool exited = false;
+  {
+    std::unique_lock lock(state_->mutex);
+    state_->stopping = true;
+    state_->cv.notify_all();
+    exited = state_->cv.wait_for(lock, bound, [&] { return state_->exited; });
+  }
+  if (exited) {
+    thread_.join();
+    return true;
+  }
+  // Blocked in sd_journal_sendv: joining could take forever. What it still touches is its
+  // shared state and the sink; the caller exits the process rather than destroy the sink.
+  thread_.detach();
+  return false;
+}
+
+std::uint64_t JournalSender::dropped() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->dropped;
 }
 
 std::string format_entry_for_humans(const JournalEntry& entry) {

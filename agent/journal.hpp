@@ -2,10 +2,17 @@
 // and the one mockable path (JournalSink) in front of sd_journal_sendv.
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <source_location>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 namespace imds::agent {
@@ -70,6 +77,51 @@ class SystemdJournalSink final : public JournalSink {
 
  private:
   std::string identifier_;
+};
+
+// A bounded queue in front of a JournalSink, drained by a thread of its own: sd_journal_sendv
+// blocks while journald does not read (a stalled journald, a full disk), and the daemon's loop
+// must not block with it (its watchdog would trip). When the queue is full the entry is
+// dropped and counted (dropped(): the agent's /metrics and /v1/status); the thread says how
+// many were dropped once the journal accepts entries again. The sink must outlive the sender.
+class JournalSender {
+ public:
+  // `undelivered` runs on the sender's thread for each entry the sink refused (no journal).
+  JournalSender(JournalSink& sink, std::size_t capacity,
+                std::function<void(const JournalEntry&)> undelivered = {});
+  // Gives the queue up to kFinishBound to drain, then leaves the thread behind (detached) if
+  // the sink still blocks; the process is expected to exit then (imds-agent's main does).
+  ~JournalSender();
+  JournalSender(const JournalSender&) = delete;
+  JournalSender& operator=(const JournalSender&) = delete;
+
+  static constexpr std::chrono::milliseconds kFinishBound{1000};
+
+  // Never blocks. false: the queue was full and the entry was dropped (and counted).
+  bool submit(JournalEntry entry);
+  // Waits up to `bound` until every queued entry went to the sink; true if they all did.
+  bool flush(std::chrono::milliseconds bound);
+  // Stops taking entries, drains for up to `bound`; true when the thread ended and was
+  // joined, false when it was left behind because the sink still blocks.
+  bool finish(std::chrono::milliseconds bound);
+  [[nodiscard]] std::uint64_t dropped() const;
+
+ private:
+  struct State {
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::deque<JournalEntry> queue;
+    std::size_t capacity = 0;
+    bool busy = false;  // the thread is inside sink.send
+    bool stopping = false;
+    bool exited = false;
+    std::uint64_t dropped = 0;
+    std::uint64_t dropped_said = 0;  // how many drops the thread has told about
+  };
+  static void drain(const std::shared_ptr<State>& state, JournalSink& sink,
+                    const std::function<void(const JournalEntry&)>& undelivered);
+  std::shared_ptr<State> state_;
+  std::thread thread_;
 };
 
 // One human-readable line per entry: "message (KEY=value ...)".

@@ -4,6 +4,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <cstdio>
+#include <cstdlib>
 
 #include "agent.hpp"
 #include "config.h"
@@ -68,6 +69,18 @@ int run(int argc, char** argv) {
       rc = kExitRuntime;
     } else {
       io.run();
+    }
+    // Stopping is bounded: a probe stuck on a hanging IMDS, or a journald that does not read,
+    // is not waited for. Such a thread cannot be joined, and destroying what it uses under
+    // it is not safe, so the process then ends here, with the same exit status as a clean
+    // stop, once the logs are flushed (imds-agent(8), SIGNALS).
+    const bool worker_done = agent.finish(Agent::kWorkerBound);
+    const bool journal_done = reporter.flush(std::chrono::milliseconds(1000));
+    if (!worker_done || !journal_done) {
+      if (!journal_done) spdlog::warn("the journal did not take the last events in time");
+      spdlog::default_logger()->flush();  // not shutdown(): a thread left behind may still log
+      std::fflush(nullptr);
+      std::_Exit(rc);
     }
   }
   curl_global_cleanup();

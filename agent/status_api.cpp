@@ -30,7 +30,29 @@ std::string tristate_json(Tristate t) {
   return t == Tristate::yes ? "yes" : t == Tristate::no ? "no" : "unknown";
 }
 
+// Keeps the first `max` entries of j[key] and says how many went in `<key>_omitted` (0 when
+// none did, so that readers need not test for the field).
+void cap_list(nlohmann::json& j, const char* key, std::size_t max) {
+  if (!j.is_object()) return;
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_array()) return;
+  std::size_t omitted = 0;
+  if (it->size() > max) {
+    omitted = it->size() - max;
+    it->erase(it->begin() + static_cast<std::ptrdiff_t>(max), it->end());
+  }
+  j[std::string(key) + "_omitted"] = omitted;
+}
+
 }  // namespace
+
+void cap_namespace_lists(nlohmann::json& doc, std::size_t max) {
+  cap_list(doc, "targets", max);
+  if (auto inf = doc.find("inference"); inf != doc.end()) cap_list(*inf, "targets", max);
+  if (auto f = doc.find("findings"); f != doc.end() && f->is_array()) {
+    for (auto& finding : *f) cap_list(finding, "subjects", max);
+  }
+}
 
 ApiResponse json_response(unsigned status, const nlohmann::json& j) {
   ApiResponse r;
@@ -88,8 +110,19 @@ void Agent::handle(const ApiRequest& req, std::function<void(ApiResponse)> respo
 
 nlohmann::json Agent::status_json() const {
   nlohmann::json j = last_ ? last_json_ : nlohmann::json::object();
+  // At most kMaxListedNamespaces, those without IMDSv2 (what needs attention) first; all of
+  // them are in /metrics and the journal.
   nlohmann::json containers = nlohmann::json::array();
+  std::vector<const ContainerState*> listed;
   for (const auto& [key, c] : snapshot_.containers) {
+    if (c.imdsv2 != Tristate::yes) listed.push_back(&c);
+  }
+  for (const auto& [key, c] : snapshot_.containers) {
+    if (c.imdsv2 == Tristate::yes) listed.push_back(&c);
+  }
+  if (listed.size() > kMaxListedNamespaces) listed.resize(kMaxListedNamespaces);
+  for (const ContainerState* cp : listed) {
+    const ContainerState& c = *cp;
     containers.push_back(
         {{"name", c.name},
          {"netns", c.path},
@@ -136,6 +169,9 @@ nlohmann::json Agent::status_json() const {
       {"options", options},
       {"policy_violations", violations},
       {"containers", containers},
+      {"containers_total", snapshot_.containers.size()},
+      {"containers_omitted", snapshot_.containers.size() - listed.size()},
+      {"journal_dropped_total", reporter_.dropped()},
   };
   return j;
 }
@@ -154,7 +190,13 @@ std::string Agent::metrics_text() const {
       if (v.v6.probed && last_->inference.ipv6 == Tristate::yes) host.ipv6 = known(v.v6.imdsv2);
     }
   }
-  return render_metrics(snapshot_, host, stats_, IMDS_VERSION);
+  std::string out = render_metrics(snapshot_, host, stats_, IMDS_VERSION);
+  out +=
+      "# HELP imds_agent_journal_dropped_total Journal events dropped because the journal did "
+      "not accept them as fast as they came.\n# TYPE imds_agent_journal_dropped_total counter\n"
+      "imds_agent_journal_dropped_total " +
+      std::to_string(reporter_.dropped()) + "\n";
+  return out;
 }
 
 }  // namespace imds::agent

@@ -2,16 +2,23 @@
 #include "agent.hpp"
 
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <mutex>
 #include <thread>
 
 #include "fixtures.hpp"
 #include "render.hpp"
+#include "status_api.hpp"
 
 namespace imds::agent {
 namespace {
@@ -19,18 +26,22 @@ namespace {
 using namespace testing;
 using namespace std::chrono_literals;
 
+// Entries arrive on the reporter's sender thread: read them after EventReporter::flush.
 class RecordingSink : public JournalSink {
  public:
   bool send(const JournalEntry& e) override {
-    entries.push_back(e);
+    std::lock_guard lock(mutex_);
+    entries_.push_back(e);
     return true;
   }
-  std::vector<std::string> event_names() const {
-    std::vector<std::string> out;
-    for (const auto& e : entries) out.push_back(*e.field("IMDS_EVENT"));
-    return out;
+  std::vector<JournalEntry> entries() const {
+    std::lock_guard lock(mutex_);
+    return entries_;
   }
-  std::vector<JournalEntry> entries;
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<JournalEntry> entries_;
 };
 
 class RecordingNotifier : public Notifier {
@@ -84,6 +95,89 @@ class FakeEngine {
   std::chrono::milliseconds delay_;
 };
 
+// A probe that does not come back until released (or after `limit`): an IMDS that hangs.
+// Its state is shared with the lambdas, so a worker thread left behind at shutdown never
+// touches a destroyed object.
+struct StuckProbe {
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool released = false;
+  bool entered = false;
+  bool returned = false;
+  void release() {
+    std::lock_guard lock(mutex);
+    released = true;
+    cv.notify_all();
+  }
+  bool wait_returned(std::chrono::milliseconds limit) {
+    std::unique_lock lock(mutex);
+    return cv.wait_for(lock, limit, [this] { return returned; });
+  }
+  bool has_entered() {
+    std::lock_guard lock(mutex);
+    return entered;
+  }
+};
+
+Engine stuck_engine(const std::shared_ptr<StuckProbe>& stuck, std::chrono::milliseconds limit) {
+  Engine e;
+  e.discover = [](const AgentConfig&) { return std::vector<NetnsTarget>{}; };
+  e.probe = [stuck, limit](const AgentConfig&, const ProbeRequest&) {
+    std::unique_lock lock(stuck->mutex);
+    stuck->entered = true;
+    stuck->cv.wait_for(lock, limit, [&] { return stuck->released; });
+    stuck->returned = true;
+    stuck->cv.notify_all();
+    return diagnosis(HttpTokens::required, exact(2));
+  };
+  e.to_json = [](const Diagnosis&) { return nlohmann::json::object(); };
+  return e;
+}
+
+// A journal that takes `stall` to accept each entry (journald stuck behind a full disk).
+class StalledSink : public JournalSink {
+ public:
+  explicit StalledSink(std::chrono::milliseconds stall) : stall_(stall) {}
+  bool send(const JournalEntry&) override {
+    std::this_thread::sleep_for(stall_);
+    ++sent;
+    return true;
+  }
+  std::atomic<int> sent{0};
+
+ private:
+  std::chrono::milliseconds stall_;
+};
+
+// A client of the agent's real socket.
+int connect_to(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// What the peer sent until it closed, polling the io_context meanwhile so the agent runs.
+std::string read_until_close(boost::asio::io_context& io, int fd, std::chrono::milliseconds limit) {
+  std::string out;
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    io.run_for(5ms);
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 5) <= 0) continue;
+    char buf[4096];
+    const auto n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  return out;
+}
+
 class AgentTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -116,6 +210,16 @@ class AgentTest : public ::testing::Test {
     run_until([&] { return got.has_value(); });
     return got.value_or(ApiResponse{0, "", "", {}});
   }
+  // The journal entries sent so far, once the reporter's queue is empty.
+  std::vector<JournalEntry> journal() {
+    EXPECT_TRUE(reporter_.flush(2s));
+    return sink_.entries();
+  }
+  std::vector<std::string> event_names() {
+    std::vector<std::string> out;
+    for (const auto& e : journal()) out.push_back(*e.field("IMDS_EVENT"));
+    return out;
+  }
   void TearDown() override {
     if (agent_) agent_->stop();
     io_.run_for(50ms);
@@ -136,8 +240,8 @@ TEST_F(AgentTest, TheFirstProbeReportsStartedAndTheVerdictThenNotifiesReady) {
   auto& fake = this->fake({diagnosis(HttpTokens::required, exact(2))});
   start(fake);
   ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
-  EXPECT_EQ(sink_.event_names(), (std::vector<std::string>{"started", "first-verdict"}));
-  EXPECT_EQ(sink_.entries[0].message_id, "3c502ce89a38470a8b5401cc076d14ba");
+  EXPECT_EQ(event_names(), (std::vector<std::string>{"started", "first-verdict"}));
+  EXPECT_EQ(journal().at(0).message_id, "3c502ce89a38470a8b5401cc076d14ba");
   auto ready = std::find_if(notifier_.states.begin(), notifier_.states.end(),
                             [](const auto& s) { return s.starts_with("READY=1\nSTATUS="); });
   ASSERT_NE(ready, notifier_.states.end());
@@ -159,9 +263,9 @@ TEST_F(AgentTest, AnOptionChangeBetweenCyclesIsExactlyOneJournalEntry) {
   ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
   EXPECT_EQ(call("POST", "/v1/probe").status, 200U);
   EXPECT_EQ(call("POST", "/v1/probe").status, 200U);
-  EXPECT_EQ(sink_.event_names(),
+  EXPECT_EQ(event_names(),
             (std::vector<std::string>{"started", "first-verdict", "option-changed"}));
-  EXPECT_EQ(sink_.entries.back().priority, Priority::notice);
+  EXPECT_EQ(journal().back().priority, Priority::notice);
 }
 
 TEST_F(AgentTest, ConcurrentProbeRequestsShareOneProbe) {
@@ -271,7 +375,7 @@ TEST_F(AgentTest, AnUnreachableImdsBacksOffAndCountsErrors) {
   EXPECT_EQ(agent_->stats().consecutive_errors, 3U);
   auto j = agent_->status_json();
   EXPECT_EQ(j["agent"]["backoff_seconds"], 4.0);  // 1s, 1s, 2s, 4s
-  EXPECT_EQ(sink_.event_names(),
+  EXPECT_EQ(event_names(),
             (std::vector<std::string>{"started", "first-verdict", "imds-unreachable"}));
 }
 
@@ -311,7 +415,7 @@ TEST_F(AgentTest, ThrottledProbesBackOffAndReportNoChanges) {
   EXPECT_EQ(call("POST", "/v1/probe").status, 200U);
   EXPECT_EQ(agent_->stats().throttled, 1U);
   EXPECT_EQ(agent_->status_json()["agent"]["backoff_seconds"], 20.0);  // doubled at once
-  EXPECT_EQ(sink_.event_names(), (std::vector<std::string>{"started", "first-verdict"}));
+  EXPECT_EQ(event_names(), (std::vector<std::string>{"started", "first-verdict"}));
   EXPECT_NE(notifier_.states.back().find("(throttled, backing off)"), std::string::npos);
 }
 
@@ -330,7 +434,7 @@ TEST_F(AgentTest, OneThrottledContainerIsItsOwnVerdictAndDoesNotFreezeReporting)
   EXPECT_EQ(call("POST", "/v1/probe").status, 200U);
   EXPECT_EQ(agent_->stats().throttled, 0U);
   EXPECT_EQ(agent_->status_json()["agent"]["backoff_seconds"], 0.0);
-  EXPECT_EQ(sink_.event_names(),
+  EXPECT_EQ(event_names(),
             (std::vector<std::string>{"started", "first-verdict", "container-imdsv2-lost"}));
 }
 
@@ -364,15 +468,15 @@ TEST_F(AgentTest, ReloadAppliesAGoodConfigAndKeepsTheOldOneOnErrors) {
   EXPECT_TRUE(notifier_.states[1].starts_with("READY=1\nSTATUS=")) << notifier_.states[1];
   // The reload probes again, and the new policy is violated: one drift event.
   ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 2; }));
-  EXPECT_EQ(sink_.event_names(), (std::vector<std::string>{"started", "first-verdict",
-                                                           "config-reloaded", "policy-drift"}));
+  EXPECT_EQ(event_names(), (std::vector<std::string>{"started", "first-verdict", "config-reloaded",
+                                                     "policy-drift"}));
 
   std::ofstream(conf) << "interval = 1h\nexpect = hop-limit=3\nbogus = 1\n";
   notifier_.states.clear();
   agent_->reload();
   ASSERT_EQ(notifier_.states.size(), 2U);
   EXPECT_NE(notifier_.states[1].find("(reload failed)"), std::string::npos);
-  EXPECT_EQ(sink_.event_names().back(), "policy-drift");  // no config-reloaded this time
+  EXPECT_EQ(event_names().back(), "policy-drift");  // no config-reloaded this time
   EXPECT_EQ(agent_->status_json()["agent"]["expect"], nlohmann::json::array({"hop-limit=3"}));
   std::filesystem::remove_all(dir);
 }
@@ -388,6 +492,140 @@ TEST_F(AgentTest, AnOptionChangeBringsTheNextTokenlessGetForward) {
   call("POST", "/v1/probe");  // so this one asks without a token too
   call("POST", "/v1/probe");
   EXPECT_EQ(fake.v1_flags, (std::vector<bool>{true, false, true, false}));
+}
+
+TEST_F(AgentTest, AProbeRequestWaitingAtShutdownIsAnswered503BeforeTheSocketCloses) {
+  auto stuck = std::make_shared<StuckProbe>();
+  agent_ = std::make_unique<Agent>(io_, config_, sources_, stuck_engine(stuck, 10s), reporter_,
+                                   notifier_);
+  ASSERT_FALSE(agent_->start().has_value());
+  ASSERT_TRUE(run_until([&] { return stuck->has_entered(); }));
+  const int fd = connect_to(config_.socket);
+  ASSERT_GE(fd, 0);
+  const std::string req = "POST /v1/probe HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
+  ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+  run_until([] { return false; }, 200ms);  // the request is read and waits for the probe
+  agent_->stop();
+  const std::string reply = read_until_close(io_, fd, 2s);
+  ::close(fd);
+  EXPECT_EQ(reply.rfind("HTTP/1.1 503", 0), 0U) << "got: " << reply.substr(0, 200);
+  EXPECT_NE(reply.find("imds-agent is stopping"), std::string::npos);
+  stuck->release();
+  agent_.reset();
+  EXPECT_TRUE(stuck->wait_returned(5s));
+}
+
+TEST_F(AgentTest, StoppingWhileAProbeIsStuckDoesNotWaitForIt) {
+  auto stuck = std::make_shared<StuckProbe>();
+  agent_ = std::make_unique<Agent>(io_, config_, sources_, stuck_engine(stuck, 60s), reporter_,
+                                   notifier_);
+  ASSERT_FALSE(agent_->start().has_value());
+  ASSERT_TRUE(run_until([&] { return stuck->has_entered(); }));
+  const auto t0 = std::chrono::steady_clock::now();
+  agent_->stop();
+  io_.run_for(50ms);
+  // Destroy the agent on another thread so that a destructor that joins the stuck worker
+  // fails this test instead of hanging it.
+  auto gone = std::async(std::launch::async, [&] { agent_.reset(); });
+  const bool in_time = gone.wait_for(5s) == std::future_status::ready;
+  const auto took = std::chrono::steady_clock::now() - t0;
+  stuck->release();  // whatever happened, let the worker end before the test does
+  gone.wait();
+  EXPECT_TRUE(in_time) << "~Agent waited for a stuck probe";
+  EXPECT_LT(took, 4s);
+  EXPECT_NE(
+      std::find(notifier_.states.begin(), notifier_.states.end(), "STOPPING=1\nSTATUS=Stopping"),
+      notifier_.states.end());
+  EXPECT_TRUE(stuck->wait_returned(5s));
+}
+
+TEST_F(AgentTest, AStalledJournalDoesNotStallTheLoop) {
+  StalledSink stalled(1500ms);
+  EventReporter reporter(stalled, false);
+  auto& fake = this->fake({diagnosis(HttpTokens::required, exact(2), {{"c1", 11}})});
+  const auto t0 = std::chrono::steady_clock::now();
+  agent_ = std::make_unique<Agent>(io_, config_, sources_, fake.engine(), reporter, notifier_);
+  ASSERT_FALSE(agent_->start().has_value());                            // reports "started"
+  ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));  // and first-verdict
+  auto r = call("GET", "/v1/status");
+  EXPECT_EQ(r.status, 200U);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 700ms)
+      << "the loop waited for the journal to accept entries";
+  // The watchdog kept being fed meanwhile.
+  run_until([] { return false; }, 300ms);
+  EXPECT_GE(std::count(notifier_.states.begin(), notifier_.states.end(), "WATCHDOG=1"), 3);
+  agent_->stop();
+  io_.run_for(50ms);
+  agent_.reset();
+  EXPECT_TRUE(reporter.flush(10s));  // the sender must be done with `stalled` before it goes
+  EXPECT_EQ(stalled.sent, 3);        // started, first-verdict, stopping: none lost
+}
+
+TEST_F(AgentTest, TheStatusStaysBoundedWithManyNamespacesAndSaysWhatItLeftOut) {
+  std::vector<FakeContainer> many;
+  for (int i = 0; i < 1000; ++i) {
+    many.push_back(
+        {"c" + std::to_string(i), 1000U + i, i % 100 == 7 ? Tristate::no : Tristate::yes});
+  }
+  config_.max_namespaces = 1000;
+  auto& fake = this->fake({diagnosis(HttpTokens::required, exact(2), many)});
+  fake.real_json = true;
+  start(fake);
+  ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
+  auto r = call("GET", "/v1/status");
+  ASSERT_EQ(r.status, 200U);
+  auto j = nlohmann::json::parse(r.body);
+  const auto& a = j["agent"];
+  EXPECT_EQ(a["containers"].size(), kMaxListedNamespaces);
+  EXPECT_EQ(a["containers_total"], 1000);
+  EXPECT_EQ(a["containers_omitted"], 1000 - kMaxListedNamespaces);
+  // Those without IMDSv2 come first, so none of them is left out.
+  for (std::size_t i = 0; i < 10; ++i) EXPECT_EQ(a["containers"][i]["imdsv2"], "no") << i;
+  EXPECT_EQ(j["targets"].size(), kMaxListedNamespaces);
+  EXPECT_EQ(j["targets_omitted"], 1001 - kMaxListedNamespaces);
+  EXPECT_EQ(j["targets"][0]["name"], "host");
+  EXPECT_EQ(j["inference"]["targets"].size(), kMaxListedNamespaces);
+  EXPECT_EQ(j["inference"]["targets_omitted"], 1001 - kMaxListedNamespaces);
+  EXPECT_LT(r.body.size(), 1024U * 1024) << r.body.size();
+  // The metrics still have every namespace.
+  auto m = call("GET", "/metrics").body;
+  EXPECT_NE(m.find("imds_container_namespaces 1000\n"), std::string::npos);
+}
+
+TEST_F(AgentTest, DroppedJournalEventsAreCountedInTheStatusAndTheMetrics) {
+  auto gate = std::make_shared<StuckProbe>();  // reused as a gate for the journal
+  class GatedSink : public JournalSink {
+   public:
+    explicit GatedSink(std::shared_ptr<StuckProbe> g) : gate_(std::move(g)) {}
+    bool send(const JournalEntry&) override {
+      std::unique_lock lock(gate_->mutex);
+      gate_->cv.wait(lock, [&] { return gate_->released; });
+      return true;
+    }
+
+   private:
+    std::shared_ptr<StuckProbe> gate_;
+  } gated(gate);
+  EventReporter reporter(gated, false, /*capacity=*/1);
+  auto& fake = this->fake({diagnosis(HttpTokens::required, exact(2), {{"c1", 11}})});
+  agent_ = std::make_unique<Agent>(io_, config_, sources_, fake.engine(), reporter, notifier_);
+  ASSERT_FALSE(agent_->start().has_value());  // "started" is in send(), stuck
+  ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
+  run_until([] { return false; }, 50ms);
+  EXPECT_EQ(call("POST", "/v1/probe").status, 200U);
+  // first-verdict waits in the queue (capacity 1); nothing else changed, so drop more:
+  agent_->reload();  // config-reloaded: dropped
+  run_until([&] { return agent_->stats().cycles == 3; });
+  const auto dropped = agent_->status_json()["agent"]["journal_dropped_total"].get<std::uint64_t>();
+  EXPECT_GE(dropped, 1U);
+  EXPECT_NE(call("GET", "/metrics")
+                .body.find("imds_agent_journal_dropped_total " + std::to_string(dropped) + "\n"),
+            std::string::npos);
+  agent_->stop();
+  io_.run_for(50ms);
+  agent_.reset();
+  gate->release();
+  EXPECT_TRUE(reporter.flush(5s));
 }
 
 }  // namespace

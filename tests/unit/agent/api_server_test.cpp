@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -265,6 +266,92 @@ TEST_F(ApiServerTest, AStaleSocketFileIsReplacedButAnythingElseIsNot) {
   ::close(fd);
   start();
   EXPECT_NE(get("/x").find("GET /x 0"), std::string::npos);
+}
+
+TEST_F(ApiServerTest, OneClientCannotTakeEverySlotAndOthersAreStillServed) {
+  limits_.max_connections = 6;
+  limits_.max_connections_per_peer = 2;
+  limits_.request_timeout = 3s;
+  start();
+  std::vector<Fd> mine;
+  for (int i = 0; i < 2; ++i) mine.push_back(connect_client());
+  std::this_thread::sleep_for(50ms);
+  // A third connection from this process is refused with a 503 that says why.
+  auto third = connect_client();
+  bool closed = false;
+  auto refused = read_until_close(third, 1s, &closed);
+  EXPECT_EQ(refused.rfind("HTTP/1.1 503", 0), 0U) << refused;
+  EXPECT_NE(refused.find("too many connections from this process"), std::string::npos);
+  EXPECT_TRUE(closed);
+  // Another process (another peer pid) is served although this one is at its share.
+  int out[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, out), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(out[0]);
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path_.c_str());
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) ::_exit(1);
+    const char req[] = "GET /other HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    if (::send(fd, req, sizeof req - 1, MSG_NOSIGNAL) != sizeof req - 1) ::_exit(1);
+    char buf[1024];
+    ssize_t n = 0;
+    while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) {
+      if (::write(out[1], buf, static_cast<std::size_t>(n)) != n) ::_exit(1);
+    }
+    ::_exit(0);
+  }
+  ::close(out[1]);
+  Fd reader(out[0]);
+  auto answer = read_until_close(reader, 3s);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  EXPECT_NE(answer.find("GET /other 0"), std::string::npos) << answer;
+  // Once one of its connections is gone, this process gets a slot again.
+  mine.pop_back();
+  std::this_thread::sleep_for(50ms);
+  EXPECT_NE(get("/again").find("GET /again 0"), std::string::npos);
+}
+
+TEST_F(ApiServerTest, CloseEndsIdleConnectionsAtOnceAndFinishesAnAnswerOwed) {
+  limits_.request_timeout = 5s;
+  std::function<void(ApiResponse)> owed;
+  server_ = std::make_unique<ApiServer>(
+      io_,
+      [&](const ApiRequest&, std::function<void(ApiResponse)> respond) {
+        owed = std::move(respond);  // answered later, as POST /v1/probe is
+      },
+      limits_);
+  ASSERT_FALSE(server_->listen(path_, std::nullopt).has_value());
+  thread_ = std::thread([this] { io_.run(); });
+  auto idle = connect_client();
+  auto waiting = connect_client();
+  send_all(waiting, "POST /v1/probe HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+  std::this_thread::sleep_for(100ms);
+  const auto t0 = Clock::now();
+  boost::asio::post(io_, [&] {
+    ApiResponse r;
+    r.status = 503;
+    r.body = "stopping";
+    owed(std::move(r));  // the answer first, then close, as Agent::stop does
+    owed = nullptr;
+    server_->close();
+  });
+  bool closed = false;
+  auto reply = read_until_close(waiting, 2s, &closed);
+  EXPECT_EQ(reply.rfind("HTTP/1.1 503", 0), 0U) << reply;
+  EXPECT_NE(reply.find("stopping"), std::string::npos);
+  EXPECT_TRUE(closed);
+  read_until_close(idle, 2s, &closed);
+  EXPECT_TRUE(closed);
+  EXPECT_LT(Clock::now() - t0, 1s) << "an idle connection was kept until its request deadline";
+  std::this_thread::sleep_for(50ms);
+  std::promise<std::size_t> left;
+  boost::asio::post(io_, [&] { left.set_value(server_->connections()); });
+  EXPECT_EQ(left.get_future().get(), 0U);
 }
 
 }  // namespace
