@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <array>
 
+#include "caps.hpp"
+
 namespace imds::agent {
 
 std::string_view priority_name(Priority p) {
@@ -56,6 +58,9 @@ JournalSender::JournalSender(JournalSink& sink, std::size_t capacity,
     : state_(std::make_shared<State>()) {
   state_->capacity = std::max<std::size_t>(capacity, 1);
   thread_ = std::thread([state = state_, &sink, undelivered = std::move(undelivered)] {
+    // Sending to the journal needs no capability: this thread holds none (caps.hpp).
+    if (auto s = limit_thread_capabilities(0); !s)
+      spdlog::warn("journal thread: cannot drop capabilities: {}", s.error().message);
     drain(state, sink, undelivered);
   });
 }

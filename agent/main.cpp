@@ -1,12 +1,16 @@
 // imds-agent: configuration, logging and the main loop; the work is in libimdsagent.
 #include <curl/curl.h>
+#include <linux/capability.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/io_context.hpp>
 #include <cstdio>
 #include <cstdlib>
+#include <stdexcept>
+#include <string>
 
 #include "agent.hpp"
+#include "caps.hpp"
 #include "config.h"
 #include "config.hpp"
 #include "engine.hpp"
@@ -19,6 +23,37 @@ constexpr int kExitOk = 0;
 constexpr int kExitRuntime = 1;
 constexpr int kExitConfig = 2;
 }  // namespace
+
+namespace imds::agent {
+namespace {
+
+// CAP_CHOWN: only a daemon started as root by hand has it, for giving the socket its group
+// (under the unit the socket already has the daemon's group, and the unit grants no
+// CAP_CHOWN). The main thread holds it until the socket is served, the worker never.
+CapabilityMask start_capabilities() {
+  return probe_capabilities() | (CapabilityMask{1} << static_cast<unsigned>(CAP_CHOWN));
+}
+
+// The probe worker keeps exactly the probe's capabilities: every cycle starts here, on the
+// worker, before discovery touches anything (after the first cycle a no-op).
+Engine on_probe_capabilities(Engine engine) {
+  engine.discover = [discover = std::move(engine.discover)](const AgentConfig& config) {
+    if (auto s = limit_thread_capabilities(probe_capabilities()); !s) {
+      throw std::runtime_error("the probe worker cannot drop capabilities: " + s.error().message);
+    }
+    return discover(config);
+  };
+  return engine;
+}
+
+// For the log: what the calling thread is left with.
+std::string held_by_this_thread() {
+  auto caps = thread_capabilities();
+  return caps ? capability_names(caps->effective | caps->permitted) : caps.error().message;
+}
+
+}  // namespace
+}  // namespace imds::agent
 
 namespace {
 
@@ -55,6 +90,11 @@ int run(int argc, char** argv) {
 
   const bool journal = stderr_is_journal_stream();
   setup_logging(config.log_level, journal);
+  // Before any thread exists, so that every thread starts with no more than this.
+  if (auto s = limit_thread_capabilities(start_capabilities()); !s) {
+    spdlog::critical("cannot drop capabilities: {}", s.error().message);
+    return kExitConfig;
+  }
   curl_global_init(CURL_GLOBAL_DEFAULT);  // before any thread exists
 
   int rc = kExitOk;
@@ -63,11 +103,19 @@ int run(int argc, char** argv) {
     SystemdJournalSink sink("imds-agent");
     EventReporter reporter(sink, /*echo=*/!journal);
     SystemdNotifier notifier;
-    Agent agent(io, std::move(config), cl.sources, make_engine(), reporter, notifier);
+    Agent agent(io, std::move(config), cl.sources, on_probe_capabilities(make_engine()), reporter,
+                notifier);
     if (auto err = agent.start()) {
       spdlog::critical("cannot serve the API: {}", *err);
       rc = kExitRuntime;
+    } else if (auto s = limit_thread_capabilities(0); !s) {
+      // The worker exists (it kept its own capabilities) and the socket is served: from
+      // here the main thread parses configuration and client requests holding nothing.
+      spdlog::critical("cannot drop the main thread's capabilities: {}", s.error().message);
+      rc = kExitConfig;
     } else {
+      spdlog::debug("capabilities: main thread {}, probe worker {}", held_by_this_thread(),
+                    capability_names(probe_capabilities()));
       io.run();
     }
     // Stopping is bounded: a probe stuck on a hanging IMDS, or a journald that does not read,

@@ -12,6 +12,7 @@ Exits 77 (skip) when not root or a tool is missing.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -36,9 +37,16 @@ UNIT = "imds-agent.service"
 # What the agent is told inside the container (a drop-in, so the packaged conffile
 # stays as shipped): probe often, watch only the lab's container namespaces.
 INTERVAL_S = 5
-# The unit's capabilities (linux/capability.h numbers): DAC_READ_SEARCH 2, NET_RAW 13,
-# SYS_PTRACE 19, SYS_ADMIN 21.
-EXPECTED_CAPS = (1 << 2) | (1 << 13) | (1 << 19) | (1 << 21)
+# The unit's capabilities (linux/capability.h numbers): NET_RAW 13, SYS_PTRACE 19,
+# SYS_ADMIN 21. The probe worker thread holds exactly these, the main thread none.
+EXPECTED_CAPS = (1 << 13) | (1 << 19) | (1 << 21)
+# `systemd-analyze security` of the installed unit: packaging/README.md says what each
+# remaining point costs and why it stays (check-unit enforces the same offline).
+EXPOSURE_LIMIT = 2.2
+EXPOSURE_RE = re.compile(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)")
+# Docker's namespace directory. There is no Docker in the container: the unit makes
+# /run/docker (0700) and netns/ (0755) as Docker would, and the test adds a namespace.
+DOCKER_NETNS = "/run/docker/netns"
 
 
 class E2EError(AssertionError):
@@ -299,13 +307,13 @@ class Checks:
         # Type=notify: systemctl start returns only after READY=1; STATUS= is the summary.
         if props.get("Type") != "notify" or not props.get("StatusText"):
             raise E2EError(f"no READY/STATUS from the daemon: {props}")
-        status = self.m.run(["cat", f"/proc/{props['MainPID']}/status"]).stdout
+        pid = props["MainPID"]
+        status = self.m.run(["cat", f"/proc/{pid}/status"]).stdout
         fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
-        caps = int(fields.get("CapEff", "0"), 16)
-        if (caps != EXPECTED_CAPS or fields.get("NoNewPrivs") != "1"
-                or fields.get("Seccomp") != "2"):
-            raise E2EError(f"the daemon runs with CapEff {caps:#x} (expected "
-                           f"{EXPECTED_CAPS:#x}), NoNewPrivs {fields.get('NoNewPrivs')}, "
+        if (int(fields.get("CapBnd", "0"), 16) != EXPECTED_CAPS
+                or fields.get("NoNewPrivs") != "1" or fields.get("Seccomp") != "2"):
+            raise E2EError(f"the daemon runs with CapBnd {fields.get('CapBnd')} (expected "
+                           f"{EXPECTED_CAPS:016x}), NoNewPrivs {fields.get('NoNewPrivs')}, "
                            f"Seccomp {fields.get('Seccomp')}")
         limits = self.m.run(["cat", f"/proc/{props['MainPID']}/limits"]).stdout
         bounds = self.unit("MemoryMax", "TasksMax")
@@ -318,108 +326,96 @@ class Checks:
                 or bounds.get("TasksMax") != "32"):
             raise E2EError(f"resource limits not in force: core {core}, open files {files}, "
                            f"{bounds}")
+        # What the kernel enforces, read from the service's own cgroup.
+        cgroup = self.unit("ControlGroup")["ControlGroup"]
+        kernel = {f: self.m.run(["cat", f"/sys/fs/cgroup{cgroup}/{f}"]).stdout.strip()
+                  for f in ("memory.max", "pids.max")}
+        if kernel != {"memory.max": str(128 * 1024 * 1024), "pids.max": "32"}:
+            raise E2EError(f"the service's cgroup {cgroup} does not enforce the limits: {kernel}")
         self.ok("LimitCORE=0 (no core dump can hold a token), LimitNOFILE=4096, "
-                "MemoryMax=128M and TasksMax=32 are in force for the running daemon")
+                "MemoryMax=128M and TasksMax=32 are in force for the running daemon (its "
+                f"limits, and memory.max/pids.max of {cgroup})")
         self.ok(f"unit active after systemctl start, READY reached, status "
-                f"{props['StatusText']!r}, running as {props.get('User')} with exactly "
-                "CAP_SYS_ADMIN CAP_NET_RAW CAP_SYS_PTRACE CAP_DAC_READ_SEARCH, seccomp on")
+                f"{props['StatusText']!r}, running as {props.get('User')} with the bounding "
+                "set CAP_SYS_ADMIN CAP_NET_RAW CAP_SYS_PTRACE, seccomp on")
 
-    def journal_events(self) -> None:
-        started = wait_for("the started event", lambda: self.events("started"), 30)
-        verdict = wait_for("the first verdict event", lambda: self.events("first-verdict"), 60)
-        for name, entries in (("started", started), ("first-verdict", verdict)):
-            e = entries[-1]
-            fields = sorted(k for k in e if k.startswith("IMDS_"))
-            if not fields or "PRIORITY" not in e or "CODE_FILE" not in e:
-                raise E2EError(f"{name} event lacks structured fields: {e}")
-        self.ok("journalctl -o json -u imds-agent holds the started and first-verdict events "
-                f"with their MESSAGE_IDs and IMDS_* fields ({verdict[-1].get('MESSAGE')!r})")
-
-    def catalog(self) -> None:
-        out = self.m.run(["journalctl", "--no-pager", "--catalog", "-u", UNIT,
-                          f"MESSAGE_ID={self.ids['started']}"], check=False).stdout
-        explained = [line for line in out.splitlines() if line.startswith("░░")]
-        if not explained:
-            raise E2EError("journalctl --catalog does not expand the started event:\n" + out)
-        self.ok(f"journalctl --catalog expands the events ({explained[0].strip()!r})")
-
-    def socket_api(self) -> None:
-        r = self.curl("/v1/status")
-        body, _, code = r.stdout.rpartition("\n")
-        if r.returncode != 0 or code != "200":
-            raise E2EError(f"GET /v1/status: curl {r.returncode}, HTTP {code}: {r.stderr}")
-        status = json.loads(body)
-        if "schema_version" not in json.dumps(status):
-            raise E2EError(f"/v1/status is not the probe's schema: {body[:500]}")
-        r = self.curl("/metrics")
-        body, _, code = r.stdout.rpartition("\n")
-        if code != "200" or not re.search(r"^# TYPE \S+ (gauge|counter|histogram)", body, re.M):
-            raise E2EError(f"GET /metrics: HTTP {code}, not Prometheus text: {body[:500]}")
-        self.ok("curl --unix-socket gets /v1/status (JSON) and /metrics (Prometheus text)")
-
-    def socket_group_only(self) -> None:
-        self.m.run(["useradd", "--system", "--user-group", "--no-create-home", "e2e-member"])
-        self.m.run(["usermod", "-aG", "imds-agent", "e2e-member"])
-        member = self.curl("/v1/status", ["--reuid", "e2e-member", "--regid", "e2e-member",
-                                          "--init-groups"])
-        if member.returncode != 0 or not member.stdout.endswith("200"):
-            raise E2EError(f"a member of imds-agent was refused: {member.stderr}")
-        # A plain connect(2), so the refusal's errno is visible (curl only says "failed").
-        stranger = self.m.run(
-            ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", "--",
-             "python3", "-c", "import socket, sys\n"
-             "s = socket.socket(socket.AF_UNIX)\n"
-             "try:\n    s.connect(sys.argv[1])\nexcept OSError as e:\n"
-             "    print(e.strerror); sys.exit(1)\n", SOCKET], check=False)
-        if stranger.returncode == 0 or "Permission denied" not in stranger.stdout:
-            raise E2EError("nobody (not in the imds-agent group) was not refused with EACCES: "
-                           f"{stranger.stdout}{stranger.stderr}")
-        self.ok("a member of the imds-agent group gets /v1/status, a non-member is refused "
-                f"({stranger.stdout.strip()})")
-
-    def reload(self, netns_dir: str) -> None:
-        before = len(self.events("config-reloaded"))
+    def thread_capabilities(self) -> None:
+        """Capabilities are per thread: the main thread none once the worker exists (it
+        does by READY), the worker exactly the probe's; none may pass any on."""
         pid = self.unit("MainPID")["MainPID"]
-        # A policy the lab violates (hop limit 1): the reloaded config must say so.
-        self.write_dropin(netns_dir, extra="expect = hop-limit=>=2\n")
-        self.m.run(["systemctl", "reload", UNIT], timeout=60)
-        wait_for("the config-reloaded event",
-                 lambda: len(self.events("config-reloaded")) > before, 30)
-        if self.unit("MainPID")["MainPID"] != pid:
-            raise E2EError("systemctl reload restarted the daemon instead of reloading")
-        drift = wait_for("a policy-drift event after adding expect=hop-limit=>=2",
-                         lambda: self.events("policy-drift"), 3 * INTERVAL_S + 30)
-        self.ok("systemctl reload re-reads the config (config-reloaded, same PID, then "
-                f"{drift[-1].get('MESSAGE')!r})")
+        out = self.m.run(["sh", "-c", f"grep -H '^Cap' /proc/{pid}/task/*/status"]).stdout
+        threads: dict[str, dict[str, int]] = {}
+        for tid, key, value in re.findall(r"/task/(\d+)/status:(Cap\w+):\s*([0-9a-f]+)", out):
+            threads.setdefault(tid, {})[key] = int(value, 16)
+        for caps in threads.values():
+            caps.pop("CapBnd", None)
+        for tid, caps in threads.items():
+            log(f"  thread {tid}{' (main)' if tid == pid else ''}: "
+                + " ".join(f"{k} {v:016x}" for k, v in caps.items()))
+        zero = {"CapInh": 0, "CapPrm": 0, "CapEff": 0, "CapAmb": 0}
+        worker = {"CapInh": 0, "CapPrm": EXPECTED_CAPS, "CapEff": EXPECTED_CAPS, "CapAmb": 0}
+        others = [caps for tid, caps in threads.items() if tid != pid]
+        if threads.get(pid) != zero:
+            raise E2EError(f"the main thread holds capabilities: {threads.get(pid)}")
+        if worker not in others or any((c["CapPrm"] | c["CapEff"]) & ~EXPECTED_CAPS
+                                       or c["CapInh"] | c["CapAmb"] for c in others):
+            raise E2EError(f"no thread holds exactly the probe's capabilities, or one holds "
+                           f"more: {threads}")
+        self.ok(f"per thread: the main thread ({pid}) holds no capability, the probe worker "
+                f"exactly CAP_SYS_ADMIN CAP_NET_RAW CAP_SYS_PTRACE ({len(threads)} threads)")
 
-    def write_dropin(self, netns_dir: str, extra: str = "") -> None:
-        text = (f"# written by tests/system/e2e_systemd.py\ninterval = {INTERVAL_S}s\n"
-                f"jitter = 0\nnetns-dir = {netns_dir}\nproc-scan = no\n" + extra)
-        self.m.run(["mkdir", "-p", "/etc/imds-agent/conf.d"])
-        self.m.run(["tee", "/etc/imds-agent/conf.d/e2e.conf"], input=text)
+    def exposure(self) -> None:
+        r = self.m.run(["systemd-analyze", "security", "--no-pager", UNIT], check=False)
+        m = EXPOSURE_RE.search(r.stdout)
+        if m is None:
+            raise E2EError(f"systemd-analyze security printed no exposure:\n{r.stdout}{r.stderr}")
+        exposure = float(m.group(1))
+        log(f"systemd-analyze security {UNIT} (the loaded unit): {exposure}")
+        for line in r.stdout.splitlines():
+            if line.startswith("✗"):
+                log("  " + re.sub(r"\s{2,}", "  ", line.strip()))
+        if exposure > EXPOSURE_LIMIT:
+            raise E2EError(f"the installed unit is rated {exposure}, above {EXPOSURE_LIMIT}")
+        self.ok(f"systemd-analyze security rates the running unit {exposure} "
+                f"(at most {EXPOSURE_LIMIT})")
 
-    def option_change(self, lab: LabDriver) -> None:
-        # What `aws ec2 modify-instance-metadata-options --http-put-response-hop-limit 2`
-        # does. (HttpTokens would only show through tokenless GETs, which the agent
-        # sends rarely on purpose.)
-        before = len(self.events("option-changed"))
-        lab.call(cmd="set_options", options={"hop_limit": 2})
-        changed = wait_for("an option-changed event after hop limit 1 -> 2",
-                           lambda: self.events("option-changed")[before:], 3 * INTERVAL_S + 30)
-        hop = [e for e in changed if "HopLimit" in json.dumps(e)]
-        if not hop or str(hop[0].get("IMDS_NEW_VALUE")) != "2":
-            raise E2EError(f"no hop-limit change to 2 among the option-changed events: {changed}")
-        self.ok(f"changing the emulator's options produces {hop[0].get('MESSAGE')!r}")
-
-    def new_container(self, lab: LabDriver) -> None:
-        ns = lab.call(cmd="add_bridge_container", label="late")
-        started = time.monotonic()
-        appeared = wait_for("the container-appeared event of a namespace made after start",
+    def docker_netns(self) -> None:
+        """Docker's namespaces without CAP_DAC_READ_SEARCH: the unit made /run/docker and
+        netns/ with Docker's modes and binds netns/ into the service's view; a namespace
+        added there later is seen (mount propagation) and probed, and nothing else of
+        /run/docker is visible to the daemon. A process of another user (nobody) in a
+        docker-ID.scope runs in that namespace: its container id in the event shows that
+        the worker reads other users' /proc/PID/ns/net and cgroup under
+        ProtectProc=ptraceable."""
+        mode = self.m.run(["stat", "-c", "%a %U", "/run/docker", DOCKER_NETNS]).stdout.split("\n")
+        if mode[:2] != ["700 root", "755 root"]:
+            raise E2EError(f"/run/docker and its netns/ are {mode[:2]}, not 700/755 root")
+        name, source = "e2e-docker", "e2e-docker-source"
+        container_id = hashlib.sha256(b"imds-agent e2e").hexdigest()
+        scope = f"docker-{container_id}.scope"
+        self.m.run(["ip", "netns", "add", source])
+        self.m.run(["sh", "-c", f"systemd-run --quiet --scope --unit={scope} -- nsenter "
+                    f"--net=/run/netns/{source} -- setpriv --reuid nobody --regid nogroup "
+                    "--clear-groups -- sleep 600 </dev/null >/dev/null 2>&1 &"])
+        wait_for(f"{scope} running", lambda: self.m.run(
+            ["systemctl", "is-active", scope], check=False).stdout.strip() == "active", 30)
+        self.m.run(["touch", f"{DOCKER_NETNS}/{name}"])
+        self.m.run(["mount", "--bind", f"/run/netns/{source}", f"{DOCKER_NETNS}/{name}"])
+        pid = self.unit("MainPID")["MainPID"]
+        seen = self.m.run(["nsenter", "-t", pid, "-m", "--", "ls", "-A", "/run/docker"]).stdout
+        if seen.split() != ["netns"]:
+            raise E2EError(f"the daemon sees more of /run/docker than netns/: {seen.split()}")
+        appeared = wait_for(f"the container-appeared event of {DOCKER_NETNS}/{name}",
                             lambda: [e for e in self.events("container-appeared")
-                                     if ns["name"] in json.dumps(e) or "late" in json.dumps(e)],
+                                     if e.get("IMDS_NETNS") == f"{DOCKER_NETNS}/{name}"],
                             3 * INTERVAL_S + 30)
-        took = time.monotonic() - started
-        self.ok(f"a container namespace created after start is diagnosed in {took:.1f} s "
+        if appeared[0].get("IMDS_CONTAINER_ID") != container_id:
+            raise E2EError(f"{DOCKER_NETNS}/{name} was probed without the container id of "
+                           f"the process of nobody in it: {appeared[0]}")
+        self.m.run(["systemctl", "stop", scope], check=False)
+        self.ok(f"a namespace made in {DOCKER_NETNS} after start is probed by a daemon without "
+                f"CAP_DAC_READ_SEARCH, which sees only netns/ of /run/docker, and labelled "
+                f"with the container id of another user's process in it "
                 f"({appeared[0].get('MESSAGE')!r})")
 
     def watchdog(self) -> None:
@@ -536,6 +532,8 @@ def main() -> int:
         checks.write_dropin(netns_dir)
         checks.install()
         checks.started_and_ready()
+        checks.thread_capabilities()
+        checks.exposure()
         checks.journal_events()
         checks.catalog()
         checks.socket_api()
@@ -543,6 +541,7 @@ def main() -> int:
         checks.reload(netns_dir)
         checks.option_change(lab)
         checks.new_container(lab)
+        checks.docker_netns()
         checks.watchdog()
         forbidden = lab.call(cmd="forbidden")["requests"]
         if forbidden:
