@@ -154,6 +154,10 @@ std::string Agent::metrics_text() const {
       if (v.v6.probed && last_->inference.ipv6 == Tristate::yes) host.ipv6 = known(v.v6.imdsv2);
     }
   }
+  if (engine_.stats) {
+    const EngineStats engine = engine_.stats();
+    return render_metrics(snapshot_, host, stats_, IMDS_VERSION, &engine);
+  }
   return render_metrics(snapshot_, host, stats_, IMDS_VERSION);
 }
 
