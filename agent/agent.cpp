@@ -308,8 +308,10 @@ void Agent::start_probe(std::string reason) {
     std::string error;
     try {
       present = engine.discover(config);
-      ProbeRequest req{select_window(present, config.max_namespaces, next_cursor), v1};
+      ProbeRequest req{select_window(present, config.max_namespaces, cursor), v1};
       d = engine.probe(config, req);
+      // Namespaces the engine deferred (request-rate bound) come first next time.
+      next_cursor = cursor_after(present.size(), cursor, req.containers, *d);
     } catch (const std::exception& e) {
       error = e.what();
     }

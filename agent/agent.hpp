@@ -46,6 +46,8 @@ struct Engine {
   std::function<std::vector<NetnsTarget>(const AgentConfig&)> discover;
   std::function<Diagnosis(const AgentConfig&, const ProbeRequest&)> probe;
   std::function<nlohmann::json(const Diagnosis&)> to_json;
+  // The request-rate bound's counters and discovery's counts, for /metrics (may be unset).
+  std::function<EngineStats()> stats;
 };
 
 // Sends events to the journal through a bounded queue (JournalSender), so the loop never

@@ -16,6 +16,7 @@
 #include <sstream>
 #include <string_view>
 
+#include "collect.hpp"
 #include "config.h"
 #include "duration.hpp"
 #include "endpoint.hpp"
@@ -195,6 +196,29 @@ const std::vector<KeyEntry>& key_table() {
         "shortest time between two probes, also on demand or on new namespaces (default 2s)"},
        [](AgentConfig& c, const std::string& v) {
          return set_duration(c.min_probe_gap, v, Millis(0), minutes(10));
+       }},
+      {{"request-rate", "N",
+        "requests per second to the IMDS, all namespaces together, 1..100 (default 20)"},
+       [](AgentConfig& c, const std::string& v) -> Status {
+         auto n = parse_number<double>(v);
+         if (!n || !(*n >= 1.0 && *n <= 100.0)) {
+           return Error{"'" + v + "' is not a number in 1..100"};
+         }
+         c.request_rate = *n;
+         return {};
+       }},
+      {{"request-burst", "N",
+        "requests sent at once before request-rate paces them, 14..200 (default 20)"},
+       [](AgentConfig& c, const std::string& v) -> Status {
+         auto n = parse_number<std::size_t>(v);
+         if (!n || *n < kMaxRequestsPerTarget || *n > 200) {
+           return Error{"'" + v + "' is not a number in " +
+                        std::to_string(kMaxRequestsPerTarget) +
+                        "..200 (one namespace sends up to " +
+                        std::to_string(kMaxRequestsPerTarget) + " requests at once)"};
+         }
+         c.request_burst = *n;
+         return {};
        }},
       {{"packet-ttl", "BOOL",
         "read response TTLs with a packet socket for the exact hop limit (default yes)"},

@@ -39,6 +39,9 @@ struct AgentConfig {
   Millis min_probe_gap{std::chrono::seconds(2)};  // between any two probes (POST, inotify)
   Millis debounce{1000};                          // after a namespace appears
   bool packet_ttl = true;
+  // The bound on requests to the IMDS, all namespaces and cycles together (request_rate.hpp).
+  double request_rate = 20.0;    // per second
+  std::size_t request_burst = 20;  // sent at once before the rate paces them
 
   std::vector<std::string> sources;  // files read, in order
 };

@@ -45,7 +45,8 @@ std::string escape_label_value(std::string_view raw) {
 }
 
 std::string render_metrics(const Snapshot& s, const HostImdsv2& host_imdsv2,
-                           const ProbeStats& stats, std::string_view version) {
+                           const ProbeStats& stats, std::string_view version,
+                           const EngineStats* engine) {
   std::string out;
   const auto& o = s.options;
   if (o.http_tokens && *o.http_tokens != HttpTokens::unknown) {
@@ -120,6 +121,30 @@ std::string render_metrics(const Snapshot& s, const HostImdsv2& host_imdsv2,
   out += fmt::format("imds_probe_throttled_total {}\n", stats.throttled);
   family(out, "imds_probe_cycles_total", "counter", "Probe cycles run.");
   out += fmt::format("imds_probe_cycles_total {}\n", stats.cycles);
+  if (engine != nullptr) {
+    const RequestRateStats& r = engine->requests;
+    family(out, "imds_requests_sent_total", "counter",
+           "Requests sent to the IMDS, every namespace and address family.");
+    out += fmt::format("imds_requests_sent_total {}\n", r.sent);
+    family(out, "imds_requests_delayed_total", "counter",
+           "Requests that waited for the request-rate bound before being sent.");
+    out += fmt::format("imds_requests_delayed_total {}\n", r.delayed);
+    family(out, "imds_namespaces_deferred_total", "counter",
+           "Namespace probes moved to a later cycle by the request-rate bound.");
+    out += fmt::format("imds_namespaces_deferred_total {}\n", r.deferred);
+    family(out, "imds_request_rate_limit", "gauge",
+           "The configured bound on requests per second to the IMDS (request-rate).");
+    out += fmt::format("imds_request_rate_limit {}\n", number(r.rate.per_second));
+    family(out, "imds_request_burst_limit", "gauge",
+           "Requests sent at once before the rate bound paces them (request-burst).");
+    out += fmt::format("imds_request_burst_limit {}\n", r.rate.burst);
+    family(out, "imds_discovery_namespaces_found", "gauge",
+           "Container network namespaces the last discovery found.");
+    out += fmt::format("imds_discovery_namespaces_found {}\n", engine->namespaces_found);
+    family(out, "imds_discovery_truncated", "gauge",
+           "Namespaces the last discovery found but did not keep (they come in later cycles).");
+    out += fmt::format("imds_discovery_truncated {}\n", engine->namespaces_not_kept);
+  }
   family(out, "imds_build_info", "gauge", "Version of imds-agent; always 1.");
   out += fmt::format("imds_build_info{{version=\"{}\"}} 1\n", escape_label_value(version));
   return out;

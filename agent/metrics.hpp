@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "request_rate.hpp"
 #include "snapshot.hpp"
 
 namespace imds::agent {
@@ -42,8 +43,17 @@ struct HostImdsv2 {
   std::optional<bool> ipv6;
 };
 
+// What the production engine knows beyond one Diagnosis: the request-rate bound and how
+// much discovery found.
+struct EngineStats {
+  RequestRateStats requests;
+  std::size_t namespaces_found = 0;      // by the last discovery
+  std::size_t namespaces_not_kept = 0;   // of those, beyond what one discovery keeps
+};
+
 std::string render_metrics(const Snapshot& snapshot, const HostImdsv2& host_imdsv2,
-                           const ProbeStats& stats, std::string_view version);
+                           const ProbeStats& stats, std::string_view version,
+                           const EngineStats* engine = nullptr);
 
 // Label value escaping of the text format: backslash, double quote, newline.
 std::string escape_label_value(std::string_view v);

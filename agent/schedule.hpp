@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <random>
 #include <utility>
@@ -48,9 +49,44 @@ class Schedule {
   bool v1_soon_ = false;
 };
 
-// The container namespaces one cycle probes: all when they fit in `max`, otherwise the
-// window at `cursor` of a rotation over them, so each is probed in turn. Advances cursor.
+// The container namespaces one cycle asks for: at most `max`, from `cursor` on in a rotation
+// over them, so each is probed in turn (all of them when they fit, still starting there).
 std::vector<NetnsTarget> select_window(const std::vector<NetnsTarget>& containers, std::size_t max,
-                                       std::size_t& cursor);
+                                       std::size_t cursor);
+
+// The cursor of the next cycle: just past the last namespace of `window` (from
+// select_window(present, max, cursor)) that the Diagnosis probed. Those the engine deferred
+// (left out, or never started) are at the front of the next window. A cycle that probed
+// none of them keeps the cursor.
+std::size_t cursor_after(std::size_t present, std::size_t cursor,
+                         const std::vector<NetnsTarget>& window, const Diagnosis& d);
+
+// How many container namespaces one cycle can afford under the request-rate bound: the host
+// needs `host` permits, each container `each`; `available` are held now and the cycle may
+// wait up to `max_wait` for more at `per_second`.
+std::size_t affordable_namespaces(double available, double per_second,
+                                  std::chrono::milliseconds max_wait, std::size_t host,
+                                  std::size_t each);
+// How long taking `needed` permits waits when `available` are held now.
+std::chrono::milliseconds permit_wait(double available, double per_second, std::size_t needed);
+
+// When discovery finds more namespaces than the agent keeps at a time, which of them it
+// keeps (DiscoveryConfig::start): the same slice until every namespace in it has been
+// probed or has gone, then the next one, so the tail is reached instead of cut off.
+class DiscoveryRotation {
+ public:
+  [[nodiscard]] std::size_t start() const { return start_; }
+  // After each discovery: `found` namespaces in all, `kept` of them from start().
+  void discovered(std::size_t found, const std::vector<NetnsTarget>& kept);
+  // After each cycle: the namespaces it probed.
+  void probed(const Diagnosis& d);
+
+ private:
+  std::size_t start_ = 0;
+  std::size_t found_ = 0;
+  std::size_t slice_ = 0;
+  bool fresh_ = true;                 // the next discovery starts a new slice
+  std::vector<std::uint64_t> waiting_;  // inodes of the slice not probed yet (sorted)
+};
 
 }  // namespace imds::agent

@@ -190,7 +190,13 @@ std::string Agent::metrics_text() const {
       if (v.v6.probed && last_->inference.ipv6 == Tristate::yes) host.ipv6 = known(v.v6.imdsv2);
     }
   }
-  std::string out = render_metrics(snapshot_, host, stats_, IMDS_VERSION);
+  std::string out;
+  if (engine_.stats) {
+    const EngineStats engine = engine_.stats();
+    out = render_metrics(snapshot_, host, stats_, IMDS_VERSION, &engine);
+  } else {
+    out = render_metrics(snapshot_, host, stats_, IMDS_VERSION);
+  }
   out +=
       "# HELP imds_agent_journal_dropped_total Journal events dropped because the journal did "
       "not accept them as fast as they came.\n# TYPE imds_agent_journal_dropped_total counter\n"

@@ -15,6 +15,7 @@
 #include <deque>
 #include <memory>
 #include <stdexcept>
+#include <thread>
 #include <unordered_map>
 
 #include "config.h"
@@ -43,6 +44,8 @@ constexpr std::array<std::string_view, 3> kIdentityPaths = {
     "/latest/meta-data/placement/region",
     "/latest/meta-data/placement/availability-zone",
 };
+
+static_assert(kMaxRequestsPerTarget == 2 * (3 + kIdentityPaths.size() + 1));
 
 std::size_t family_index(Family family) { return family == Family::v4 ? 0 : 1; }
 
@@ -75,6 +78,15 @@ void validate(const CollectConfig& config, std::size_t target_count) {
     throw std::invalid_argument("token TTL must be 1..21600 seconds");
   }
   if (config.max_parallel == 0) throw std::invalid_argument("max_parallel must be at least 1");
+  if (config.request_bucket) {
+    const std::size_t burst = config.request_bucket->rate().burst;
+    const std::size_t needed = planned_requests(config, true);
+    if (burst < needed) {
+      throw std::invalid_argument("a request burst of " + std::to_string(burst) +
+                                  " is less than the " + std::to_string(needed) +
+                                  " requests one namespace sends");
+    }
+  }
   if (config.connect_timeout.count() <= 0 || config.request_timeout.count() <= 0 ||
       config.deadline.count() <= 0) {
     throw std::invalid_argument("timeouts and the deadline must be positive");
@@ -157,6 +169,8 @@ struct TargetState {
   std::vector<FamilyState> families;  // in CollectConfig order: v4, then v6
   std::size_t outstanding = 0;        // requests queued or in flight
   bool active = false;
+  std::size_t permits = 0;  // taken from the request bucket and not used yet
+  bool delayed = false;     // it waited for the request bucket
 };
 
 class Collector {
@@ -183,6 +197,9 @@ class Collector {
 
   void build_observations(TargetState& state);
   bool schedule();
+  bool take_permits(TargetState& state);
+  void use_permit(TargetState& state);
+  bool wait_for_one_permit();
   void activate(TargetState& state);
   Request& make_request(TargetState& state, FamilyState& family, std::size_t observation);
   void configure(Request& request, milliseconds timeout);
@@ -213,6 +230,7 @@ class Collector {
   std::deque<Request*> ready_;                  // follow-ups waiting for a free slot
   std::vector<std::unique_ptr<Request>> live_;  // queued or in flight
   std::size_t running_ = 0;                     // in flight (added to the multi handle)
+  std::optional<std::chrono::microseconds> permit_wait_;  // the next namespace waits for permits
   std::unordered_map<int, Request*> by_fd_;
   bool packet_ttl_available_ = false;
   std::vector<UniqueFd> retired_packet_sockets_;  // closed in bulk: see close_packet_sockets
@@ -315,7 +333,9 @@ CollectResult Collector::run() {
     observe_ports();
     predict_dropped_puts();
     // Start what became possible at once rather than after the next wait.
-    if (running_ == 0 || (!ready_.empty() && running_ < config_.max_parallel)) continue;
+    if (!permit_wait_ && (running_ == 0 || (!ready_.empty() && running_ < config_.max_parallel))) {
+      continue;
+    }
     extra.clear();
     for (const TargetState& state : targets_) {
       if (!state.active) continue;
@@ -323,7 +343,8 @@ CollectResult Collector::run() {
         if (family.packets) extra.push_back({family.packets->fd(), CURL_WAIT_POLLIN, 0});
       }
     }
-    const auto wait = std::min(remaining(), kPollSlice);
+    auto wait = std::min(remaining(), kPollSlice);
+    if (permit_wait_) wait = std::min(wait, std::chrono::ceil<milliseconds>(*permit_wait_));
     curl_multi_poll(multi_.get(), extra.data(), static_cast<unsigned>(extra.size()),
                     static_cast<int>(std::max(milliseconds{1}, wait).count()), nullptr);
   }
@@ -350,12 +371,59 @@ bool Collector::schedule() {
     ready_.pop_front();
     start(*request);
   }
+  permit_wait_.reset();
   while (next_target_ < targets_.size() && ready_.empty()) {
     const std::size_t needed = endpoints_.size() * (config_.probe_v1 ? 2 : 1);
     if (running_ != 0 && running_ + needed > config_.max_parallel) break;
+    if (!take_permits(targets_[next_target_])) break;
     activate(targets_[next_target_++]);
   }
   return !live_.empty() || next_target_ < targets_.size();
+}
+
+// The request bound: a namespace starts with the permits for every request it may send.
+// When they come too late for the deadline, it and those after it are deferred: never
+// started, so they keep SkipReason::not_started and no verdict is made up for them.
+bool Collector::take_permits(TargetState& state) {
+  const auto& bucket = config_.request_bucket;
+  if (!bucket) return true;
+  const std::size_t needed = planned_requests(config_, state.out.target.is_host);
+  if (bucket->try_take(needed)) {
+    state.permits = needed;
+    return true;
+  }
+  const std::chrono::microseconds wait = bucket->time_until(needed);
+  if (wait == std::chrono::microseconds::max() || wait + config_.request_timeout > remaining()) {
+    bucket->count_deferred(targets_.size() - next_target_);
+    next_target_ = targets_.size();
+    return false;
+  }
+  state.delayed = true;
+  permit_wait_ = wait;
+  return false;
+}
+
+void Collector::use_permit(TargetState& state) {
+  if (!config_.request_bucket) return;
+  if (state.permits > 0) --state.permits;
+  config_.request_bucket->count_sent(state.delayed);
+}
+
+// For the IP_MINTTL search, one request at a time: waits (within the deadline) for a permit.
+bool Collector::wait_for_one_permit() {
+  const auto& bucket = config_.request_bucket;
+  if (!bucket) return true;
+  bool delayed = false;
+  while (!bucket->try_take(1)) {
+    const std::chrono::microseconds wait = bucket->time_until(1);
+    if (wait == std::chrono::microseconds::max() || wait + config_.search_timeout > remaining()) {
+      return false;
+    }
+    delayed = true;
+    std::this_thread::sleep_for(wait);
+  }
+  bucket->count_sent(delayed);
+  return true;
 }
 
 void Collector::activate(TargetState& state) {
@@ -363,6 +431,8 @@ void Collector::activate(TargetState& state) {
   if (!target.is_host) {
     auto opened = sockets_.open_namespace(target.path, target.inode);
     if (!opened) {
+      if (config_.request_bucket) config_.request_bucket->give_back(state.permits);
+      state.permits = 0;
       const std::string& error = opened.error().message;
       state.out.error = error;
       for (Observation& observation : state.out.observations) {
@@ -501,6 +571,7 @@ void Collector::start(Request& request) {
   request.cut_by_deadline = left < config_.request_timeout;
   configure(request, std::min(config_.request_timeout, left));
   request.started = Clock::now();
+  use_permit(target_of(request));
   HttpResult& result = result_of(request);
   result.skip = SkipReason::none;
   result.outcome = Outcome::timeout;  // until it ends otherwise
@@ -696,6 +767,9 @@ void Collector::release(Request& request) {
     }
     state.netns.reset();
     state.active = false;
+    // Permits of requests it never sent (no token, no follow-ups) go back.
+    if (config_.request_bucket) config_.request_bucket->give_back(state.permits);
+    state.permits = 0;
   }
   const auto found = std::find_if(live_.begin(), live_.end(),
                                   [&](const auto& owned) { return owned.get() == &request; });
@@ -800,6 +874,10 @@ std::optional<bool> Collector::put_with_min_ttl(std::size_t host, FamilyState& f
   scratch.path = kTokenPath;
   state.out.observations.push_back(scratch);
   const std::size_t index = state.out.observations.size() - 1;
+  if (!wait_for_one_permit()) {
+    state.out.observations.pop_back();
+    return std::nullopt;
+  }
   Request& request = make_request(state, family, index);
   request.min_ttl = min_ttl;
   configure(request, budget);
@@ -848,6 +926,14 @@ void Collector::set_distances() {
 }
 
 }  // namespace
+
+std::size_t planned_requests(const CollectConfig& config, bool is_host) {
+  std::size_t per_family = 2;  // token PUT, GET with the token
+  if (config.probe_listing) ++per_family;
+  if (is_host && config.probe_identity) per_family += kIdentityPaths.size();
+  if (config.probe_v1) ++per_family;
+  return per_family * (config.probe_v6 ? 2 : 1);
+}
 
 CollectResult collect(const CollectConfig& config, const std::vector<NetnsTarget>& targets) {
   Collector collector(config, targets);

@@ -5,16 +5,21 @@
 #include <chrono>
 #include <cstddef>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "model.hpp"
+#include "request_rate.hpp"
 
 namespace imds {
 
 inline constexpr std::size_t kMaxTargets = 4096;
+// The most requests one namespace sends: per family a token PUT, a GET with the token, the
+// listing, three identity GETs (host only) and a tokenless GET; two families.
+inline constexpr std::size_t kMaxRequestsPerTarget = 14;
 
 struct CollectConfig {
   // Base URLs without a path, IP addresses only (parse_endpoint in endpoint.hpp). --endpoint
@@ -36,7 +41,16 @@ struct CollectConfig {
   std::chrono::milliseconds search_timeout{500};  // per PUT of the search
   std::size_t max_body_bytes = std::size_t{64} * 1024;
   std::size_t max_parallel = 64;  // concurrent connections (far below the 1024 pps limit)
+  // When set, every request takes a permit from it (also the IP_MINTTL search), and it may
+  // be shared: the agent keeps one across cycles. A namespace starts only once the permits
+  // for all its requests (planned_requests) are taken, so none is left half-probed by the
+  // bound; those unused are given back. Namespaces whose permits would come too late for
+  // the deadline are not started (SkipReason::not_started) and counted as deferred.
+  std::shared_ptr<RequestBucket> request_bucket;
 };
+
+// The most requests collect() sends from one namespace with `config` (the search aside).
+std::size_t planned_requests(const CollectConfig& config, bool is_host);
 
 struct CollectResult {
   // One entry per input target, same order. Each has, per probed family (v4, then v6 when
@@ -55,7 +69,8 @@ struct CollectResult {
 // Never throws for network or namespace failures: those are values in the result
 // (Observation outcomes, TargetObservations::error). Throws std::invalid_argument for an
 // unusable configuration (bad endpoint URL, more than kMaxTargets targets, a probe_path
-// that is forbidden, token TTL out of range).
+// that is forbidden, token TTL out of range, a request bucket whose burst is smaller than
+// one namespace's requests).
 CollectResult collect(const CollectConfig& config, const std::vector<NetnsTarget>& targets);
 
 // Proxy variables that would send SDK/curl traffic for http://169.254.169.254 to a proxy:

@@ -31,7 +31,8 @@ std::string rfc3339_utc(std::chrono::system_clock::time_point t) {
 }
 
 std::vector<NetnsTarget> resolve_targets(const ProbeOptions& options,
-                                         std::vector<std::string>* notes) {
+                                         std::vector<std::string>* notes,
+                                         std::optional<DiscoveryTruncation>* truncated) {
   std::vector<NetnsTarget> targets;
   std::set<std::uint64_t> seen;
   auto host = host_target();
@@ -59,6 +60,9 @@ std::vector<NetnsTarget> resolve_targets(const ProbeOptions& options,
       if (seen.insert(t.inode).second) targets.push_back(std::move(t));
     }
     if (notes != nullptr) notes->insert(notes->end(), found.notes.begin(), found.notes.end());
+    if (truncated != nullptr && found.not_kept() > 0) {
+      *truncated = DiscoveryTruncation{found.found, found.not_kept(), false};
+    }
   }
   if (targets.size() > kMaxTargets) {
     throw ProbeConfigError("too many namespaces (" + std::to_string(targets.size()) +
@@ -72,7 +76,8 @@ namespace {
 Diagnosis assemble(CollectResult collected, const CollectConfig& config,
                    const Expectations& expectations, const std::string& tool_version,
                    std::chrono::system_clock::time_point started,
-                   std::chrono::steady_clock::time_point t0) {
+                   std::chrono::steady_clock::time_point t0,
+                   std::optional<DiscoveryTruncation> truncated = std::nullopt) {
   Diagnosis d;
   d.tool_version = tool_version.empty() ? IMDS_VERSION : tool_version;
   d.started_at = rfc3339_utc(started);
@@ -82,6 +87,7 @@ Diagnosis assemble(CollectResult collected, const CollectConfig& config,
   d.packet_ttl_available = collected.packet_ttl_available;
   d.searched_hop_limit = collected.searched_hop_limit;
   d.proxy = collected.proxy;
+  d.discovery_truncated = truncated;
   d.expectations = expectations;
   d.targets = std::move(collected.targets);
   d.inference = infer(d);
@@ -94,17 +100,20 @@ Diagnosis assemble(CollectResult collected, const CollectConfig& config,
 }  // namespace
 
 Diagnosis diagnose_targets(const std::vector<NetnsTarget>& targets, const CollectConfig& config,
-                           const Expectations& expectations, const std::string& tool_version) {
+                           const Expectations& expectations, const std::string& tool_version,
+                           std::optional<DiscoveryTruncation> truncated) {
   const auto started = std::chrono::system_clock::now();
   const auto t0 = std::chrono::steady_clock::now();
-  return assemble(collect(config, targets), config, expectations, tool_version, started, t0);
+  return assemble(collect(config, targets), config, expectations, tool_version, started, t0,
+                  truncated);
 }
 
 Diagnosis diagnose(const ProbeOptions& options, std::vector<std::string>* notes) {
   const auto started = std::chrono::system_clock::now();
   const auto t0 = std::chrono::steady_clock::now();
 
-  auto targets = resolve_targets(options, notes);
+  std::optional<DiscoveryTruncation> truncated;
+  auto targets = resolve_targets(options, notes, &truncated);
   std::unique_ptr<SimulatedContainer> simulated;
   if (options.simulate_container) {
     SimulatedContainer::Options sim_options;
@@ -127,7 +136,7 @@ Diagnosis diagnose(const ProbeOptions& options, std::vector<std::string>* notes)
     }
   }
   return assemble(std::move(collected), options.collect, options.expectations, options.tool_version,
-                  started, t0);
+                  started, t0, truncated);
 }
 
 }  // namespace imds

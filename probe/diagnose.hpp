@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -37,9 +38,11 @@ class ProbeConfigError : public std::invalid_argument {
 };
 
 // The namespaces `options` selects, host first, deduplicated by inode; notes from discovery
-// (skipped entries) are appended to `notes` when given. Throws ProbeConfigError.
-std::vector<NetnsTarget> resolve_targets(const ProbeOptions& options,
-                                         std::vector<std::string>* notes = nullptr);
+// (skipped entries) are appended to `notes` when given; `truncated` (when given) is set
+// when discovery found more than it keeps. Throws ProbeConfigError.
+std::vector<NetnsTarget> resolve_targets(
+    const ProbeOptions& options, std::vector<std::string>* notes = nullptr,
+    std::optional<DiscoveryTruncation>* truncated = nullptr);
 
 // Runs the probe. Network and namespace failures are values in the Diagnosis; throws
 // ProbeConfigError (or std::invalid_argument from collect) for an unusable configuration.
@@ -51,7 +54,8 @@ Diagnosis diagnose(const ProbeOptions& options, std::vector<std::string>* notes 
 // themselves (the agent spreads discovered namespaces over cycles): collect -> infer ->
 // findings, and every Diagnosis field filled. `targets` must start with the host.
 Diagnosis diagnose_targets(const std::vector<NetnsTarget>& targets, const CollectConfig& config,
-                           const Expectations& expectations, const std::string& tool_version = "");
+                           const Expectations& expectations, const std::string& tool_version = "",
+                           std::optional<DiscoveryTruncation> truncated = std::nullopt);
 
 // "2026-11-29T01:42:03.123Z"
 std::string rfc3339_utc(std::chrono::system_clock::time_point t);

@@ -499,6 +499,25 @@ void environment_findings(const Diagnosis& d, FindingList& out) {
             "polling the IMDS too often; clients should back off exponentially.");
   }
 
+  if (const auto& cut = d.discovery_truncated; cut && cut->not_probed > 0) {
+    const std::string kept = std::to_string(cut->found - std::min(cut->found, cut->not_probed));
+    out.add("discovery-truncated", Severity::warning,
+            "found " + std::to_string(cut->found) + " network namespaces; " +
+                std::to_string(cut->not_probed) + " of them are not probed in this " +
+                (cut->later_cycles ? "cycle" : "run"),
+            cut->later_cycles
+                ? "imds-agent keeps at most " + kept +
+                      " namespaces at a time; the others get their turn in later cycles, once "
+                      "every namespace kept has been probed. Until then their verdicts are "
+                      "missing."
+                : "imds-probe probes at most " + kept +
+                      " discovered namespaces in one run; the verdicts of the others are "
+                      "missing.",
+            cut->later_cycles ? ""
+                              : "imds-probe --netns /run/netns/NAME ...   # the others, by name; "
+                                "or run imds-agent, which gets to all of them in turn");
+  }
+
   for (const auto& t : d.targets) {
     if (t.error.empty()) continue;
     out.add_for(t, "target-not-probed", Severity::warning,

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -240,6 +241,14 @@ struct Inference {
   std::vector<TargetVerdict> targets;
 };
 
+// Discovery found more namespaces than one run keeps (DiscoveryConfig::max_targets).
+struct DiscoveryTruncation {
+  std::size_t found = 0;       // distinct namespaces found
+  std::size_t not_probed = 0;  // of those, left out of this run
+  bool later_cycles = false;   // imds-agent: they get their turn in later cycles
+  bool operator==(const DiscoveryTruncation&) const = default;
+};
+
 struct Diagnosis {
   int schema_version = kSchemaVersion;
   std::string tool_version;
@@ -251,6 +260,7 @@ struct Diagnosis {
   bool packet_ttl_available = false;      // a packet socket could be opened (CAP_NET_RAW)
   std::optional<int> searched_hop_limit;  // result of the IP_MINTTL search, when run
   ProxyEnvironment proxy;
+  std::optional<DiscoveryTruncation> discovery_truncated;  // never silent: a finding says so
   Expectations expectations;
   std::vector<TargetObservations> targets;
   Inference inference;

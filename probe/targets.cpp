@@ -241,12 +241,11 @@ Discovery discover_containers(const DiscoveryConfig& config) {
       note("--exclude-netns " + path + " ignored: " + ino.error().message);
     }
   }
+  // Every namespace is found (and labelled) first; the window of max_targets is cut at the
+  // end, so the ones beyond it are counted rather than silently missing.
+  std::vector<NetnsTarget> found;
   std::unordered_map<std::uint64_t, std::size_t> by_inode;
-  auto full = [&] {
-    if (out.targets.size() < config.max_targets) return false;
-    note("stopped at " + std::to_string(config.max_targets) + " namespaces");
-    return true;
-  };
+  auto full = [&] { return found.size() >= kMaxDiscovered; };
 
   for (const auto& dir_path : config.netns_dirs) {
     std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir(dir_path.c_str()), ::closedir);
@@ -269,14 +268,14 @@ Discovery discover_containers(const DiscoveryConfig& config) {
       auto ino = netns_inode(path);
       if (!ino) continue;  // a stale name or not a namespace: nothing to probe there
       if (excluded.count(ino.value()) != 0 || by_inode.count(ino.value()) != 0) continue;
-      if (full()) return out;
+      if (full()) break;
       NetnsTarget t;
       t.name = name;
       t.path = path;
       t.inode = ino.value();
       t.source = TargetSource::netns_dir;
-      by_inode.emplace(t.inode, out.targets.size());
-      out.targets.push_back(std::move(t));
+      by_inode.emplace(t.inode, found.size());
+      found.push_back(std::move(t));
     }
   }
 
@@ -293,12 +292,12 @@ Discovery discover_containers(const DiscoveryConfig& config) {
     const auto label = label_for_pid(config.proc_root, pid);
     if (known != by_inode.end()) {
       if (label) {
-        apply_label(out.targets[known->second], *label);
+        apply_label(found[known->second], *label);
         labelled.insert(ino);
       }
       continue;
     }
-    if (full()) return out;
+    if (full()) continue;  // still labels the ones already found
     NetnsTarget t;
     t.name = "pid:" + std::to_string(pid);
     t.path = ns_path;
@@ -308,9 +307,24 @@ Discovery discover_containers(const DiscoveryConfig& config) {
       apply_label(t, *label);
       labelled.insert(ino);
     }
-    by_inode.emplace(ino, out.targets.size());
-    out.targets.push_back(std::move(t));
+    by_inode.emplace(ino, found.size());
+    found.push_back(std::move(t));
   }
+
+  out.found = found.size();
+  if (found.size() <= config.max_targets) {
+    out.targets = std::move(found);
+    return out;
+  }
+  const std::size_t first = config.start % found.size();
+  out.targets.reserve(config.max_targets);
+  for (std::size_t i = 0; i < config.max_targets; ++i) {
+    out.targets.push_back(std::move(found[(first + i) % found.size()]));
+  }
+  note("found " + std::to_string(out.found) + (out.found >= kMaxDiscovered ? " or more" : "") +
+       " network namespaces, kept " + std::to_string(config.max_targets) + " (from number " +
+       std::to_string(first + 1) + " on); the other " + std::to_string(out.not_kept()) +
+       " are not probed this time");
   return out;
 }
 

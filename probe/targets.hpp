@@ -24,12 +24,21 @@ struct DiscoveryConfig {
   bool proc_scan = true;                                    // /proc/*/ns/net
   std::vector<std::string> exclude_paths;                   // --exclude-netns, by inode
   std::string proc_root = "/proc";                          // tests point this elsewhere
+  // At most this many are kept, starting at the `start`th namespace found (in discovery
+  // order: netns dirs by name, then /proc by pid) and wrapping around: a caller that moves
+  // `start` on (the agent) gets to every namespace over several discoveries.
   std::size_t max_targets = 1024;
+  std::size_t start = 0;
 };
+
+// More distinct namespaces than this are not even counted.
+inline constexpr std::size_t kMaxDiscovered = 65536;
 
 struct Discovery {
   std::vector<NetnsTarget> targets;  // distinct, never the host's own namespace
   std::vector<std::string> notes;    // what was skipped and why (capped), for people
+  std::size_t found = 0;             // distinct namespaces found, kept or not
+  [[nodiscard]] std::size_t not_kept() const { return found - targets.size(); }
 };
 
 // What /proc/PID/cgroup says about the container a process runs in.
@@ -46,7 +55,8 @@ std::optional<ContainerLabel> parse_cgroup(std::string_view text);
 Result<NetnsTarget> host_target();
 
 // Every distinct network namespace under the netns dirs and /proc, labelled with the
-// container id where one is found. Unreadable entries are skipped quietly.
+// container id where one is found. Unreadable entries are skipped quietly. Beyond
+// max_targets, Discovery::found says how many there were and a note says so.
 Discovery discover_containers(const DiscoveryConfig& config);
 
 Result<NetnsTarget> target_for_pid(pid_t pid, const std::string& proc_root = "/proc");
