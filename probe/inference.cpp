@@ -182,6 +182,14 @@ struct Evidence {
   std::string why;
 };
 
+// A lost PUT answer farther away bounds the hop limit only when the host, where any answer
+// arrives, got one: when the host's PUT hung or was reset too, the IMDS is not answering.
+bool host_put_answered(const Diagnosis& d, Family f) {
+  const TargetObservations* host = host_of(d);
+  const Observation* put = host != nullptr ? find(*host, Step::token_put, f) : nullptr;
+  return put != nullptr && answered(put->result);
+}
+
 }  // namespace
 
 HopResolution resolve_hop_limit(const Diagnosis& d) {
@@ -207,7 +215,8 @@ HopResolution resolve_hop_limit(const Diagnosis& d) {
         if (*dist >= 1) {
           lower.push_back({*dist + 1, label(*t) + " got a token " + hops(*dist) + " away"});
         }
-      } else if (*dist >= 1 && put_drop(r) != PutDrop::none && reached(*t, f)) {
+      } else if (*dist >= 1 && put_drop(r) != PutDrop::none && reached(*t, f) &&
+                 host_put_answered(d, f)) {
         upper.push_back({*dist, label(*t) + " got no PUT response " + hops(*dist) +
                                     " away while the IMDS answered it otherwise"});
       }

@@ -138,6 +138,10 @@ json faults_json(const Faults& f) {
       {"no_server_header", f.no_server_header},
       {"oversized_bytes", f.oversized_bytes},
       {"malformed", f.malformed},
+      {"trickle_ms", f.trickle.count()},
+      {"oversized_header_bytes", f.oversized_header_bytes},
+      {"no_ttl_header", f.no_ttl_header},
+      {"token_lifetime_ms", f.token_lifetime ? json(f.token_lifetime->count()) : json(nullptr)},
       {"after_dropped_put", after},
       {"paths", f.paths},
   };
@@ -240,13 +244,39 @@ std::string parse_faults(const json& body, Faults& out) {
         return "\"delay_ms\" must be an integer 0.." + std::to_string(kMaxFaultDelay.count());
       }
       f.delay = std::chrono::milliseconds(*n);
-    } else if (key == "hang" || key == "reset" || key == "no_server_header" || key == "malformed") {
+    } else if (key == "hang" || key == "reset" || key == "no_server_header" || key == "malformed" ||
+               key == "no_ttl_header") {
       if (!v.is_boolean()) return "\"" + key + "\" must be true or false";
       const bool b = v.get<bool>();
       if (key == "hang") f.hang = b;
       if (key == "reset") f.reset = b;
       if (key == "no_server_header") f.no_server_header = b;
       if (key == "malformed") f.malformed = b;
+      if (key == "no_ttl_header") f.no_ttl_header = b;
+    } else if (key == "trickle_ms") {
+      const auto n = integer(v);
+      if (!n || *n < 0 || *n > kMaxTrickle.count()) {
+        return "\"trickle_ms\" must be an integer 0.." + std::to_string(kMaxTrickle.count());
+      }
+      f.trickle = std::chrono::milliseconds(*n);
+    } else if (key == "oversized_header_bytes") {
+      const auto n = integer(v);
+      if (!n || *n < 0 || static_cast<unsigned long long>(*n) > kMaxOversizedHeaderBytes) {
+        return "\"oversized_header_bytes\" must be an integer 0.." +
+               std::to_string(kMaxOversizedHeaderBytes);
+      }
+      f.oversized_header_bytes = static_cast<std::size_t>(*n);
+    } else if (key == "token_lifetime_ms") {
+      if (v.is_null()) {
+        f.token_lifetime.reset();
+        continue;
+      }
+      const auto n = integer(v);
+      if (!n || *n < 0 || *n > kMaxTokenLifetime.count()) {
+        return "\"token_lifetime_ms\" must be null or an integer 0.." +
+               std::to_string(kMaxTokenLifetime.count());
+      }
+      f.token_lifetime = std::chrono::milliseconds(*n);
     } else if (key == "status") {
       const auto n = v.is_null() ? std::optional<long long>(0) : integer(v);
       if (!n || (*n != 0 && *n != 429 && *n != 503)) return "\"status\" must be 429 or 503";

@@ -203,7 +203,8 @@ bool fault_applies_to(const Faults& f, std::string_view path) {
 
 bool has_request_fault(const Faults& f) {
   return f.delay.count() > 0 || f.hang || f.reset || f.status != 0 || f.no_server_header ||
-         f.oversized_bytes > 0 || f.malformed;
+         f.oversized_bytes > 0 || f.malformed || f.trickle.count() > 0 ||
+         f.oversized_header_bytes > 0 || f.no_ttl_header || f.token_lifetime.has_value();
 }
 
 // The rules proper, for a request that no fault short-circuited.
@@ -302,6 +303,11 @@ std::string TokenStore::issue(std::chrono::seconds ttl, SteadyTime now) {
   return token;
 }
 
+void TokenStore::shorten(std::string_view token, SteadyTime expiry) {
+  const auto it = expiry_.find(std::string(token));
+  if (it != expiry_.end() && expiry < it->second) it->second = expiry;
+}
+
 std::optional<std::chrono::seconds> TokenStore::remaining(std::string_view token,
                                                           SteadyTime now) const {
   const auto it = expiry_.find(std::string(token));
@@ -390,6 +396,11 @@ Response handle(const Request& req, State& state, Now now) {
   }
 
   if (faulted && r.action == Action::respond) {
+    // Before any padding: the body is still the token.
+    if (f.token_lifetime && req.method == "PUT" && path == kTokenPath && r.status == 200) {
+      state.tokens.shorten(r.body, now.steady + *f.token_lifetime);
+      entry.faults.emplace_back("token_lifetime");
+    }
     if (f.no_server_header) {
       std::erase_if(r.headers, [](const Header& h) { return iequals(h.name, "Server"); });
       entry.faults.emplace_back("no_server_header");
@@ -397,6 +408,18 @@ Response handle(const Request& req, State& state, Now now) {
     if (f.oversized_bytes > r.body.size()) {
       r.body.resize(f.oversized_bytes, 'x');
       entry.faults.emplace_back("oversized");
+    }
+    if (f.oversized_header_bytes > 0) {
+      r.headers.push_back({"X-Padding", std::string(f.oversized_header_bytes, 'x')});
+      entry.faults.emplace_back("oversized_header");
+    }
+    if (f.no_ttl_header) {
+      std::erase_if(r.headers, [](const Header& h) { return iequals(h.name, kTokenTtlHeader); });
+      entry.faults.emplace_back("no_ttl_header");
+    }
+    if (f.trickle.count() > 0) {
+      r.trickle = f.trickle;
+      entry.faults.emplace_back("trickle");
     }
   }
   if (faulted && f.delay.count() > 0) {

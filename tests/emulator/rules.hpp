@@ -77,6 +77,14 @@ struct Faults {
   bool no_server_header = false;
   std::size_t oversized_bytes = 0;  // 0: off
   bool malformed = false;
+  // The whole HTTP response (status line, headers, body) is written one byte every
+  // `trickle` (0: off): a slow or stalled peer that keeps the connection alive.
+  std::chrono::milliseconds trickle{0};
+  std::size_t oversized_header_bytes = 0;  // an `X-Padding` header of that many bytes; 0: off
+  bool no_ttl_header = false;  // drop X-aws-ec2-metadata-token-ttl-seconds from answers
+  // Tokens issued by affected PUTs expire after this, whatever TTL was asked (the answer
+  // still echoes the asked TTL): the token expires between the PUT and the GET.
+  std::optional<std::chrono::milliseconds> token_lifetime;
   AfterDroppedPut after_dropped_put = AfterDroppedPut::none;
   std::vector<std::string> paths;
 
@@ -84,6 +92,9 @@ struct Faults {
 };
 
 inline constexpr std::size_t kMaxOversizedBytes = 64U * 1024U * 1024U;
+inline constexpr std::size_t kMaxOversizedHeaderBytes = 1024U * 1024U;
+inline constexpr std::chrono::milliseconds kMaxTrickle{10000};
+inline constexpr std::chrono::milliseconds kMaxTokenLifetime{3600000};
 
 struct Header {
   std::string name;
@@ -118,6 +129,7 @@ struct Response {
   std::optional<int> hop_limit;
   AfterDroppedPut after_dropped_put = AfterDroppedPut::none;
   std::chrono::milliseconds delay{0};
+  std::chrono::milliseconds trickle{0};  // write one byte every `trickle` (0: all at once)
   std::uint64_t seq = 0;  // the request log entry for this request
 
   // First value of a header (case-insensitive), for tests and the server.
@@ -159,6 +171,8 @@ class TokenStore {
  public:
   static constexpr std::size_t kCapacity = 100000;
   std::string issue(std::chrono::seconds ttl, SteadyTime now);
+  // Cuts a live token's life to end at `expiry` (the token_lifetime fault).
+  void shorten(std::string_view token, SteadyTime expiry);
   // Remaining whole seconds (rounded up) while the token is valid.
   [[nodiscard]] std::optional<std::chrono::seconds> remaining(std::string_view token,
                                                               SteadyTime now) const;

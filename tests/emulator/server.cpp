@@ -20,6 +20,7 @@
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -87,6 +88,7 @@ class ImdsConnection : public std::enable_shared_from_this<ImdsConnection> {
   void dispatch();
   void perform();
   void on_written(beast::error_code ec);
+  void trickle_next();
   void reject_unparsable();
   void linger_then_close(std::chrono::steady_clock::duration limit);
   void drain();
@@ -104,6 +106,8 @@ class ImdsConnection : public std::enable_shared_from_this<ImdsConnection> {
   std::uint16_t port_ = 0;
   Response response_;
   http::response<http::string_body> message_;
+  std::string trickled_;  // the serialised response, for the trickle fault
+  std::size_t trickled_pos_ = 0;
   std::array<char, 4096> scratch_{};
 };
 
@@ -462,8 +466,34 @@ void ImdsConnection::perform() {
     message_.prepare_payload();
   }
   if (response_.hop_limit) set_ttl(fd(), family_, *response_.hop_limit);
+  if (response_.trickle.count() > 0) {
+    std::ostringstream bytes;
+    bytes << message_;
+    trickled_ = std::move(bytes).str();
+    trickled_pos_ = 0;
+    trickle_next();
+    return;
+  }
   stream_.expires_after(emulator_.read_timeout());
   http::async_write(stream_, message_, done);
+}
+
+// One byte, a pause, the next byte: until the response is out or the client leaves.
+void ImdsConnection::trickle_next() {
+  if (trickled_pos_ >= trickled_.size()) {
+    on_written({});
+    return;
+  }
+  stream_.expires_after(emulator_.read_timeout());
+  asio::async_write(stream_, asio::buffer(&trickled_[trickled_pos_], 1),
+                    [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                      if (ec) return;
+                      ++self->trickled_pos_;
+                      self->timer_.expires_after(self->response_.trickle);
+                      self->timer_.async_wait([self](beast::error_code e) {
+                        if (!e) self->trickle_next();
+                      });
+                    });
 }
 
 void ImdsConnection::on_written(beast::error_code ec) {

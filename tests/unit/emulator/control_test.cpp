@@ -112,8 +112,14 @@ TEST_F(Control, EveryFaultKeyIsAccepted) {
   call("POST", "/faults",
        R"({"delay_ms":10,"hang":true,"reset":true,"status":429,"share":1.0,
            "no_server_header":true,"oversized_bytes":1000000,"malformed":true,
-           "after_dropped_put":"hang","paths":["/latest/"]})");
+           "after_dropped_put":"hang","paths":["/latest/"],"trickle_ms":50,
+           "oversized_header_bytes":20000,"no_ttl_header":true,"token_lifetime_ms":0})");
   const Faults& f = state_.faults;
+  EXPECT_EQ(f.trickle, 50ms);
+  EXPECT_EQ(f.oversized_header_bytes, 20000U);
+  EXPECT_TRUE(f.no_ttl_header);
+  EXPECT_EQ(f.token_lifetime, 0ms);
+  EXPECT_EQ(call("GET", "/faults")["token_lifetime_ms"], 0);
   EXPECT_EQ(f.delay, 10ms);
   EXPECT_TRUE(f.hang && f.reset && f.no_server_header && f.malformed);
   EXPECT_EQ(f.status, 429);
@@ -125,7 +131,9 @@ TEST_F(Control, BadFaultValuesAreRejectedWithAReason) {
   for (const char* body :
        {R"({"status":500})", R"({"share":1.5})", R"({"share":"all"})", R"({"delay_ms":-1})",
         R"({"hang":"yes"})", R"({"oversized_bytes":99999999999})", R"({"after_dropped_put":"rst"})",
-        R"({"paths":["relative"]})", R"({"boom":true})"}) {
+        R"({"paths":["relative"]})", R"({"boom":true})", R"({"trickle_ms":10001})",
+        R"({"oversized_header_bytes":2000000})", R"({"no_ttl_header":1})",
+        R"({"token_lifetime_ms":-5})", R"({"token_lifetime_ms":"soon"})"}) {
     const auto j = call("POST", "/faults", body, 400);
     EXPECT_TRUE(j["error"].is_string()) << body;
   }

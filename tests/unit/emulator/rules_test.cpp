@@ -473,6 +473,48 @@ TEST_F(Rules, AfterDroppedPutAppliesToHopLimitedPutResponsesOnly) {
   EXPECT_EQ(send("GET", "/").after_dropped_put, AfterDroppedPut::none);
 }
 
+TEST_F(Rules, OversizedHeaderFaultAddsOnePaddingHeaderOfTheGivenSize) {
+  state_.faults.oversized_header_bytes = 20000;
+  const auto r = send("GET", "/latest/meta-data/instance-id");
+  EXPECT_EQ(r.body, "i-0123456789abcdef0");
+  EXPECT_EQ(r.header("X-Padding").value_or("").size(), 20000U);
+  EXPECT_EQ(state_.log.entries().back().faults, std::vector<std::string>{"oversized_header"});
+}
+
+TEST_F(Rules, NoTtlHeaderFaultDropsTheTtlFromPutAndGetAnswers) {
+  const std::string tok = token();
+  state_.faults.no_ttl_header = true;
+  const auto put = put_token("300");
+  EXPECT_EQ(put.status, 200);
+  EXPECT_FALSE(put.header(kTokenTtlHeader).has_value());
+  const auto get = get_with(tok, "/latest/meta-data/instance-id");
+  EXPECT_EQ(get.status, 200);
+  EXPECT_FALSE(get.header(kTokenTtlHeader).has_value());
+}
+
+TEST_F(Rules, TokenLifetimeFaultExpiresTheTokenBeforeTheGetButEchoesTheAskedTtl) {
+  state_.faults.token_lifetime = 200ms;
+  state_.faults.paths = {std::string(kTokenPath)};
+  const auto put = put_token("300");
+  EXPECT_EQ(put.header(kTokenTtlHeader), "300");
+  EXPECT_EQ(get_with(put.body, "/latest/meta-data/instance-id").status, 200);
+  advance(250ms);
+  EXPECT_EQ(get_with(put.body, "/latest/meta-data/instance-id").status, 401);
+  state_.faults = {};
+  const std::string fresh = token();
+  advance(250ms);
+  EXPECT_EQ(get_with(fresh, "/latest/meta-data/instance-id").status, 200);
+}
+
+TEST_F(Rules, TrickleFaultIsHandedToTheServerWithANormalAnswer) {
+  state_.faults.trickle = 20ms;
+  const auto r = send("GET", "/latest/meta-data/instance-id");
+  EXPECT_EQ(r.action, Action::respond);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.trickle, 20ms);
+  EXPECT_EQ(state_.log.entries().back().faults, std::vector<std::string>{"trickle"});
+}
+
 // ---- token store ----
 
 TEST(TokenStore, StaysBoundedWhenFlooded) {

@@ -89,6 +89,22 @@ TEST(HopLimit, PutTimeoutWithoutAnyContactProvesNothing) {
   EXPECT_EQ(d.inference.hop_limit.upper, kMaxHopLimit);
 }
 
+TEST(HopLimit, PutLostEverywhereIncludingTheHostProvesNoBound) {
+  // A hanging (or resetting) IMDS: the host, 0 hops away, lost its PUT answer too, so the
+  // container's lost answer says nothing about the hop limit.
+  for (Outcome lost : {Outcome::timeout, Outcome::reset}) {
+    Diagnosis d = diagnosis({
+        with(host_target(), {observation(Step::token_put, failed(lost, true)),
+                             observation(Step::v1_get, failed(Outcome::timeout, true))}),
+        with(target("c1", 1), {observation(Step::token_put, failed(lost, true)),
+                               observation(Step::v1_get, failed(Outcome::timeout, true))}),
+    });
+    d = finish(std::move(d));
+    EXPECT_EQ(d.inference.hop_limit.method, HopLimitMethod::none) << to_string(lost);
+    EXPECT_EQ(d.inference.hop_limit.upper, kMaxHopLimit) << to_string(lost);
+  }
+}
+
 TEST(HopLimit, TokenOneHopAwayAndDropTwoHopsAwayPinTheHopLimitToTwoWithoutCallingItMeasured) {
   World w;
   w.hop_limit = 2;
