@@ -265,7 +265,10 @@ std::optional<std::string> ApiServer::listen(const std::string& path, std::optio
   if (gid && !group_ok && ::chown(path.c_str(), static_cast<uid_t>(-1), *gid) != 0) {
     return "chown " + path + " to group " + std::to_string(*gid) + ": " + std::strerror(errno);
   }
-  acceptor->listen(static_cast<int>(shared_->limits.max_connections), bec);
+  // The kernel's backlog is not a slot: a flood of connects must not fill it so that a
+  // well-formed client gets EAGAIN before the server can accept and refuse the flood
+  // (the slots and the per-peer share are enforced after accept). Bounded by somaxconn.
+  acceptor->listen(asio::socket_base::max_listen_connections, bec);
   if (bec) return "listen on " + path + ": " + bec.message();
   acceptor_ = std::move(acceptor);
   path_ = path;
