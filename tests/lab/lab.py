@@ -436,6 +436,49 @@ table inet {NFT_TABLE} {{
         self._nft(self.host, "\n".join(rules[f] for f in families) + "\n")
         return ns
 
+    # ----- namespace churn: one name, many namespaces -------------------------------------
+
+    def add_incarnation(self, label: str, reachable: bool) -> Netns:
+        """A new namespace that `netns_dir/<label>` points at from now on (the link is
+        replaced atomically, so discovery sees either the old namespace or this one, fully
+        built). `reachable=True`: a 1-hop bridge container, IPv4 only; False: loopback only,
+        so the IMDS is "Network is unreachable". Each call makes a new namespace with a new
+        inode; retire() the one it replaces. For churn tests: many incarnations per label."""
+        if not _LABEL_RE.match(label) or label in ("host", "imds") or label in self._labels:
+            raise ValueError(f"incarnation label {label!r}: a container label not used by "
+                             "add_*_container")
+        n = self._incarnations = getattr(self, "_incarnations", 0) + 1
+        if n > 250 * 150:
+            raise LabError("too many incarnations in one lab")
+        ns = Netns(name=f"{self.prefix}-{label}-{n}", label=label, distance=1)
+        inside = ["link set lo up"]
+        if reachable:
+            # 172.17.100.2 and up: apart from add_bridge_container's 172.17.0.N; a retired
+            # namespace still entered by a probe keeps its veth and address until freed.
+            ns.v4 = f"172.17.{100 + (n - 1) // 249}.{2 + (n - 1) % 249}"
+            inside += [f"link add eth0 type veth peer name vi{n} netns {self.host.name}",
+                       f"addr add {ns.v4}/16 dev eth0", "link set eth0 up",
+                       f"route add default via {BRIDGE_V4}"]
+        _run(["ip", "netns", "add", ns.name], f"creating incarnation {ns.name}")
+        self._namespaces[ns.name] = ns
+        _run(["ip", "-n", ns.name, "-batch", "-"], f"configuring incarnation {ns.name}",
+             "\n".join(inside) + "\n")
+        if reachable:
+            self._ip(self.host, [f"link set vi{n} master br0 up"])
+        link = Path(self.netns_dir) / label
+        tmp = Path(self.netns_dir) / f".{label}.{n}"
+        tmp.symlink_to(ns.path)
+        os.replace(tmp, link)
+        return ns
+
+    def retire(self, ns: Netns) -> None:
+        """Delete an incarnation's namespace (`ip netns del`: a process still inside keeps
+        it alive until it leaves, as the kernel does for any namespace)."""
+        if self._namespaces.get(ns.name) is not ns or ns.label in self._labels:
+            raise LabError(f"{ns.name} is not an incarnation of this lab")
+        _run(["ip", "netns", "del", ns.name], f"deleting incarnation {ns.name}")
+        del self._namespaces[ns.name]
+
     @property
     def containers(self) -> list[Netns]:
         """Every container namespace (also DinD outer ones), in creation order."""
