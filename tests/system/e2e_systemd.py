@@ -105,7 +105,9 @@ class Machine:
     def __init__(self, tarball: Path, workdir: Path):
         self.workdir = workdir
         self.root = workdir / "root"
-        self.name = "imds-e2e-" + workdir.name.rsplit("-", 1)[-1][-8:].lower()
+        # mkdtemp's suffix may hold "_", which systemd-nspawn refuses in a machine name.
+        suffix = re.sub(r"[^a-z0-9]", "x", workdir.name.rsplit("-", 1)[-1][-8:].lower())
+        self.name = "imds-e2e-" + suffix
         self.proc: subprocess.Popen[bytes] | None = None
         self.leader: int | None = None
         self.console_log = workdir / "console.log"
