@@ -8,6 +8,7 @@
 #include <boost/asio/post.hpp>
 #include <ctime>
 
+#include "bounded_stop.hpp"
 #include "config.h"
 #include "diagnose.hpp"
 #include "duration.hpp"
@@ -95,20 +96,8 @@ void ProbeThread::post(std::function<void()> job) {
 }
 
 bool ProbeThread::finish(std::chrono::milliseconds bound) {
-  if (!thread_.joinable()) return true;
-  bool exited = false;
-  {
-    std::unique_lock lock(state_->mutex);
-    state_->stopping = true;
-    state_->cv.notify_all();
-    exited = state_->cv.wait_for(lock, bound, [&] { return state_->exited; });
-  }
-  if (exited) {
-    thread_.join();
-    return true;
-  }
-  thread_.detach();  // see the class comment: the job owns everything it touches
-  return false;
+  // Left behind when stuck: see the class comment (the job owns everything it touches).
+  return stop_within(thread_, *state_, bound);
 }
 
 Agent::Agent(asio::io_context& io, AgentConfig config, ConfigSources sources, Engine engine,

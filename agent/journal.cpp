@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <array>
 
+#include "bounded_stop.hpp"
 #include "caps.hpp"
 
 namespace imds::agent {
@@ -113,22 +114,9 @@ bool JournalSender::flush(std::chrono::milliseconds bound) {
 }
 
 bool JournalSender::finish(std::chrono::milliseconds bound) {
-  if (!thread_.joinable()) return true;
-  bool exited = false;
-  {
-    std::unique_lock lock(state_->mutex);
-    state_->stopping = true;
-    state_->cv.notify_all();
-    exited = state_->cv.wait_for(lock, bound, [&] { return state_->exited; });
-  }
-  if (exited) {
-    thread_.join();
-    return true;
-  }
-  // Blocked in sd_journal_sendv: joining could take forever. What it still touches is its
-  // shared state and the sink; the caller exits the process rather than destroy the sink.
-  thread_.detach();
-  return false;
+  // Blocked in sd_journal_sendv, it is left behind: what it still touches is its shared
+  // state and the sink; the caller exits the process rather than destroy the sink.
+  return stop_within(thread_, *state_, bound);
 }
 
 std::uint64_t JournalSender::dropped() const {

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 from pathlib import Path
@@ -25,8 +24,8 @@ from typing import Any, Callable
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lab"))
 
-from lab import (TOKEN_LIKE, Lab, UnixHTTPConnection, build_dir_from_argv,  # noqa: E402
-                 skip_unless_lab_possible, stop_process)
+from lab import (Lab, LoggedProcess, TOKEN_LIKE, UnixHTTPConnection,  # noqa: E402
+                 build_dir_from_argv, skip_unless_lab_possible, stop_process)
 
 BUILD_DIR = build_dir_from_argv(HERE.parents[1] / "build")
 AGENT = str(BUILD_DIR / "agent" / "imds-agent")
@@ -75,23 +74,15 @@ class AgentThreadCapabilities(unittest.TestCase):
                 "interval = 2s\njitter = 0\nv1-interval = 0\nmin-probe-gap = 1s\n"
                 "request-timeout = 1s\nproc-scan = no\n"
                 f"netns-dir = {cls.lab.netns_dir}\nsocket = {cls.socket}\nlog-level = debug\n")
-            cls.lines = []
-            cls.lock = threading.Lock()
-            cls.agent = cls.lab.popen(cls.lab.host, [AGENT, "--config", str(cls.conf),
-                                                     "--config-dir", str(cls.work / "conf.d")],
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT)
-            threading.Thread(target=cls._reader, daemon=True).start()
+            proc = cls.lab.popen(cls.lab.host, [AGENT, "--config", str(cls.conf),
+                                                "--config-dir", str(cls.work / "conf.d")],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT)
+            logged = LoggedProcess(proc)
+            cls.agent, cls.lines, cls.lock = logged.proc, logged.lines, logged.lock
         except BaseException:
             cls.lab.close()
             raise
-
-    @classmethod
-    def _reader(cls) -> None:
-        assert cls.agent.stdout is not None
-        for line in cls.agent.stdout:
-            with cls.lock:
-                cls.lines.append(line.rstrip("\n"))
 
     @classmethod
     def tearDownClass(cls) -> None:

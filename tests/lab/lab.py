@@ -176,6 +176,23 @@ def stop_process(proc: subprocess.Popen, timeout: float) -> int | None:
     return proc.returncode
 
 
+class LoggedProcess:
+    """A process of the test's whose merged stdout/stderr a thread collects line by line
+    into `lines` (read under `lock`): the agent's human log and events, in the lab."""
+
+    def __init__(self, proc: subprocess.Popen[str]):
+        self.proc = proc
+        self.lines: list[str] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self.lock:
+                self.lines.append(line.rstrip("\n"))
+
+
 def build_dir_from_argv(default: Path) -> Path:
     """Takes `--build DIR` off the front of sys.argv (meson passes it; unittest must not see
     it) and returns DIR, or `default`."""
