@@ -57,7 +57,9 @@ Status limit_thread_capabilities(CapabilityMask keep) {
     auto& d = s->data[i];
     const __u32 permitted = d.permitted & halves[i];
     const __u32 effective = d.effective & permitted;
-    const __u32 inheritable = d.inheritable & permitted;
+    // Nothing inheritable: no capability passes through exec(2), and with the inheritable
+    // set empty the kernel empties the ambient set that AmbientCapabilities= filled.
+    const __u32 inheritable = 0;
     changes = changes || permitted != d.permitted || effective != d.effective ||
               inheritable != d.inheritable;
     d.permitted = permitted;

@@ -27,8 +27,9 @@ struct ThreadCapabilities {
 };
 Result<ThreadCapabilities> thread_capabilities();
 
-// Leaves the calling thread only `keep` (intersected with what it holds) in its permitted,
-// effective and inheritable sets; the kernel clears the ambient set to match. Irreversible
+// Leaves the calling thread only `keep` (intersected with what it holds) in its permitted
+// and effective sets, and nothing inheritable, so the kernel clears the ambient set too
+// (nothing passes through exec). Irreversible
 // for this thread; threads it creates later inherit the result; other threads keep theirs.
 // Holding nothing to drop is success (an unprivileged run).
 Status limit_thread_capabilities(CapabilityMask keep);

@@ -4,7 +4,11 @@
 
 #include <gtest/gtest.h>
 #include <linux/capability.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include <array>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -79,6 +83,32 @@ TEST(ThreadCapabilities, AThreadKeepsOnlyTheProbeSetAndPassesItToItsThreads) {
   EXPECT_EQ(kept, probe_capabilities());
   EXPECT_EQ(child, probe_capabilities());
   EXPECT_EQ(held(), before);
+}
+
+// Under systemd, AmbientCapabilities= starts the daemon with the probe's set inheritable
+// and ambient: a thread that keeps the set must still pass none of it to what it runs.
+TEST(ThreadCapabilities, KeepingTheProbeSetPassesNothingOnThroughExec) {
+  if ((held() & probe_capabilities()) != probe_capabilities()) {
+    GTEST_SKIP() << "the test runs without the probe's capabilities";
+  }
+  std::map<std::string, CapabilityMask> raised;
+  std::map<std::string, CapabilityMask> after;
+  std::thread([&] {
+    // As systemd leaves it: the probe's set inheritable, one of it ambient.
+    __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+    std::array<__user_cap_data_struct, 2> data{};
+    ASSERT_EQ(::syscall(SYS_capget, &header, data.data()), 0);
+    data[0].inheritable = static_cast<__u32>(probe_capabilities() & 0xffffffffU);
+    ASSERT_EQ(::syscall(SYS_capset, &header, data.data()), 0);
+    ASSERT_EQ(::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_NET_RAW, 0, 0), 0);
+    raised = kernel_view();
+    ASSERT_TRUE(limit_thread_capabilities(probe_capabilities()).ok());
+    after = kernel_view();
+  }).join();
+  EXPECT_EQ(raised["CapAmb"], bit(CAP_NET_RAW));
+  EXPECT_EQ(after["CapEff"], probe_capabilities());
+  EXPECT_EQ(after["CapInh"], 0U);
+  EXPECT_EQ(after["CapAmb"], 0U);
 }
 
 TEST(ThreadCapabilities, LimitingNeverRaisesWhatTheThreadLacks) {
