@@ -26,8 +26,8 @@ from typing import Any, Callable
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lab"))
 
-from lab import (Lab, LoggedProcess, TOKEN_LIKE, UnixHTTPConnection,  # noqa: E402
-                 build_dir_from_argv, skip_unless_lab_possible, stop_process)
+from lab import (Lab, TOKEN_LIKE, UnixHTTPConnection, build_dir_from_argv,  # noqa: E402
+                 close_agent_lab, skip_unless_lab_possible, start_agent)
 
 
 BUILD_DIR = build_dir_from_argv(HERE.parents[1] / "build")
@@ -91,11 +91,7 @@ class AgentInLab(unittest.TestCase):
                 "interval = 2s\njitter = 0\nv1-interval = 0\nmin-probe-gap = 1s\n"
                 "backoff-max = 2s\nrequest-timeout = 1s\nproc-scan = no\n"
                 f"netns-dir = {cls.lab.netns_dir}\nsocket = {cls.socket}\nlog-level = debug\n")
-            proc = cls.lab.popen(cls.lab.host, [AGENT, "--config", str(conf), "--config-dir",
-                                                str(cls.work / "conf.d")],
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT)
-            logged = LoggedProcess(proc)
+            logged = start_agent(cls.lab, AGENT, conf, cls.work / "conf.d")
             cls.agent, cls.lines, cls.lock = logged.proc, logged.lines, logged.lock
         except BaseException:
             cls.lab.close()
@@ -103,12 +99,7 @@ class AgentInLab(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls) -> None:
-        try:
-            stop_process(cls.agent, timeout=20)
-        finally:
-            forbidden = cls.lab.forbidden_requests()
-            cls.lab.close()
-            shutil.rmtree(cls.work, ignore_errors=True)
+        forbidden = close_agent_lab(cls.lab, cls.agent, cls.work)
         assert not forbidden, f"credential or user-data requests: {forbidden}"
 
     # ----- helpers -----

@@ -20,15 +20,14 @@ import sys
 import tempfile
 import time
 import unittest
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lab"))
 
-from lab import (Lab, LoggedProcess, Netns, TOKEN_LIKE, UnixHTTPConnection,  # noqa: E402
-                 build_dir_from_argv, skip_unless_lab_possible, stop_process)
+from lab import (Lab, Netns, TOKEN_LIKE, UnixHTTPConnection, build_dir_from_argv,  # noqa: E402
+                 close_agent_lab, skip_unless_lab_possible, start_agent)
 
 BUILD_DIR = build_dir_from_argv(HERE.parents[1] / "build")
 PROBE = str(BUILD_DIR / "probe" / "imds-probe")
@@ -388,11 +387,7 @@ class AgentUnderFaults(unittest.TestCase):
                 f"min-probe-gap = 1s\nbackoff-max = {cls.BACKOFF_MAX_S}s\n"
                 "request-timeout = 1s\nproc-scan = no\n"
                 f"netns-dir = {cls.lab.netns_dir}\nsocket = {cls.socket}\nlog-level = debug\n")
-            proc = cls.lab.popen(cls.lab.host, [AGENT, "--config", str(conf),
-                                                "--config-dir", str(cls.work / "conf.d")],
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT)
-            logged = LoggedProcess(proc)
+            logged = start_agent(cls.lab, AGENT, conf, cls.work / "conf.d")
             cls.agent, cls.lines, cls.lock = logged.proc, logged.lines, logged.lock
         except BaseException:
             cls.lab.close()
@@ -400,12 +395,7 @@ class AgentUnderFaults(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls) -> None:
-        try:
-            stop_process(cls.agent, timeout=20)
-        finally:
-            forbidden = cls.lab.forbidden_requests()
-            cls.lab.close()
-            shutil.rmtree(cls.work, ignore_errors=True)
+        forbidden = close_agent_lab(cls.lab, cls.agent, cls.work)
         assert not forbidden, f"credential or user-data requests: {forbidden}"
 
     def log_since(self, mark: int) -> list[str]:

@@ -193,6 +193,27 @@ class LoggedProcess:
                 self.lines.append(line.rstrip("\n"))
 
 
+def start_agent(lab: "Lab", agent: str, conf: Path, conf_dir: Path) -> LoggedProcess:
+    """imds-agent in the lab's host namespace with `conf` and drop-in dir `conf_dir`, its
+    log collected."""
+    return LoggedProcess(lab.popen(lab.host, [agent, "--config", str(conf),
+                                              "--config-dir", str(conf_dir)],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT))
+
+
+def close_agent_lab(lab: "Lab", agent: subprocess.Popen, work: Path) -> list:
+    """Stops the agent, tears the lab down and removes `work`, whatever fails; returns the
+    credential or user-data requests the emulator saw (there must be none)."""
+    try:
+        stop_process(agent, timeout=20)
+    finally:
+        forbidden = lab.forbidden_requests()
+        lab.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return forbidden
+
+
 def build_dir_from_argv(default: Path) -> Path:
     """Takes `--build DIR` off the front of sys.argv (meson passes it; unittest must not see
     it) and returns DIR, or `default`."""
