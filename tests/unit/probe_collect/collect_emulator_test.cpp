@@ -20,15 +20,6 @@ namespace {
 
 using std::chrono::milliseconds;
 
-NetnsTarget host() {
-  NetnsTarget target;
-  target.name = "host";
-  target.path = "/proc/self/ns/net";
-  target.source = TargetSource::host;
-  target.is_host = true;
-  return target;
-}
-
 CollectConfig loopback(const test::Emulator& emulator) {
   CollectConfig config;
   config.endpoint_v4 = emulator.v4_url();
@@ -92,7 +83,7 @@ nlohmann::json request_log(const test::Emulator& emulator) {
 TEST(CollectOnLoopback, HostGetsATokenAndEveryAnswerWhenTokensAreOptional) {
   test::Emulator emulator;
   const auto started = std::chrono::steady_clock::now();
-  const CollectResult result = collect(loopback(emulator), {host()});
+  const CollectResult result = collect(loopback(emulator), {test::host_target()});
   const auto took =
       std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started);
   std::printf("collect() on loopback, host only, v4+v6: %lld ms\n",
@@ -149,15 +140,15 @@ TEST(CollectOnLoopback, HostGetsATokenAndEveryAnswerWhenTokensAreOptional) {
 TEST(CollectOnLoopback, ARunLeavesNoFileDescriptorOpen) {
   test::Emulator emulator({"--ipv6", "enabled"});
   const CollectConfig config = loopback(emulator);
-  (void)collect(config, {host()});  // first use initialises libcurl
+  (void)collect(config, {test::host_target()});  // first use initialises libcurl
   const std::size_t before = open_descriptors();
-  for (int run = 0; run < 3; ++run) (void)collect(config, {host()});
+  for (int run = 0; run < 3; ++run) (void)collect(config, {test::host_target()});
   EXPECT_EQ(open_descriptors(), before);
 }
 
 TEST(CollectOnLoopback, RequiredTokensAnswerTheTokenlessGetWith401) {
   test::Emulator emulator({"--http-tokens", "required", "--ipv6", "enabled"});
-  const CollectResult result = collect(loopback(emulator), {host()});
+  const CollectResult result = collect(loopback(emulator), {test::host_target()});
   const TargetObservations& at_host = result.targets[0];
   expect_no_token_anywhere(result);
   for (const Family family : {Family::v4, Family::v6}) {
@@ -174,7 +165,7 @@ TEST(CollectOnLoopback, NoV1SendsNoTokenlessRequestAtAll) {
   CollectConfig config = loopback(emulator);
   config.probe_v1 = false;
   config.probe_v6 = false;
-  const CollectResult result = collect(config, {host()});
+  const CollectResult result = collect(config, {test::host_target()});
   const HttpResult& v1 = find(result.targets[0], Step::v1_get, Family::v4).result;
   EXPECT_EQ(v1.outcome, Outcome::skipped);
   EXPECT_EQ(v1.skip, SkipReason::v1_disabled);
@@ -189,7 +180,7 @@ TEST(CollectOnLoopback, DisabledEndpointAnswers403AndTokenRequestsAreNotSent) {
   test::Emulator emulator({"--http-endpoint", "disabled"});
   CollectConfig config = loopback(emulator);
   config.probe_v6 = false;
-  const CollectResult result = collect(config, {host()});
+  const CollectResult result = collect(config, {test::host_target()});
   const TargetObservations& at_host = result.targets[0];
   EXPECT_EQ(find(at_host, Step::token_put, Family::v4).result.status, 403);
   const HttpResult& v2 = find(at_host, Step::v2_get, Family::v4).result;
@@ -204,11 +195,11 @@ TEST(CollectOnLoopback, ResetAndHangingPutsAreTimeoutAndResetValues) {
   config.request_timeout = milliseconds{400};
   ASSERT_EQ(emulator.control("POST", "/faults", R"({"reset":true,"paths":["/latest/api/token"]})"),
             200);
-  EXPECT_EQ(find(collect(config, {host()}).targets[0], Step::token_put, Family::v4).result.outcome,
+  EXPECT_EQ(find(collect(config, {test::host_target()}).targets[0], Step::token_put, Family::v4).result.outcome,
             Outcome::reset);
   ASSERT_EQ(emulator.control("POST", "/faults", R"({"hang":true,"paths":["/latest/api/token"]})"),
             200);
-  const CollectResult hung = collect(config, {host()});
+  const CollectResult hung = collect(config, {test::host_target()});
   const HttpResult& put = find(hung.targets[0], Step::token_put, Family::v4).result;
   EXPECT_EQ(put.outcome, Outcome::timeout);
   EXPECT_TRUE(put.connected);
@@ -225,7 +216,7 @@ TEST(CollectOnLoopback, BodiesAreCappedAndMarkedTruncated) {
       emulator.control("POST", "/faults",
                        R"({"oversized_bytes":200000,"paths":["/latest/meta-data/instance-id"]})"),
       200);
-  const CollectResult result = collect(config, {host()});
+  const CollectResult result = collect(config, {test::host_target()});
   const HttpResult& v2 = find(result.targets[0], Step::v2_get, Family::v4).result;
   EXPECT_EQ(v2.outcome, Outcome::http) << v2.error;
   EXPECT_TRUE(v2.body_truncated);
@@ -239,7 +230,7 @@ TEST(CollectOnLoopback, TheDeadlineBoundsTheWholeRun) {
   config.request_timeout = milliseconds{10000};
   config.deadline = milliseconds{300};
   const auto started = std::chrono::steady_clock::now();
-  const CollectResult result = collect(config, {host()});
+  const CollectResult result = collect(config, {test::host_target()});
   const auto took = std::chrono::steady_clock::now() - started;
   EXPECT_LT(took, milliseconds{1500});
   const HttpResult& put = find(result.targets[0], Step::token_put, Family::v4).result;
@@ -257,7 +248,7 @@ TEST(CollectOnLoopback, ANamespaceThatCannotBeEnteredIsAnErrorValueForThatTarget
   NetnsTarget not_a_namespace;
   not_a_namespace.name = "file";
   not_a_namespace.path = "/proc/self/status";
-  const CollectResult result = collect(config, {missing, host(), not_a_namespace});
+  const CollectResult result = collect(config, {missing, test::host_target(), not_a_namespace});
   ASSERT_EQ(result.targets.size(), 3U);
   EXPECT_EQ(result.targets[0].target.name, "gone") << "results keep the order of the targets";
   EXPECT_EQ(find(result.targets[1], Step::token_put, Family::v4).result.status, 200);
@@ -278,7 +269,7 @@ TEST(CollectOnLoopback, ANamespaceReplacedSinceDiscoveryIsNotProbedUnderItsOldNa
   replaced.name = "was-c1";
   replaced.path = "/proc/self/ns/net";  // opens fine, but it is not what discovery saw
   replaced.inode = 1;
-  const CollectResult result = collect(config, {host(), replaced});
+  const CollectResult result = collect(config, {test::host_target(), replaced});
   const TargetObservations& t = result.targets[1];
   EXPECT_NE(t.error.find("namespace changed"), std::string::npos) << t.error;
   for (const Observation& observation : t.observations) {
@@ -287,14 +278,14 @@ TEST(CollectOnLoopback, ANamespaceReplacedSinceDiscoveryIsNotProbedUnderItsOldNa
   }
   // Only the host's requests reached the IMDS: as many as a run of the host alone makes.
   const std::size_t with_replaced = request_log(emulator).size();
-  collect(config, {host()});
+  collect(config, {test::host_target()});
   EXPECT_EQ(request_log(emulator).size(), 2 * with_replaced) << request_log(emulator).dump();
 }
 
 TEST(CollectOnLoopback, PacketSocketsReadTheHopLimitAsTheTtlOfThePutResponse) {
   if (!root()) GTEST_SKIP() << "AF_PACKET needs CAP_NET_RAW";
   test::Emulator emulator({"--hop-limit", "3", "--ipv6", "enabled"});
-  const CollectResult result = collect(loopback(emulator), {host()});
+  const CollectResult result = collect(loopback(emulator), {test::host_target()});
   EXPECT_TRUE(result.packet_ttl_available);
   for (const Family family : {Family::v4, Family::v6}) {
     const HttpResult& put = find(result.targets[0], Step::token_put, family).result;
@@ -309,7 +300,7 @@ TEST(CollectOnLoopback, WithoutPacketTtlNoTtlIsReportedAndEverythingElseWorks) {
   test::Emulator emulator;
   CollectConfig config = loopback(emulator);
   config.packet_ttl = false;
-  const CollectResult result = collect(config, {host()});
+  const CollectResult result = collect(config, {test::host_target()});
   EXPECT_FALSE(result.packet_ttl_available);
   const HttpResult& put = find(result.targets[0], Step::token_put, Family::v4).result;
   EXPECT_EQ(put.status, 200);
@@ -325,7 +316,7 @@ TEST(CollectOnLoopback, MinTtlSearchFindsTheHopLimitWithoutPrivileges) {
   config.exact_hop_limit_search = true;
   config.search_timeout = milliseconds{400};
   config.deadline = milliseconds{8000};
-  const CollectResult result = collect(config, {host()});
+  const CollectResult result = collect(config, {test::host_target()});
   EXPECT_EQ(result.searched_hop_limit, 5);
   for (const auto& entry : request_log(emulator)) {
     EXPECT_FALSE(is_forbidden_path(entry.at("path").get<std::string>()));

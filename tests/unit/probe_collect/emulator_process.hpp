@@ -20,7 +20,19 @@
 #include <string>
 #include <vector>
 
+#include "model.hpp"
+
 namespace imds::test {
+
+// The thread's own namespace as the collector's host target.
+inline NetnsTarget host_target() {
+  NetnsTarget target;
+  target.name = "host";
+  target.path = "/proc/self/ns/net";
+  target.source = TargetSource::host;
+  target.is_host = true;
+  return target;
+}
 
 // A TCP port free on both 127.0.0.1 and ::1 right now.
 inline std::uint16_t free_loopback_port() {

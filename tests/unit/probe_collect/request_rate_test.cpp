@@ -93,15 +93,6 @@ TEST(RequestBucket, RefusesARateOrBurstOfZero) {
   EXPECT_THROW(RequestBucket({1.0, 0}), std::invalid_argument);
 }
 
-NetnsTarget host() {
-  NetnsTarget target;
-  target.name = "host";
-  target.path = "/proc/self/ns/net";
-  target.source = TargetSource::host;
-  target.is_host = true;
-  return target;
-}
-
 CollectConfig loopback(const test::Emulator& emulator) {
   CollectConfig config;
   config.endpoint_v4 = emulator.v4_url();
@@ -142,7 +133,7 @@ TEST(CollectWithRequestBound, RequestsReachTheImdsNoFasterThanTheBound) {
   CollectConfig config = loopback(emulator);
   const RequestRate rate{10.0, 14};
   config.request_bucket = std::make_shared<RequestBucket>(rate);
-  const std::vector<NetnsTarget> targets(5, host());
+  const std::vector<NetnsTarget> targets(5, test::host_target());
   const auto started = std::chrono::steady_clock::now();
   const CollectResult result = collect(config, targets);
   const auto took = std::chrono::steady_clock::now() - started;
@@ -171,7 +162,7 @@ TEST(CollectWithRequestBound, NamespacesThatCannotGetPermitsBeforeTheDeadlineAre
   config.deadline = 2000ms;
   const RequestRate rate{2.0, 14};
   config.request_bucket = std::make_shared<RequestBucket>(rate);
-  const std::vector<NetnsTarget> targets(6, host());
+  const std::vector<NetnsTarget> targets(6, test::host_target());
   const CollectResult result = collect(config, targets);
 
   // 14 at once: two namespaces; a third needs 4 more permits (2 s), too late for the deadline.
@@ -201,7 +192,7 @@ TEST(CollectWithRequestBound, NamespacesThatCannotGetPermitsBeforeTheDeadlineAre
 TEST(CollectWithRequestBound, ABurstSmallerThanOneNamespaceIsAConfigurationError) {
   CollectConfig config;
   config.request_bucket = std::make_shared<RequestBucket>(RequestRate{10.0, 13});
-  EXPECT_THROW(collect(config, {host()}), std::invalid_argument);
+  EXPECT_THROW(collect(config, {test::host_target()}), std::invalid_argument);
 }
 
 TEST(PlannedRequests, CountEveryRequestOfANamespace) {
