@@ -62,9 +62,15 @@ class Incarnation:
         return self.linked <= t1 and (self.retired is None or self.retired >= t0)
 
 
-def agent_resources(pid: int) -> tuple[int, int]:
-    """(open descriptors, VmRSS in KiB) of a process this test started."""
+def agent_resources(pid: int, settle: float = 3.0) -> tuple[int, int]:
+    """(open descriptors, VmRSS in KiB) of a process this test started. The descriptors are
+    the fewest seen over `settle` seconds: a probe in flight holds a few (namespaces,
+    sockets) for a moment, which is not growth; a leak raises that floor."""
     fds = len(os.listdir(f"/proc/{pid}/fd"))
+    end = time.monotonic() + settle
+    while time.monotonic() < end:
+        time.sleep(0.05)
+        fds = min(fds, len(os.listdir(f"/proc/{pid}/fd")))
     rss = 0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
