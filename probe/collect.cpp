@@ -104,19 +104,6 @@ std::optional<std::string> response_header(CURL* easy, const char* name) {
   return value;
 }
 
-std::uint16_t local_port_of(int fd) {
-  sockaddr_storage address{};
-  socklen_t length = sizeof address;
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) return 0;
-  if (address.ss_family == AF_INET) {
-    return ntohs(reinterpret_cast<const sockaddr_in*>(&address)->sin_port);
-  }
-  if (address.ss_family == AF_INET6) {
-    return ntohs(reinterpret_cast<const sockaddr_in6*>(&address)->sin6_port);
-  }
-  return 0;
-}
-
 class Collector;
 
 struct Request {
@@ -137,7 +124,7 @@ struct Request {
   bool headers_oversized = false;
   std::array<char, CURL_ERROR_SIZE> error_buffer{};
   int fd = -1;  // the socket curl asked us to open, while it is open
-  std::uint16_t local_port = 0;
+  std::optional<SocketName> local;  // the connection's local end, once connected
   int socket_errno = 0;
   bool cut_by_deadline = false;  // its timeout is what was left of the overall deadline
   Clock::time_point started;
@@ -618,7 +605,7 @@ int Collector::close_socket(void* clientp, curl_socket_t fd) {
   auto* self = static_cast<Collector*>(clientp);
   if (const auto found = self->by_fd_.find(fd); found != self->by_fd_.end()) {
     Request* request = found->second;
-    if (request->local_port == 0) request->local_port = local_port_of(fd);
+    if (!request->local) request->local = socket_name_of(fd);
     request->fd = -1;
     self->by_fd_.erase(found);
   }
@@ -729,21 +716,23 @@ void Collector::record_connection(Request& request, HttpResult& result) {
   curl_off_t connect_us = 0;
   curl_easy_getinfo(easy, CURLINFO_CONNECT_TIME_T, &connect_us);
   result.connected = connect_us > 0;
-  if (request.local_port == 0 && request.fd >= 0) request.local_port = local_port_of(request.fd);
-  if (request.local_port == 0) {
+  if (!request.local && request.fd >= 0) request.local = socket_name_of(request.fd);
+  if (!request.local) {
+    char* address = nullptr;
     long port = 0;
+    curl_easy_getinfo(easy, CURLINFO_LOCAL_IP, &address);
     curl_easy_getinfo(easy, CURLINFO_LOCAL_PORT, &port);
-    request.local_port = static_cast<std::uint16_t>(port);
+    request.local = socket_name_from(address, port);
   }
   FamilyState& family = family_of(request);
-  if (!family.packets || request.local_port == 0) return;
+  if (!family.packets || !request.local) return;
   family.packets->drain();
-  const PortTtls ttls = family.packets->at(request.local_port);
+  const PortTtls ttls = family.packets->at(*request.local);
   result.handshake_ttl = ttls.handshake_ttl;
   result.ttl = ttls.data_ttl;
   if (ttls.handshake_ttl) result.connected = true;
   if (!family.handshake_ttl) family.handshake_ttl = ttls.handshake_ttl;
-  family.packets->forget(request.local_port);
+  family.packets->forget(*request.local);
 }
 
 // Ends a request's life: out of the multi handle, socket bookkeeping, target bookkeeping.
@@ -791,11 +780,11 @@ void Collector::observe_ports() {
   for (const auto& owned : live_) {
     Request& request = *owned;
     if (!request.easy) continue;  // queued, not started
-    if (request.local_port == 0 && request.fd >= 0) request.local_port = local_port_of(request.fd);
-    if (request.local_port == 0) continue;
+    if (!request.local && request.fd >= 0) request.local = socket_name_of(request.fd);
+    if (!request.local) continue;
     FamilyState& family = family_of(request);
     if (!family.packets) continue;
-    const PortTtls ttls = family.packets->at(request.local_port);
+    const PortTtls ttls = family.packets->at(*request.local);
     if (!family.handshake_ttl && ttls.handshake_ttl) family.handshake_ttl = ttls.handshake_ttl;
     if (request.step == Step::token_put && !family.put_ttl && ttls.data_ttl) {
       family.put_ttl = ttls.data_ttl;

@@ -819,6 +819,63 @@ class AgentStatusClient(unittest.TestCase):
         self.assertIn("imds-agent running", r.stderr)
 
 
+class SegmentsForgedInsideAContainer(LabCase):
+    """A process with CAP_NET_RAW in a container answers the probe's connections over `lo`
+    with forged SYN-ACKs and data "from" the IMDS at TTL 64 (zero hops). Only segments of
+    the probe's own connection (its local address and port) arriving on the interface its
+    SYN left by count, so the container's distance and verdict stay what the network gives."""
+
+    FORGER = str(HERE / "forge_imds_segments.py")
+
+    @classmethod
+    def build(cls, lab: Lab) -> None:
+        lab.add_bridge_container("c1")
+
+    def start_forger(self, ns: Netns) -> subprocess.Popen[str]:
+        forger = self.lab.popen(ns, [sys.executable, self.FORGER], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        self.addCleanup(self.stop_forger, forger)
+        self.assertEqual(forger.stdout.readline().strip(), "ready", "the forger did not start")
+        return forger
+
+    @staticmethod
+    def stop_forger(forger: subprocess.Popen[str]) -> str:
+        if forger.poll() is None:
+            forger.send_signal(signal.SIGTERM)
+        try:
+            out, err = forger.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            forger.kill()
+            out, err = forger.communicate()
+        return out + err
+
+    def test_a_forged_handshake_over_lo_changes_neither_distance_nor_verdict(self):
+        c1 = self.lab.containers[0]
+        # The real answers' data comes 100 ms after the handshake: the forger's segments
+        # arrive between the real SYN-ACK and the real data, where they count if trusted.
+        self.lab.set_faults(delay_ms=100)
+        forger = self.start_forger(c1)
+        for hop, token in ((2, "yes"), (1, "no")):
+            with self.subTest(hop_limit=hop):
+                self.lab.set_options(hop_limit=hop)
+                doc = self.probe_json("--timeout", "3s").doc
+                v = verdicts(doc)["c1"]
+                self.assertEqual(v["distance"], 1, v)
+                self.assertEqual(v["imdsv2"], token, v)
+                for family in ("ipv4", "ipv6"):
+                    observed = [o for o in observations(doc, "c1") if o["family"] == family
+                                and o.get("handshake_ttl") is not None]
+                    self.assertTrue(observed, f"{family}: no handshake TTL seen at all")
+                    for o in observed:
+                        self.assertEqual(o["handshake_ttl"], 63, f"{family} {o['step']}")
+                        self.assertNotEqual(o.get("ttl"), 64, f"{family} {o['step']}")
+                self.assertEqual(doc["inference"]["hop_limit"]["exact"], hop)
+        forged = self.stop_forger(forger)
+        count = int(forged.split()[-1]) if forged.startswith("forged") else 0
+        self.assertGreater(count, 0, f"nothing was forged: {forged!r}")
+        print(f"\n  forged segments sent over lo: {count}", file=sys.stderr)
+
+
 if __name__ == "__main__":
     skip_unless_lab_possible()
     for exe in (PROBE, str(BUILD_DIR / "tests" / "emulator" / "imds-emulator")):
