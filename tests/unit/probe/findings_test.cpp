@@ -37,6 +37,35 @@ TEST(Findings, HealthyInstanceHasNoWarningsAndExitsZero) {
   EXPECT_EQ(exit_code(d), kExitHealthy);
 }
 
+TEST(Findings, NamespacesLeftOutOfARunAreAWarningThatSaysHowManyAndWhen) {
+  World w;
+  w.tokens = HttpTokens::required;
+  w.hop_limit = 2;
+  Diagnosis d = world_diagnosis(w, {{"c1", 1}});
+  ASSERT_TRUE(is_healthy(d));
+  d.discovery_truncated = DiscoveryTruncation{5000, 905, true};
+  d = finish(std::move(d));
+  const Finding* cut = find_finding(d, "discovery-truncated");
+  ASSERT_NE(cut, nullptr);
+  EXPECT_EQ(cut->severity, Severity::warning);
+  EXPECT_TRUE(contains(cut->summary, "found 5000 network namespaces")) << cut->summary;
+  EXPECT_TRUE(contains(cut->summary, "905 of them are not probed in this cycle")) << cut->summary;
+  EXPECT_TRUE(contains(cut->detail, "at most 4095")) << cut->detail;
+  EXPECT_TRUE(contains(cut->detail, "later cycles")) << cut->detail;
+  EXPECT_FALSE(is_healthy(d)) << "a run that could not look at everything is not healthy";
+
+  d.discovery_truncated = DiscoveryTruncation{70000, 65000, false};  // imds-probe's run
+  d = finish(std::move(d));
+  cut = find_finding(d, "discovery-truncated");
+  ASSERT_NE(cut, nullptr);
+  EXPECT_TRUE(contains(cut->summary, "not probed in this run")) << cut->summary;
+  EXPECT_TRUE(contains(cut->detail, "imds-probe probes at most 5000")) << cut->detail;
+
+  d.discovery_truncated = DiscoveryTruncation{10, 0, true};
+  d = finish(std::move(d));
+  EXPECT_EQ(find_finding(d, "discovery-truncated"), nullptr);
+}
+
 TEST(Findings, OptionalTokensAreAWarningWithTheFilledInFixAndTheAmiRoute) {
   World w;
   w.hop_limit = 2;

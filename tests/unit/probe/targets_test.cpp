@@ -5,13 +5,18 @@
 #include "netns.hpp"
 
 #include <gtest/gtest.h>
+#include <sched.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
+#include <vector>
 
 namespace imds {
 namespace {
@@ -191,6 +196,98 @@ TEST_F(FakeProc, DiscoveryNeverReturnsTheHostNamespace) {
   config.proc_root = root_.string();
   // Every fake process shares this test's namespace, which is the host's here.
   EXPECT_TRUE(discover_containers(config).targets.empty());
+}
+
+// Real network namespaces, each held by a child process of this test (root only): a netns
+// directory of links to their /proc/PID/ns/net, as `ip netns` or Docker would name them.
+class RealNamespaces : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "creating network namespaces needs root";
+    std::string tmpl = "/tmp/imds-discovery-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    for (const pid_t pid : children_) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+
+  // A child in a new network namespace, linked as dir_/name.
+  void add_namespace(const std::string& name) {
+    int ready[2] = {-1, -1};
+    ASSERT_EQ(::pipe(ready), 0);
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      const char ok = ::unshare(CLONE_NEWNET) == 0 ? 'y' : 'n';
+      (void)!::write(ready[1], &ok, 1);
+      ::pause();
+      ::_exit(0);
+    }
+    children_.push_back(pid);
+    ::close(ready[1]);
+    char ok = 0;
+    ASSERT_EQ(::read(ready[0], &ok, 1), 1);
+    ::close(ready[0]);
+    ASSERT_EQ(ok, 'y') << "unshare(CLONE_NEWNET) failed in the child";
+    fs::create_symlink("/proc/" + std::to_string(pid) + "/ns/net", dir_ / name);
+  }
+
+  [[nodiscard]] Discovery discover(std::size_t max_targets, std::size_t start) const {
+    DiscoveryConfig config;
+    config.netns_dirs = {dir_.string()};
+    config.proc_scan = false;
+    config.max_targets = max_targets;
+    config.start = start;
+    return discover_containers(config);
+  }
+
+  fs::path dir_;
+  std::vector<pid_t> children_;
+};
+
+TEST_F(RealNamespaces, MoreNamespacesThanKeptAreCountedNotedAndReachedByMovingTheStart) {
+  for (const char* name : {"a", "b", "c", "d", "e"}) add_namespace(name);
+  const Discovery all = discover(16, 0);
+  ASSERT_EQ(all.found, 5U);
+  EXPECT_EQ(all.not_kept(), 0U);
+  EXPECT_TRUE(all.notes.empty());
+
+  std::set<std::string> seen;
+  std::vector<std::vector<std::string>> windows;
+  for (std::size_t start = 0; start < 6; start += 2) {
+    const Discovery d = discover(2, start);
+    EXPECT_EQ(d.found, 5U);
+    ASSERT_EQ(d.targets.size(), 2U);
+    EXPECT_EQ(d.not_kept(), 3U);
+    ASSERT_FALSE(d.notes.empty());
+    EXPECT_NE(d.notes.back().find("found 5 network namespaces, kept 2"), std::string::npos)
+        << d.notes.back();
+    std::vector<std::string> names;
+    for (const auto& t : d.targets) {
+      names.push_back(t.name);
+      seen.insert(t.name);
+    }
+    windows.push_back(names);
+  }
+  // In name order from the start, wrapping around: a,b then c,d then e,a.
+  EXPECT_EQ(windows[0], (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(windows[1], (std::vector<std::string>{"c", "d"}));
+  EXPECT_EQ(windows[2], (std::vector<std::string>{"e", "a"}));
+  EXPECT_EQ(seen.size(), 5U) << "every namespace is in some window";
+}
+
+TEST_F(RealNamespaces, TheSameNamespaceUnderTwoNamesIsOneTarget) {
+  add_namespace("x");
+  fs::create_symlink(fs::read_symlink(dir_ / "x"), dir_ / "y");
+  const Discovery d = discover(16, 0);
+  EXPECT_EQ(d.found, 1U);
+  ASSERT_EQ(d.targets.size(), 1U);
+  EXPECT_EQ(d.targets[0].name, "x");
 }
 
 }  // namespace
