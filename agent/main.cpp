@@ -124,9 +124,11 @@ int run(int argc, char** argv) {
     // stop, once the logs are flushed (imds-agent(8), SIGNALS).
     const bool worker_done = agent.finish(Agent::kWorkerBound);
     const bool journal_done = reporter.flush(std::chrono::milliseconds(1000));
-    if (!worker_done || !journal_done) {
-      if (!journal_done) spdlog::warn("the journal did not take the last events in time");
-      spdlog::default_logger()->flush();  // not shutdown(): a thread left behind may still log
+    if (!journal_done) spdlog::warn("the journal did not take the last events in time");
+    // The log thread is joined at exit: only once its queue is empty (a stalled journald
+    // would hold it up), so it ends like the others when it does not empty in time.
+    const bool logs_done = flush_logs(std::chrono::milliseconds(500));
+    if (!worker_done || !journal_done || !logs_done) {
       std::fflush(nullptr);
       std::_Exit(rc);
     }

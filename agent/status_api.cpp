@@ -1,6 +1,7 @@
 // The status API: the socket's routes (Agent::handle), the status document of GET /v1/status
 // and the metrics text of GET /metrics (rendered by metrics.cpp). The loop is in agent.cpp.
 #include "status_api.hpp"
+#include "systemd.hpp"
 
 #include <unistd.h>
 
@@ -172,6 +173,7 @@ nlohmann::json Agent::status_json() const {
       {"containers_total", snapshot_.containers.size()},
       {"containers_omitted", snapshot_.containers.size() - listed.size()},
       {"journal_dropped_total", reporter_.dropped()},
+      {"log_lines_dropped_total", log_lines_dropped()},
   };
   return j;
 }
@@ -202,6 +204,11 @@ std::string Agent::metrics_text() const {
       "not accept them as fast as they came.\n# TYPE imds_agent_journal_dropped_total counter\n"
       "imds_agent_journal_dropped_total " +
       std::to_string(reporter_.dropped()) + "\n";
+  out +=
+      "# HELP imds_agent_log_lines_dropped_total Log lines dropped because their reader (the "
+      "journal or standard error) did not keep up.\n# TYPE imds_agent_log_lines_dropped_total "
+      "counter\nimds_agent_log_lines_dropped_total " +
+      std::to_string(log_lines_dropped()) + "\n";
   return out;
 }
 

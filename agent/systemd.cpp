@@ -1,6 +1,10 @@
 // sd_notify, sd_watchdog_enabled and the logging setup, as Waybar does it.
 #include "systemd.hpp"
 
+#include "caps.hpp"
+
+#include <spdlog/async.h>
+#include <spdlog/async_logger.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/sinks/systemd_sink.h>
 #include <spdlog/spdlog.h>
@@ -9,6 +13,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 namespace imds::agent {
 
@@ -45,18 +50,45 @@ void set_log_level(std::string_view level) {
   spdlog::set_level(l);
 }
 
-void setup_logging(std::string_view level, bool to_journal) {
-  std::shared_ptr<spdlog::logger> logger;
-  if (to_journal) {
-    logger = std::make_shared<spdlog::logger>(
-        "imds-agent", std::make_shared<spdlog::sinks::systemd_sink_mt>("imds-agent"));
-    logger->set_pattern("%v");
-  } else {
-    logger = std::make_shared<spdlog::logger>(
-        "imds-agent", std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
-    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+namespace {
+
+// The queue and its thread, for the life of the process (async loggers hold it weakly).
+// The thread only writes lines: it holds no capability, whichever thread created it.
+const std::shared_ptr<spdlog::details::thread_pool>& log_pool() {
+  static const auto pool = std::make_shared<spdlog::details::thread_pool>(
+      kLogQueueLines, 1, [] { (void)limit_thread_capabilities(0); });
+  return pool;
+}
+
+}  // namespace
+
+void install_logger(std::shared_ptr<spdlog::sinks::sink> sink, const std::string& pattern) {
+  auto logger = std::make_shared<spdlog::async_logger>(
+      "imds-agent", std::move(sink), log_pool(), spdlog::async_overflow_policy::overrun_oldest);
+  logger->set_pattern(pattern);
+  logger->set_level(spdlog::get_level());
+  spdlog::set_default_logger(std::move(logger));
+}
+
+std::uint64_t log_lines_dropped() { return log_pool()->overrun_counter(); }
+
+bool flush_logs(std::chrono::milliseconds bound) {
+  spdlog::default_logger()->flush();  // queued behind the lines before it
+  const auto until = std::chrono::steady_clock::now() + bound;
+  while (log_pool()->queue_size() > 0) {
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  spdlog::set_default_logger(logger);
+  return true;
+}
+
+void setup_logging(std::string_view level, bool to_journal) {
+  if (to_journal) {
+    install_logger(std::make_shared<spdlog::sinks::systemd_sink_mt>("imds-agent"), "%v");
+  } else {
+    install_logger(std::make_shared<spdlog::sinks::stderr_color_sink_mt>(),
+                   "%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  }
   set_log_level(level);
   spdlog::flush_on(spdlog::level::debug);
 }

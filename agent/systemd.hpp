@@ -3,8 +3,15 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
+#include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
+
+namespace spdlog::sinks {
+class sink;
+}
 
 namespace imds::agent {
 
@@ -29,5 +36,16 @@ bool stderr_is_journal_stream();
 // spdlog to the journal (via spdlog's systemd sink) or to stderr for people.
 void setup_logging(std::string_view level, bool to_journal);
 void set_log_level(std::string_view level);
+
+// Log lines reach `sink` from one thread of their own through a bounded queue (spdlog's
+// async logger), so a journald or a stderr reader that stalls never stalls the caller: when
+// the queue is full, the oldest line waiting is dropped and counted. setup_logging uses it;
+// tests install a sink of their own.
+inline constexpr std::size_t kLogQueueLines = 1024;
+void install_logger(std::shared_ptr<spdlog::sinks::sink> sink, const std::string& pattern);
+// Log lines dropped so far because the queue was full.
+std::uint64_t log_lines_dropped();
+// Flushes and waits at most `bound` for the queue to empty; false if it did not.
+bool flush_logs(std::chrono::milliseconds bound);
 
 }  // namespace imds::agent

@@ -16,9 +16,14 @@
 #include <mutex>
 #include <thread>
 
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/sinks/null_sink.h>
+#include <spdlog/spdlog.h>
+
 #include "fixtures.hpp"
 #include "render.hpp"
 #include "status_api.hpp"
+#include "systemd.hpp"
 
 namespace imds::agent {
 namespace {
@@ -559,6 +564,60 @@ TEST_F(AgentTest, AStalledJournalDoesNotStallTheLoop) {
   agent_.reset();
   EXPECT_TRUE(reporter.flush(10s));  // the sender must be done with `stalled` before it goes
   EXPECT_EQ(stalled.sent, 3);        // started, first-verdict, stopping: none lost
+}
+
+// A log reader that does not read: each line waits until the test opens the gate.
+class GatedLogSink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  void open() {
+    {
+      std::lock_guard lock(gate_);
+      open_ = true;
+    }
+    cv_.notify_all();
+  }
+  std::atomic<int> written{0};
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg&) override {
+    std::unique_lock lock(gate_);
+    cv_.wait(lock, [&] { return open_; });
+    ++written;
+  }
+  void flush_() override {}
+
+ private:
+  std::mutex gate_;
+  std::condition_variable cv_;
+  bool open_ = false;
+};
+
+TEST_F(AgentTest, AStalledLogReaderDoesNotStallTheLoopAndDroppedLinesAreCounted) {
+  auto sink = std::make_shared<GatedLogSink>();
+  const auto level = spdlog::get_level();
+  spdlog::set_level(spdlog::level::debug);
+  install_logger(sink, "%v");
+  const std::uint64_t dropped_before = log_lines_dropped();
+  auto& fake = this->fake({diagnosis(HttpTokens::required, exact(2), {{"c1", 11}})});
+  const auto t0 = std::chrono::steady_clock::now();
+  start(fake);
+  ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
+  // More lines than the queue holds, from the loop's thread, while nothing is read.
+  for (std::size_t i = 0; i < 2 * kLogQueueLines; ++i) spdlog::info("line {}", i);
+  EXPECT_EQ(call("GET", "/v1/status").status, 200U);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 700ms) << "logging waited for the reader";
+  const std::uint64_t dropped = log_lines_dropped() - dropped_before;
+  EXPECT_GE(dropped, kLogQueueLines / 2);
+  EXPECT_GE(agent_->status_json()["agent"]["log_lines_dropped_total"].get<std::uint64_t>(),
+            dropped);
+  EXPECT_NE(call("GET", "/metrics").body.find("imds_agent_log_lines_dropped_total "),
+            std::string::npos);
+  EXPECT_FALSE(flush_logs(50ms)) << "the queue cannot empty while the reader is stalled";
+  sink->open();
+  EXPECT_TRUE(flush_logs(5s));
+  EXPECT_GT(sink->written, 0);
+  install_logger(std::make_shared<spdlog::sinks::null_sink_mt>(), "%v");
+  spdlog::set_level(level);
 }
 
 TEST_F(AgentTest, TheStatusStaysBoundedWithManyNamespacesAndSaysWhatItLeftOut) {
