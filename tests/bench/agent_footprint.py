@@ -26,17 +26,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lab"))
 
 from lab import (FORBIDDEN_PATH_PARTS, Lab, UnixHTTPConnection,  # noqa: E402
-                 skip_unless_lab_possible, stop_process)
+                 skip_unless_lab_possible, stop_process, unix_http)
 
 
 def api(sock: str, method: str, path: str) -> tuple[int, str]:
-    conn = UnixHTTPConnection(sock, timeout=60)
-    try:
-        conn.request(method, path)
-        r = conn.getresponse()
-        return r.status, r.read().decode()
-    finally:
-        conn.close()
+    status, _, body = unix_http(sock, method, path, timeout=60)
+    return status, body
 
 
 def proc_status(pid: int) -> dict[str, int]:

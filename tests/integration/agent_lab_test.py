@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lab"))
 
 from lab import (Lab, TOKEN_LIKE, UnixHTTPConnection, build_dir_from_argv,  # noqa: E402
-                 close_agent_lab, skip_unless_lab_possible, start_agent)
+                 close_agent_lab, skip_unless_lab_possible, start_agent, unix_http)
 
 
 BUILD_DIR = build_dir_from_argv(HERE.parents[1] / "build")
@@ -130,13 +130,7 @@ class AgentInLab(unittest.TestCase):
         self.fail(f"timed out after {timeout}s waiting for {what}; agent log:\n{tail}")
 
     def api(self, method: str, path: str) -> tuple[int, str, str]:
-        conn = UnixHTTPConnection(self.socket, timeout=15)
-        try:
-            conn.request(method, path)
-            r = conn.getresponse()
-            return r.status, r.getheader("Content-Type", ""), r.read().decode()
-        finally:
-            conn.close()
+        return unix_http(self.socket, method, path)
 
     def cycles(self) -> int:
         return json.loads(self.api("GET", "/v1/status")[2])["agent"]["cycles"]

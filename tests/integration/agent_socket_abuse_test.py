@@ -38,7 +38,7 @@ sys.path.insert(0, str(HERE.parent / "lab"))
 sys.path.insert(0, str(HERE))
 
 from lab import (TOKEN_LIKE, Lab, UnixHTTPConnection, build_dir_from_argv,  # noqa: E402
-                 skip_unless_lab_possible, stop_process)
+                 skip_unless_lab_possible, stop_process, unix_http)
 
 BUILD_DIR = build_dir_from_argv(HERE.parents[1] / "build")
 AGENT = str(BUILD_DIR / "agent" / "imds-agent")
@@ -119,13 +119,8 @@ class AgentRun:
         raise AssertionError(f"no socket after {timeout}s: {self.log()}")
 
     def api(self, method: str, path: str, timeout: float = 15) -> tuple[int, str]:
-        conn = UnixHTTPConnection(self.socket, timeout=timeout)
-        try:
-            conn.request(method, path)
-            r = conn.getresponse()
-            return r.status, r.read().decode()
-        finally:
-            conn.close()
+        status, _, body = unix_http(self.socket, method, path, timeout)
+        return status, body
 
     def status(self) -> dict[str, Any]:
         code, body = self.api("GET", "/v1/status")

@@ -158,6 +158,17 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+def unix_http(path: str, method: str, url: str, timeout: float = 15) -> tuple[int, str, str]:
+    """One request over a Unix socket (the agent's API): status, Content-Type, body."""
+    conn = UnixHTTPConnection(path, timeout=timeout)
+    try:
+        conn.request(method, url)
+        r = conn.getresponse()
+        return r.status, r.getheader("Content-Type", ""), r.read().decode()
+    finally:
+        conn.close()
+
+
 # The emulator's tokens: 56 characters of the URL-safe base64 alphabet. Tests search every
 # output for such a string: a printed token is a defect.
 TOKEN_LIKE = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{56}(?![A-Za-z0-9_-])")
