@@ -44,7 +44,7 @@ DIAG = re.compile(
     r"^(?P<file>[^\s:][^:]*):(?P<line>\d+):(?P<col>\d+): "
     r"(?P<kind>warning|error): (?P<msg>.*?)(?: \[(?P<check>[^\]]+)\])?$"
 )
-NOTE_OR_CONTEXT = re.compile(r"^(?:[^\s:][^:]*:\d+:\d+: note: |\s|$)")
+NOTE = re.compile(r"^(?P<file>[^\s:][^:]*):\d+:\d+: note: ")
 
 
 def load_units(source_root, build_dir, only):
@@ -91,7 +91,7 @@ def write_filtered_db(build_dir, out_dir):
     return out_dir
 
 
-def run_one(db_dir, source_root, path):
+def run_one(db_dir, source_root, path, directory):
     cmd = [CLANG_TIDY, "--quiet", "--use-color=false", "-p", db_dir,
            "--config-file", os.path.join(source_root, ".clang-tidy")]
     cmd += [f"--extra-arg-before={a}" for a in EXTRA_ARGS_BEFORE]
@@ -102,12 +102,14 @@ def run_one(db_dir, source_root, path):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TU_TIMEOUT_S,
                               check=False)
     except subprocess.TimeoutExpired:
-        return path, None, f"timed out after {TU_TIMEOUT_S} s", time.monotonic() - start
-    return path, proc.returncode, proc.stdout + proc.stderr, time.monotonic() - start
+        return path, None, f"timed out after {TU_TIMEOUT_S} s", time.monotonic() - start, []
+    return (path, proc.returncode, proc.stdout + proc.stderr, time.monotonic() - start,
+            parse_findings(proc.stdout, directory))
 
 
-def parse_findings(output):
-    """[(key, text)]: each diagnostic with its notes and source excerpt."""
+def parse_findings(output, directory):
+    """[(key, text)]: each diagnostic with its notes and source excerpt. clang-tidy names
+    files as the compile command does, relative to its directory."""
     findings = []
     current = None
     for line in output.splitlines():
@@ -115,14 +117,15 @@ def parse_findings(output):
         if m:
             if current:
                 findings.append(current)
-            file = os.path.realpath(m["file"])
+            file = os.path.realpath(os.path.join(directory, m["file"]))
+            line = line.replace(m["file"], file, 1)
             key = (file, int(m["line"]), int(m["col"]), m["check"] or m["kind"], m["msg"])
             current = [key, [line]]
-        elif current and NOTE_OR_CONTEXT.match(line) and "warnings generated" not in line:
+        elif current and (n := NOTE.match(line)):
+            file = os.path.realpath(os.path.join(directory, n["file"]))
+            current[1].append(line.replace(n["file"], file, 1))
+        elif current:  # its source excerpt, fix-it hints
             current[1].append(line)
-        elif current:
-            findings.append(current)
-            current = None
     if current:
         findings.append(current)
     return [(k, "\n".join(t).rstrip()) for k, t in findings]
@@ -149,11 +152,11 @@ def main(argv):
     findings = {}  # key -> text, first seen
     failed = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=JOBS) as pool:
-        futures = [pool.submit(run_one, db_dir, source_root, path) for _, path, _ in units]
+        futures = [pool.submit(run_one, db_dir, source_root, path, entry["directory"])
+                   for _, path, entry in units]
         for fut in concurrent.futures.as_completed(futures):
-            path, rc, output, took = fut.result()
+            path, rc, output, took, parsed = fut.result()
             rel = os.path.relpath(path, source_root)
-            parsed = parse_findings(output or "")
             new = 0
             for key, text in parsed:
                 if key not in findings:
