@@ -148,6 +148,7 @@ def main(argv):
         db_dir = write_filtered_db(build_dir, os.path.join(build_dir, "meson-private",
                                                            "tidy-db"))
 
+    root = os.path.realpath(source_root) + os.sep
     start = time.monotonic()
     findings = {}  # key -> text, first seen
     failed = []
@@ -157,21 +158,16 @@ def main(argv):
         for fut in concurrent.futures.as_completed(futures):
             path, rc, output, took, parsed = fut.result()
             rel = os.path.relpath(path, source_root)
-            new = 0
-            for key, text in parsed:
-                if key not in findings:
-                    findings[key] = text
-                    new += 1
-            print(f"{rel}: {len(parsed)} finding(s), {new} new ({took:.1f} s)", flush=True)
+            new = {key: text for key, text in parsed if key not in findings}
+            findings.update(new)
+            print(f"{rel}: {len(parsed)} finding(s), {len(new)} new ({took:.1f} s)", flush=True)
+            for text in new.values():  # each once, as soon as it is seen
+                print(text.replace(root, ""), flush=True)
             if rc is None or (rc != 0 and not parsed):
-                failed.append((rel, output))
+                print(f"{rel}: clang-tidy failed:\n{output}", flush=True)
+                failed.append(rel)
     wall = time.monotonic() - start
 
-    root = os.path.realpath(source_root) + os.sep
-    for key in sorted(findings):
-        print(findings[key].replace(root, ""))
-    for rel, output in failed:
-        print(f"{rel}: clang-tidy failed:\n{output}")
     by_check = {}
     for key in findings:
         by_check[key[3]] = by_check.get(key[3], 0) + 1
