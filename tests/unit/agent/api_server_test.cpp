@@ -155,7 +155,8 @@ TEST_F(ApiServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
 TEST_F(ApiServerTest, AnOversizedHeaderIsRefusedWith431AndTheConnectionClosed) {
   start();
   auto fd = connect_client();
-  send_all(fd, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(std::size_t{64} * 1024, 'a') + "\r\n\r\n");
+  const std::string big(std::size_t{64} * 1024, 'a');
+  send_all(fd, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + big + "\r\n\r\n");
   bool closed = false;
   auto reply = read_until_close(fd, 2s, &closed);
   EXPECT_EQ(reply.rfind("HTTP/1.1 431", 0), 0U) << reply.substr(0, 80);
@@ -257,7 +258,8 @@ TEST_F(ApiServerTest, AStaleSocketFileIsReplacedButAnythingElseIsNot) {
     std::filesystem::remove(path_);
   }
   {
-    ApiServer first(io_, [](const ApiRequest&, const std::function<void(ApiResponse)>& r) { r({}); });
+    ApiServer first(io_,
+                    [](const ApiRequest&, const std::function<void(ApiResponse)>& r) { r({}); });
     ASSERT_FALSE(first.listen(path_, std::nullopt).has_value());
   }  // closed and unlinked; a crash would leave the file: simulate it
   int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
