@@ -78,6 +78,7 @@ void NetnsWatcher::arm_watches() {
 }
 
 void NetnsWatcher::read_inotify() {
+  if (!inotify_) return;  // arm_watches() opens it first
   inotify_->async_read_some(
       asio::buffer(inotify_buffer_), [this](boost::system::error_code ec, std::size_t n) {
         if (ec || closed_) return;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <string_view>
 #include <vector>
 
@@ -11,7 +12,7 @@
 namespace imds::observations {
 
 inline constexpr std::string_view kImdsServer = "EC2ws";
-inline constexpr Family kFamilies[] = {Family::v4, Family::v6};
+inline constexpr std::array kFamilies = {Family::v4, Family::v6};
 
 inline bool answered(const HttpResult& r) { return r.outcome == Outcome::http; }
 inline bool attempted(const HttpResult& r) { return r.outcome != Outcome::skipped; }

@@ -16,6 +16,8 @@ namespace imds {
 namespace {
 
 constexpr std::string_view kImdsHost = "169.254.169.254";
+// kImdsHost as a host-order number, for the CIDR entries.
+constexpr std::uint32_t kImdsHostIpv4 = (169U << 24) | (254U << 16) | (169U << 8) | 254U;
 constexpr std::size_t kMaxNoProxyBytes = std::size_t{64} * 1024;
 
 std::string_view trim(std::string_view text) {
@@ -50,7 +52,7 @@ bool entry_covers_imds(std::string_view entry) {
       return false;
     }
     const std::uint32_t mask = bits == 0 ? 0 : ~std::uint32_t{0} << (32 - bits);
-    return (*network & mask) == (*ipv4(kImdsHost) & mask);
+    return (*network & mask) == (kImdsHostIpv4 & mask);
   }
   if (const auto colon = entry.rfind(':'); colon != std::string_view::npos) {
     entry = entry.substr(0, colon);

@@ -54,7 +54,10 @@ class [[nodiscard]] Result<void, E> {
   [[nodiscard]] bool ok() const { return !error_.has_value(); }
   explicit operator bool() const { return ok(); }
   // Reading the error of a success is a programming error: std::bad_optional_access.
-  [[nodiscard]] const E& error() const { return error_.value(); }
+  [[nodiscard]] const E& error() const {
+    if (!error_) throw std::bad_optional_access();
+    return *error_;
+  }
 
  private:
   std::optional<E> error_;

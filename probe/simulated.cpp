@@ -341,7 +341,7 @@ Result<std::unique_ptr<SimulatedContainer>> SimulatedContainer::create(const Opt
 
   // Wait until both ends report carrier: a SYN sent before that is lost, and its
   // retransmission comes a second later, as long as a whole connect timeout.
-  auto link_up = [](std::vector<std::string> argv) {
+  auto link_up = [](const std::vector<std::string>& argv) {
     auto r = run_tool(argv);
     if (!r) return false;
     const auto doc = nlohmann::json::parse(r.value(), nullptr, false);

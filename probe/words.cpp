@@ -61,7 +61,7 @@ std::string method_words(HopLimitMethod method) {
 }
 
 std::string describe_hop_limit(const HopLimit& h) {
-  const std::string range = hop_limit_range(h);
+  std::string range = hop_limit_range(h);
   if (range == "unknown") return range;
   return range + " (" + method_words(h.method) + ")";
 }

@@ -33,8 +33,8 @@ std::optional<long> parse_long(const std::string& s) {
 }
 
 bool is_ip_address(const std::string& s) {
-  unsigned char buf[16];
-  return ::inet_pton(AF_INET, s.c_str(), buf) == 1 || ::inet_pton(AF_INET6, s.c_str(), buf) == 1;
+  in6_addr buf{};  // room for either family
+  return ::inet_pton(AF_INET, s.c_str(), &buf) == 1 || ::inet_pton(AF_INET6, s.c_str(), &buf) == 1;
 }
 
 struct BadValue {
@@ -91,7 +91,7 @@ CliResult parse_command_line(int argc, const char* const* argv) {
     ("availability-zone", po::value<std::string>()->value_name("AZ"),
      "meta-data/placement/availability-zone (default: the region followed by 'a')")
     ("ready-fd", po::value<std::string>()->value_name("N"),
-     "write \"ready\\n\" to file descriptor N, then close it, once every listener is up")
+     R"(write "ready\n" to file descriptor N, then close it, once every listener is up)")
     ("max-connections", po::value<std::string>()->value_name("N")->default_value("512"),
      "connections served at once; more are closed at accept (1..65536)")
     ("read-timeout-ms", po::value<std::string>()->value_name("N")->default_value("10000"),

@@ -176,7 +176,7 @@ std::string apply_options_patch(const json& patch, Options& o, std::chrono::mill
   for (const auto& [key, v] : patch.items()) {
     if (key == "http_tokens") {
       const auto t = v.is_string() ? parse_http_tokens(v.get<std::string>()) : std::nullopt;
-      if (!t) return "\"http_tokens\" must be \"optional\" or \"required\"";
+      if (!t) return R"("http_tokens" must be "optional" or "required")";
       o.http_tokens = *t;
     } else if (key == "hop_limit") {
       const auto n = integer(v);
@@ -186,13 +186,13 @@ std::string apply_options_patch(const json& patch, Options& o, std::chrono::mill
       o.hop_limit = static_cast<int>(*n);
     } else if (key == "http_endpoint" || key == "ipv6" || key == "tags") {
       const auto b = v.is_string() ? parse_enabled(v.get<std::string>()) : std::nullopt;
-      if (!b) return "\"" + key + "\" must be \"enabled\" or \"disabled\"";
+      if (!b) return '"' + key + R"(" must be "enabled" or "disabled")";
       (key == "http_endpoint" ? o.endpoint_enabled
        : key == "ipv6"        ? o.ipv6_enabled
                               : o.tags_enabled) = *b;
     } else if (key == "unauthorized_body") {
       const auto b = v.is_string() ? parse_unauthorized_body(v.get<std::string>()) : std::nullopt;
-      if (!b) return "\"unauthorized_body\" must be \"xhtml\" or \"empty\"";
+      if (!b) return R"("unauthorized_body" must be "xhtml" or "empty")";
       o.unauthorized_body = *b;
     } else if (key == "instance_id" || key == "ami_id" || key == "region" ||
                key == "availability_zone") {
@@ -301,7 +301,7 @@ std::string parse_faults(const json& body, Faults& out) {
       } else if (s == "none") {
         f.after_dropped_put = AfterDroppedPut::none;
       } else {
-        return "\"after_dropped_put\" must be \"hang\", \"reset\" or null";
+        return R"("after_dropped_put" must be "hang", "reset" or null)";
       }
     } else if (key == "paths") {
       if (!v.is_array() || v.size() > kMaxFaultPaths) {

@@ -178,6 +178,7 @@ std::optional<std::string> lookup(const Options& o, std::string rel) {
     if (rel == "meta-data/tags") return std::string("instance");
     if (rel == "meta-data/tags/instance") {
       std::vector<std::string> keys;
+      keys.reserve(o.tags.size());
       for (const auto& [k, v] : o.tags) keys.push_back(k);
       return join_lines(keys);
     }

@@ -91,8 +91,8 @@ struct Faults {
   bool operator==(const Faults&) const = default;
 };
 
-inline constexpr std::size_t kMaxOversizedBytes = 64U * 1024U * 1024U;
-inline constexpr std::size_t kMaxOversizedHeaderBytes = 1024U * 1024U;
+inline constexpr std::size_t kMaxOversizedBytes = std::size_t{64} * 1024 * 1024;
+inline constexpr std::size_t kMaxOversizedHeaderBytes = std::size_t{1024} * 1024;
 inline constexpr std::chrono::milliseconds kMaxTrickle{10000};
 inline constexpr std::chrono::milliseconds kMaxTokenLifetime{3600000};
 

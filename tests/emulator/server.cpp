@@ -3,7 +3,6 @@
 // the hop limit as the IP TTL of token PUT responses, RSTs, hangs, raw garbage.
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
@@ -16,6 +15,7 @@
 #include <boost/beast/http.hpp>
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstring>
 #include <iostream>
 #include <memory>
@@ -23,6 +23,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "cli.hpp"
@@ -44,8 +45,9 @@ constexpr auto kHangLimit = 60s;               // "hang" faults end after this a
 constexpr auto kResetAfterDroppedPut = 100ms;  // below Linux's 200 ms minimum RTO
 constexpr auto kStartupBindRetry = 3s;         // a fresh IPv6 address may still be tentative
 constexpr std::uint32_t kHeaderLimit = 16 * 1024;
-constexpr std::uint64_t kBodyLimit = 64 * 1024;  // a token PUT body is ignored, but bounded
-constexpr std::uint64_t kControlBodyLimit = 1024 * 1024;
+// A token PUT body is ignored, but bounded.
+constexpr std::uint64_t kBodyLimit = std::uint64_t{64} * 1024;
+constexpr std::uint64_t kControlBodyLimit = std::uint64_t{1024} * 1024;
 
 // Descriptors Asio creates lack O_CLOEXEC; the emulator never executes anything, but
 // keep the project rule anyway.
@@ -115,10 +117,10 @@ class ImdsConnection : public std::enable_shared_from_this<ImdsConnection> {
 class Listener {
  public:
   Listener(asio::io_context& io, tcp::endpoint endpoint, Emulator& emulator)
-      : io_(io), endpoint_(endpoint), emulator_(emulator), backoff_(io) {}
-  bool is_v6() const { return endpoint_.address().is_v6(); }
-  bool is_open() const { return acceptor_.has_value(); }
-  std::string name() const {
+      : io_(io), endpoint_(std::move(endpoint)), emulator_(emulator), backoff_(io) {}
+  [[nodiscard]] bool is_v6() const { return endpoint_.address().is_v6(); }
+  [[nodiscard]] bool is_open() const { return acceptor_.has_value(); }
+  [[nodiscard]] std::string name() const {
     return is_v6() ? "[" + endpoint_.address().to_string() + "]:" + std::to_string(endpoint_.port())
                    : endpoint_.address().to_string() + ":" + std::to_string(endpoint_.port());
   }
@@ -126,7 +128,7 @@ class Listener {
   std::string open(std::chrono::steady_clock::duration retry_for) {
     const auto deadline = std::chrono::steady_clock::now() + retry_for;
     for (;;) {
-      const std::string err = try_open();
+      std::string err = try_open();
       if (err.empty() || std::chrono::steady_clock::now() >= deadline ||
           err.find("Cannot assign requested address") == std::string::npos) {
         return err;

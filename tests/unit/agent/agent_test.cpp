@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -52,7 +53,9 @@ class RecordingSink : public JournalSink {
 class RecordingNotifier : public Notifier {
  public:
   void notify(std::string_view s) override { states.emplace_back(s); }
-  std::optional<std::chrono::microseconds> watchdog_period() const override { return 50ms; }
+  [[nodiscard]] std::optional<std::chrono::microseconds> watchdog_period() const override {
+    return 50ms;
+  }
   std::vector<std::string> states;
 };
 
@@ -175,10 +178,10 @@ std::string read_until_close(boost::asio::io_context& io, int fd, std::chrono::m
     io.run_for(5ms);
     pollfd p{fd, POLLIN, 0};
     if (::poll(&p, 1, 5) <= 0) continue;
-    char buf[4096];
-    const auto n = ::recv(fd, buf, sizeof buf, 0);
+    std::array<char, 4096> buf{};
+    const auto n = ::recv(fd, buf.data(), buf.size(), 0);
     if (n <= 0) break;
-    out.append(buf, static_cast<std::size_t>(n));
+    out.append(buf.data(), static_cast<std::size_t>(n));
   }
   return out;
 }
@@ -279,7 +282,7 @@ TEST_F(AgentTest, ConcurrentProbeRequestsShareOneProbe) {
   ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
   std::vector<ApiResponse> answers;
   for (int i = 0; i < 3; ++i) {
-    agent_->handle({"POST", "/v1/probe", ""}, [&](ApiResponse r) { answers.push_back(r); });
+    agent_->handle({"POST", "/v1/probe", ""}, [&](const ApiResponse& r) { answers.push_back(r); });
   }
   ASSERT_TRUE(run_until([&] { return answers.size() == 3; }));
   EXPECT_EQ(fake.calls, 2);  // the start-up probe and one shared by the three requests
@@ -345,6 +348,7 @@ TEST_F(AgentTest, ANamespaceNameThatIsNotUtf8DoesNotBreakTheStatus) {
 
 TEST_F(AgentTest, ResponseBodiesAreNotKeptSoMemoryDoesNotGrowWithNamespaces) {
   std::vector<FakeContainer> many;
+  many.reserve(64);
   for (int i = 0; i < 64; ++i) many.push_back({"c" + std::to_string(i), 100U + i});
   auto d = diagnosis(HttpTokens::required, exact(2), many);
   for (auto& t : d.targets) {
@@ -352,7 +356,7 @@ TEST_F(AgentTest, ResponseBodiesAreNotKeptSoMemoryDoesNotGrowWithNamespaces) {
     o.step = Step::listing;
     o.result.outcome = Outcome::http;
     o.result.status = 200;
-    o.result.body = std::string(64 * 1024, 'x');
+    o.result.body = std::string(std::size_t{64} * 1024, 'x');
     t.observations.push_back(o);
   }
   auto& fake = this->fake({d});
@@ -622,6 +626,7 @@ TEST_F(AgentTest, AStalledLogReaderDoesNotStallTheLoopAndDroppedLinesAreCounted)
 
 TEST_F(AgentTest, TheStatusStaysBoundedWithManyNamespacesAndSaysWhatItLeftOut) {
   std::vector<FakeContainer> many;
+  many.reserve(1000);
   for (int i = 0; i < 1000; ++i) {
     many.push_back(
         {"c" + std::to_string(i), 1000U + i, i % 100 == 7 ? Tristate::no : Tristate::yes});

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -20,6 +21,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <string_view>
 #include <thread>
 
 namespace imds::agent {
@@ -37,7 +39,7 @@ class Fd {
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
   Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  int get() const { return fd_; }
+  [[nodiscard]] int get() const { return fd_; }
 
  private:
   int fd_;
@@ -56,7 +58,7 @@ class ApiServerTest : public ::testing::Test {
   void start() {
     server_ = std::make_unique<ApiServer>(
         io_,
-        [this](const ApiRequest& r, std::function<void(ApiResponse)> respond) {
+        [this](const ApiRequest& r, const std::function<void(ApiResponse)>& respond) {
           ++handled_;
           ApiResponse res;
           res.content_type = "text/plain";
@@ -102,13 +104,13 @@ class ApiServerTest : public ::testing::Test {
       pollfd p{fd.get(), POLLIN, 0};
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
       if (::poll(&p, 1, static_cast<int>(std::max<long>(left.count(), 1))) <= 0) continue;
-      char buf[4096];
-      auto n = ::recv(fd.get(), buf, sizeof buf, 0);
+      std::array<char, 4096> buf{};
+      auto n = ::recv(fd.get(), buf.data(), buf.size(), 0);
       if (n <= 0) {
         if (closed) *closed = true;
         break;
       }
-      out.append(buf, static_cast<std::size_t>(n));
+      out.append(buf.data(), static_cast<std::size_t>(n));
     }
     return out;
   }
@@ -153,7 +155,8 @@ TEST_F(ApiServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
 TEST_F(ApiServerTest, AnOversizedHeaderIsRefusedWith431AndTheConnectionClosed) {
   start();
   auto fd = connect_client();
-  send_all(fd, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(64 * 1024, 'a') + "\r\n\r\n");
+  const std::string big(std::size_t{64} * 1024, 'a');
+  send_all(fd, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + big + "\r\n\r\n");
   bool closed = false;
   auto reply = read_until_close(fd, 2s, &closed);
   EXPECT_EQ(reply.rfind("HTTP/1.1 431", 0), 0U) << reply.substr(0, 80);
@@ -235,8 +238,8 @@ TEST_F(ApiServerTest, RunningOutOfDescriptorsPausesAcceptingInsteadOfSpinning) {
   rusage after{};
   ::getrusage(RUSAGE_SELF, &after);
   auto cpu_ms = [](const rusage& r) {
-    return (r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1000.0 +
-           (r.ru_utime.tv_usec + r.ru_stime.tv_usec) / 1000.0;
+    return static_cast<double>(r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1000.0 +
+           static_cast<double>(r.ru_utime.tv_usec + r.ru_stime.tv_usec) / 1000.0;
   };
   hog.clear();
   ::setrlimit(RLIMIT_NOFILE, &old);
@@ -248,14 +251,15 @@ TEST_F(ApiServerTest, RunningOutOfDescriptorsPausesAcceptingInsteadOfSpinning) {
 TEST_F(ApiServerTest, AStaleSocketFileIsReplacedButAnythingElseIsNot) {
   {
     std::ofstream(path_) << "not a socket";
-    ApiServer s(io_, [](const ApiRequest&, std::function<void(ApiResponse)> r) { r({}); });
+    ApiServer s(io_, [](const ApiRequest&, const std::function<void(ApiResponse)>& r) { r({}); });
     auto err = s.listen(path_, std::nullopt);
     ASSERT_TRUE(err.has_value());
     EXPECT_NE(err->find("is not a socket"), std::string::npos);
     std::filesystem::remove(path_);
   }
   {
-    ApiServer first(io_, [](const ApiRequest&, std::function<void(ApiResponse)> r) { r({}); });
+    ApiServer first(io_,
+                    [](const ApiRequest&, const std::function<void(ApiResponse)>& r) { r({}); });
     ASSERT_FALSE(first.listen(path_, std::nullopt).has_value());
   }  // closed and unlinked; a crash would leave the file: simulate it
   int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
@@ -274,6 +278,7 @@ TEST_F(ApiServerTest, OneClientCannotTakeEverySlotAndOthersAreStillServed) {
   limits_.request_timeout = 3s;
   start();
   std::vector<Fd> mine;
+  mine.reserve(2);
   for (int i = 0; i < 2; ++i) mine.push_back(connect_client());
   std::this_thread::sleep_for(50ms);
   // A third connection from this process is refused with a 503 that says why.
@@ -284,8 +289,8 @@ TEST_F(ApiServerTest, OneClientCannotTakeEverySlotAndOthersAreStillServed) {
   EXPECT_NE(refused.find("too many connections from this process"), std::string::npos);
   EXPECT_TRUE(closed);
   // Another process (another peer pid) is served although this one is at its share.
-  int out[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, out), 0);
+  std::array<int, 2> out{};
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, out.data()), 0);
   const pid_t child = ::fork();
   ASSERT_GE(child, 0);
   if (child == 0) {
@@ -295,12 +300,13 @@ TEST_F(ApiServerTest, OneClientCannotTakeEverySlotAndOthersAreStillServed) {
     addr.sun_family = AF_UNIX;
     std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path_.c_str());
     if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) ::_exit(1);
-    const char req[] = "GET /other HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    if (::send(fd, req, sizeof req - 1, MSG_NOSIGNAL) != sizeof req - 1) ::_exit(1);
-    char buf[1024];
+    constexpr std::string_view req = "GET /other HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size()))
+      ::_exit(1);
+    std::array<char, 1024> buf{};
     ssize_t n = 0;
-    while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) {
-      if (::write(out[1], buf, static_cast<std::size_t>(n)) != n) ::_exit(1);
+    while ((n = ::recv(fd, buf.data(), buf.size(), 0)) > 0) {
+      if (::write(out[1], buf.data(), static_cast<std::size_t>(n)) != n) ::_exit(1);
     }
     ::_exit(0);
   }

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -35,7 +36,7 @@ class ConfigFiles : public ::testing::Test {
     std::ofstream(p) << text;
     return p.string();
   }
-  ConfigSources sources() const {
+  [[nodiscard]] ConfigSources sources() const {
     return {(dir_ / "main.conf").string(), false, (dir_ / "conf.d").string(), {}};
   }
   AgentConfig load_ok(const ConfigSources& s) {
@@ -281,9 +282,9 @@ TEST(ConfigValues, OutOfRangeValuesAreRejected) {
 }
 
 TEST(CommandLine, EveryKeyIsAlsoAFlagAndUnknownFlagsAreErrors) {
-  const char* argv[] = {"imds-agent", "--config", "/x.conf",           "--interval",
-                        "5s",         "--expect", "imds-support=v2.0", "--check-config"};
-  auto r = parse_command_line(8, argv);
+  const std::array argv = {"imds-agent", "--config", "/x.conf",           "--interval",
+                           "5s",         "--expect", "imds-support=v2.0", "--check-config"};
+  auto r = parse_command_line(static_cast<int>(argv.size()), argv.data());
   ASSERT_TRUE(r) << r.error().message;
   const auto& cl = r.value();
   EXPECT_EQ(cl.sources.file, "/x.conf");
@@ -292,11 +293,11 @@ TEST(CommandLine, EveryKeyIsAlsoAFlagAndUnknownFlagsAreErrors) {
   EXPECT_EQ(cl.sources.overrides.size(), 2U);
   for (const auto& k : config_keys()) {
     std::string flag = std::string("--") + k.key;
-    const char* one[] = {"imds-agent", flag.c_str(), "x"};
-    EXPECT_TRUE(parse_command_line(3, one).ok()) << flag;
+    const std::array<const char*, 3> one = {"imds-agent", flag.c_str(), "x"};
+    EXPECT_TRUE(parse_command_line(static_cast<int>(one.size()), one.data()).ok()) << flag;
   }
-  const char* bad[] = {"imds-agent", "--intervall", "5s"};
-  EXPECT_FALSE(parse_command_line(3, bad).ok());
+  const std::array bad = {"imds-agent", "--intervall", "5s"};
+  EXPECT_FALSE(parse_command_line(static_cast<int>(bad.size()), bad.data()).ok());
 }
 
 TEST(CommandLine, TheDefaultConfigFileAndTheManPageDocumentEveryKey) {

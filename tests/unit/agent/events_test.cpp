@@ -27,7 +27,7 @@ class Tracker {
     snap_ = std::move(next);
     return events;
   }
-  const Snapshot& snapshot() const { return snap_; }
+  [[nodiscard]] const Snapshot& snapshot() const { return snap_; }
 
  private:
   Expectations expect_;
@@ -37,6 +37,7 @@ class Tracker {
 
 std::vector<EventKind> kinds(const std::vector<Event>& events) {
   std::vector<EventKind> out;
+  out.reserve(events.size());
   for (const auto& e : events) out.push_back(e.kind);
   return out;
 }

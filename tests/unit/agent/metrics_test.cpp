@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -183,7 +184,7 @@ TEST(Metrics, RenderedMetricsAreValidExpositionFormat) {
     if (s.name != "imds_target_imdsv2_ok") continue;
     ++targets;
     EXPECT_EQ(s.labels.at("family"), "ipv4");
-    if (s.labels.at("netns") == "/run/netns/we\\\"ird\\\\name\\n") {
+    if (s.labels.at("netns") == R"(/run/netns/we\"ird\\name\n)") {
       EXPECT_EQ(s.value, 0);
     }
   }
@@ -219,8 +220,8 @@ TEST(Metrics, PromtoolAcceptsTheRenderedMetrics) {
   FILE* p = ::popen(cmd.c_str(), "r");
   ASSERT_NE(p, nullptr);
   std::string output;
-  char buf[512];
-  while (std::fgets(buf, sizeof buf, p) != nullptr) output += buf;
+  std::array<char, 512> buf{};
+  while (std::fgets(buf.data(), static_cast<int>(buf.size()), p) != nullptr) output += buf.data();
   const int status = ::pclose(p);
   std::filesystem::remove(path);
   EXPECT_EQ(status, 0) << output;

@@ -12,6 +12,7 @@ using ::testing::HasSubstr;
 CliResult parse(std::vector<std::string> args) {
   args.insert(args.begin(), "imds-emulator");
   std::vector<const char*> argv;
+  argv.reserve(args.size());
   for (const auto& a : args) argv.push_back(a.c_str());
   return parse_command_line(static_cast<int>(argv.size()), argv.data());
 }

@@ -121,9 +121,7 @@ inline std::vector<Observation> family_observations(const World& w, int distance
     add(Step::token_put, failed(Outcome::refused));
     add(Step::v2_get, skipped(SkipReason::no_token));
     add(Step::listing, skipped(SkipReason::no_token));
-    add(Step::v1_get, w.probe_v1
-                          ? failed(Outcome::refused)
-                          : skipped(SkipReason::v1_disabled));
+    add(Step::v1_get, w.probe_v1 ? failed(Outcome::refused) : skipped(SkipReason::v1_disabled));
     return out;
   }
   const SkipReason no_token = SkipReason::no_token;
@@ -167,9 +165,11 @@ inline std::vector<Observation> family_observations(const World& w, int distance
 
 inline TargetObservations observe(const World& w, TargetObservations t) {
   const int distance = t.distance.value_or(1);
+  // Read before t is moved into with(): its arguments are evaluated in no fixed order.
+  const bool is_host = t.target.is_host;
   // Both families, as collection does: a verdict that forgets one cannot be tested.
-  t = with(std::move(t), family_observations(w, distance, t.target.is_host, Family::v4));
-  t = with(std::move(t), family_observations(w, distance, t.target.is_host, Family::v6));
+  t = with(std::move(t), family_observations(w, distance, is_host, Family::v4));
+  t = with(std::move(t), family_observations(w, distance, is_host, Family::v6));
   return t;
 }
 
@@ -207,9 +207,9 @@ inline Diagnosis finish(Diagnosis d) {
 }
 
 inline Diagnosis world_diagnosis(const World& w,
-                                 std::vector<std::pair<std::string, int>> containers = {}) {
+                                 const std::vector<std::pair<std::string, int>>& containers = {}) {
   std::vector<TargetObservations> targets{observe_host(w)};
-  for (auto& [name, distance] : containers) {
+  for (const auto& [name, distance] : containers) {
     targets.push_back(observe_container(w, name, distance));
   }
   return finish(diagnosis(std::move(targets), w));
@@ -218,8 +218,9 @@ inline Diagnosis world_diagnosis(const World& w,
 inline const Finding* find_finding(const Diagnosis& d, std::string_view id,
                                    std::string_view target = {}) {
   for (const auto& f : d.findings) {
-    const bool about = target.empty() || std::any_of(f.subjects.begin(), f.subjects.end(),
-                                                     [&](const auto& s) { return s.name == target; });
+    const bool about =
+        target.empty() || std::any_of(f.subjects.begin(), f.subjects.end(),
+                                      [&](const auto& s) { return s.name == target; });
     if (f.id == id && about) return &f;
   }
   return nullptr;

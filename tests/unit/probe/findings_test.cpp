@@ -529,6 +529,7 @@ TEST(Findings, TwoHundredBrokenContainersAreOneFindingThatListsThemAll) {
   w.tokens = HttpTokens::required;
   w.hop_limit = 1;
   std::vector<std::pair<std::string, int>> containers;
+  containers.reserve(200);
   for (int i = 0; i < 200; ++i) containers.emplace_back("c" + std::to_string(i), 1);
   const Diagnosis d = world_diagnosis(w, containers);
   std::size_t no_token = 0;

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -66,18 +67,19 @@ class Emulator {
   explicit Emulator(const std::vector<std::string>& extra_args = {}) {
     const char* binary = std::getenv("IMDS_EMULATOR");
     if (binary == nullptr) throw std::runtime_error("IMDS_EMULATOR is not set");
-    char dir_template[] = "/tmp/imds-collect-test-XXXXXX";
-    if (::mkdtemp(dir_template) == nullptr) throw std::runtime_error("mkdtemp failed");
+    std::string dir_template = "/tmp/imds-collect-test-XXXXXX";
+    if (::mkdtemp(dir_template.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
     dir_ = dir_template;
     control_ = dir_ + "/control.sock";
     port_ = free_loopback_port();
-    int ready[2];
-    if (::pipe2(ready, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
+    std::array<int, 2> ready{};
+    if (::pipe2(ready.data(), O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
     std::vector<std::string> args = {
         binary,      "--listen", "127.0.0.1",  "--listen", "::1", "--port", std::to_string(port_),
         "--control", control_,   "--ready-fd", "3"};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     std::vector<char*> argv;
+    argv.reserve(args.size() + 1);
     for (auto& arg : args) argv.push_back(arg.data());
     argv.push_back(nullptr);
     pid_ = ::fork();
@@ -94,8 +96,9 @@ class Emulator {
       throw std::runtime_error("cannot start " + std::string(binary));
     }
     pollfd waiting{ready[0], POLLIN, 0};
-    char buffer[16] = {};
-    const bool up = ::poll(&waiting, 1, 10000) == 1 && ::read(ready[0], buffer, sizeof buffer) > 0;
+    std::array<char, 16> buffer{};
+    const bool up =
+        ::poll(&waiting, 1, 10000) == 1 && ::read(ready[0], buffer.data(), buffer.size()) > 0;
     ::close(ready[0]);
     if (!up) {
       stop();
