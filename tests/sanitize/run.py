@@ -29,6 +29,11 @@ import time
 from pathlib import Path
 
 SKIP = 77
+# The one case left out under ASan+UBSan: it exhausts the process's descriptors on purpose,
+# and then UBSan's vptr check itself fails (it probes memory through a pipe it cannot open)
+# and calls the std::thread the test starts "an object with an invalid vptr". Not a bug in
+# the code; the case runs under TSan.
+ASAN_GTEST_FILTER = "-ApiServerTest.RunningOutOfDescriptorsPausesAcceptingInsteadOfSpinning"
 CLANG_RT = Path("/usr/lib/llvm-16/lib/clang/16/lib/linux")
 PHASES = ("build", "unit", "tsan", "fuzz", "lab")
 FUZZERS = ("tcp_segment", "cgroup", "config", "imds_answer", "api_request")
@@ -36,7 +41,7 @@ FUZZ_RSS_MB = 2048
 
 # -O1 and line tables only: about half the compile time of -O2 -g on two cores, fast enough
 # to run, and still symbolised stacks in every report.
-COMMON_SETUP = ["-Dwerror=true", "-Dtests=enabled", "-Dman=disabled", "-Db_lundef=false",
+COMMON_SETUP = ["-Dwerror=true", "-Dtests=enabled", "-Dman=enabled", "-Db_lundef=false",
                 "-Dbuildtype=plain", "-Doptimization=1", "-Ddebug=false", "-Db_ndebug=false"]
 ASAN_SETUP = COMMON_SETUP + [
     "-Db_sanitize=address,undefined", "-Dfuzz=enabled",
@@ -81,6 +86,7 @@ class Run:
         self.lab_tests = lab_tests
         self.figures: list[tuple[str, float, str]] = []  # phase, seconds, what it did
         self.failures: list[str] = []
+        self.built: set[str] = set()
 
     # ----- building ----------------------------------------------------------------------
 
@@ -100,27 +106,38 @@ class Run:
         subprocess.run(["ninja", "-C", str(builddir), "-j2", *targets], env=env, check=True,
                        stdout=subprocess.DEVNULL if not os.environ.get("VERBOSE") else None)
 
+    def ensure_built(self, which: str) -> None:
+        """Configures and compiles one sanitizer dir, once per run ("asan" or "tsan")."""
+        if which in self.built:
+            return
+        t = time.monotonic()
+        if which == "asan":
+            self.setup(self.asan, ASAN_SETUP)
+            self.compile(self.asan)
+            what = "everything, and the fuzzers"
+        else:
+            self.setup(self.tsan, TSAN_SETUP)
+            self.compile(self.tsan, TSAN_TARGETS)
+            what = f"{len(TSAN_TARGETS)} targets (the agent's tests)"
+        ccache = "ccache" if shutil.which("ccache") else "no ccache"
+        self.figures.append((f"build {which}", time.monotonic() - t, f"{what}; {ccache}"))
+        self.built.add(which)
+
     def phase_build(self) -> None:
-        t = time.monotonic()
-        self.setup(self.asan, ASAN_SETUP)
-        self.compile(self.asan)
-        self.figures.append(("build asan+ubsan+fuzzers", time.monotonic() - t,
-                             "ccache on" if shutil.which("ccache") else "no ccache"))
-        t = time.monotonic()
-        self.setup(self.tsan, TSAN_SETUP)
-        self.compile(self.tsan, TSAN_TARGETS)
-        self.figures.append(("build tsan (agent tests)", time.monotonic() - t,
-                             f"{len(TSAN_TARGETS)} targets"))
+        self.ensure_built("asan")
+        self.ensure_built("tsan")
 
     # ----- meson test in a sanitizer dir ---------------------------------------------------
 
-    def meson_test(self, name: str, builddir: Path, args: list[str]) -> None:
+    def meson_test(self, name: str, builddir: Path, args: list[str],
+                   extra_env: dict[str, str] | None = None) -> None:
         reports = builddir / "sanitizer-reports"
         for old in reports_in(reports) if reports.exists() else []:
             old.unlink()
         t = time.monotonic()
         r = subprocess.run(["meson", "test", "-C", str(builddir), "--no-rebuild",
-                            "--print-errorlogs", *args], env=sanitizer_env(reports))
+                            "--print-errorlogs", *args],
+                           env={**sanitizer_env(reports), **(extra_env or {})})
         seconds = time.monotonic() - t
         counts, cases = self.test_counts(builddir)
         found = reports_in(reports)
@@ -146,19 +163,24 @@ class Run:
         return counts, cases
 
     def phase_unit(self) -> None:
+        self.ensure_built("asan")
         self.meson_test("unit under asan+ubsan", self.asan,
-                        ["--suite", "unit", "--num-processes", "2"])
+                        ["--suite", "unit", "--num-processes", "2"],
+                        {"GTEST_FILTER": ASAN_GTEST_FILTER})
 
     def phase_tsan(self) -> None:
+        self.ensure_built("tsan")
         self.meson_test("agent unit under tsan", self.tsan,
                         ["--suite", "agent", "--num-processes", "2"])
 
     def phase_lab(self) -> None:
+        self.ensure_built("asan")
         args = ["--num-processes", "1"]
         args += self.lab_tests if self.lab_tests else ["--suite", "lab"]
         what = ", ".join(self.lab_tests) if self.lab_tests else "the whole lab suite"
         log(f"lab under asan+ubsan: {what}")
-        self.meson_test("lab under asan+ubsan", self.asan, args)
+        self.meson_test("lab under asan+ubsan", self.asan, args,
+                        {"GTEST_FILTER": ASAN_GTEST_FILTER})
 
     # ----- fuzzing ---------------------------------------------------------------------------
 
@@ -187,6 +209,7 @@ class Run:
         return name, r.returncode == 0, stats, text
 
     def phase_fuzz(self) -> None:
+        self.ensure_built("asan")
         t = time.monotonic()
         # Two at a time: one per core.
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
@@ -235,14 +258,12 @@ def main() -> int:
               [t for t in a.lab_tests.split(",") if t])
     started = time.monotonic()
     try:
-        # The build always comes first: a later phase alone still finds its binaries.
-        run.phase_build()
+        # Each phase builds the dir it needs first, so a phase alone finds its binaries.
         for phase in phases:
             if phase == "lab" and os.geteuid() != 0:
                 log("lab phase skipped: not root")
                 continue
-            if phase != "build":
-                getattr(run, f"phase_{phase}")()
+            getattr(run, f"phase_{phase}")()
     except subprocess.CalledProcessError as e:
         run.failures.append(f"{' '.join(map(str, e.cmd[:4]))} ...: exit {e.returncode}")
 
