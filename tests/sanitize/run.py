@@ -93,7 +93,9 @@ class Run:
     def setup(self, builddir: Path, options: list[str]) -> None:
         if (builddir / "build.ninja").exists():
             return  # ninja re-runs meson itself when a meson.build changed
-        env = dict(os.environ, CC="clang-16", CXX="clang++-16")
+        # meson wraps only compilers it finds itself in ccache, not CC/CXX given: say it.
+        wrap = "ccache " if shutil.which("ccache") else ""
+        env = dict(os.environ, CC=f"{wrap}clang-16", CXX=f"{wrap}clang++-16")
         subprocess.run(["meson", "setup", str(builddir), str(self.source), *options],
                        env=env, check=True, stdout=subprocess.DEVNULL)
 
