@@ -295,22 +295,26 @@ void ApiServer::accept() {
         }
         if (shared->accept_failing) spdlog::info("accepting API connections again");
         shared->accept_failing = false;
-        set_cloexec(socket.native_handle());
-        const pid_t peer = peer_pid(socket.native_handle());
-        const auto held = shared->per_peer.find(peer);
-        // Over a cap: refuse at once rather than queue.
-        if (shared->connections >= shared->limits.max_connections) {
-          refuse(socket, "too many connections to imds-agent; retry later");
-        } else if (held != shared->per_peer.end() &&
-                   held->second >= shared->limits.max_connections_per_peer) {
-          refuse(socket, "too many connections from this process (at most " +
-                             std::to_string(shared->limits.max_connections_per_peer) +
-                             "); close some and retry");
-        } else {
-          std::make_shared<Session>(std::move(socket), shared, peer)->start();
-        }
+        serve(std::move(socket));
         accept();
       });
+}
+
+void ApiServer::serve(Local::socket socket) {
+  set_cloexec(socket.native_handle());
+  const pid_t peer = peer_pid(socket.native_handle());
+  const auto held = shared_->per_peer.find(peer);
+  // Over a cap: refuse at once rather than queue.
+  if (shared_->connections >= shared_->limits.max_connections) {
+    refuse(socket, "too many connections to imds-agent; retry later");
+  } else if (held != shared_->per_peer.end() &&
+             held->second >= shared_->limits.max_connections_per_peer) {
+    refuse(socket, "too many connections from this process (at most " +
+                       std::to_string(shared_->limits.max_connections_per_peer) +
+                       "); close some and retry");
+  } else {
+    std::make_shared<Session>(std::move(socket), shared_, peer)->start();
+  }
 }
 
 void ApiServer::close() {

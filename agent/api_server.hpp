@@ -61,6 +61,10 @@ class ApiServer {
   // answers already being written finish (each within close_grace), then closes those too.
   void close();
   [[nodiscard]] std::size_t connections() const;
+  // Serves one already-connected socket as if it had just been accepted (the same caps and
+  // per-peer share apply). accept() hands every connection here; the fuzzer
+  // (tests/fuzz/api_request_fuzzer.cpp) feeds it one end of a socketpair.
+  void serve(boost::asio::local::stream_protocol::socket socket);
 
   struct Shared;
 

@@ -46,10 +46,6 @@ constexpr std::size_t kMaxCgroupBytes = std::size_t{16} * 1024;
 constexpr std::size_t kMaxCgroupLines = 64;
 constexpr std::size_t kMaxDirEntries = 65536;
 constexpr std::size_t kMaxNotes = 20;
-constexpr std::size_t kMaxToolOutput = std::size_t{1024} * 1024;
-constexpr auto kToolTimeout = std::chrono::seconds(10);
-const char* const kToolPath = "/usr/sbin:/usr/bin:/sbin:/bin";
-
 
 bool is_lower_hex(std::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {

@@ -52,6 +52,9 @@ _B36 = string.digits + string.ascii_lowercase
 # Client environment inside the lab: no proxies or AWS settings leak in from the caller,
 # and HOME points into the lab so no ~/.aws of the machine is read.
 _CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Kept from the caller: tests/sanitize/run.py runs the lab suite against sanitizer builds and
+# needs every report of the binaries started here (log_path, abort on error).
+_SANITIZER_VARIABLES = ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "TSAN_OPTIONS")
 
 SKIP = 77
 
@@ -537,6 +540,7 @@ table inet {NFT_TABLE} {{
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = {"PATH": _CLEAN_PATH, "LANG": "C.UTF-8", "HOME": str(self.dir / "home")}
+        env.update({k: os.environ[k] for k in _SANITIZER_VARIABLES if k in os.environ})
         env.update(extra or {})
         return env
 
