@@ -894,8 +894,7 @@ std::optional<bool> Collector::put_with_min_ttl(std::size_t host, FamilyState& f
 // The one place a target's distance is decided: the host is 0, others from SYN-ACK TTLs,
 // and a simulated container is one veth hop away by construction when TTLs cannot show it.
 void Collector::set_distances() {
-  for (std::size_t t = 0; t < targets_.size(); ++t) {
-    TargetState& state = targets_[t];
+  for (TargetState& state : targets_) {
     if (state.out.target.is_host) {
       state.out.distance = 0;
       continue;

@@ -6,11 +6,12 @@
 
 #include <gtest/gtest.h>
 #include <sched.h>
-#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -218,8 +219,8 @@ class RealNamespaces : public ::testing::Test {
 
   // A child in a new network namespace, linked as dir_/name.
   void add_namespace(const std::string& name) {
-    int ready[2] = {-1, -1};
-    ASSERT_EQ(::pipe(ready), 0);
+    std::array<int, 2> ready{-1, -1};
+    ASSERT_EQ(::pipe(ready.data()), 0);
     const pid_t pid = ::fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {

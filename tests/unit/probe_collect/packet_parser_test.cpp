@@ -194,8 +194,8 @@ ImdsAddress imds_v6() {
 class KernelFilter {
  public:
   explicit KernelFilter(const ImdsAddress& imds, std::uint32_t snap = 160) {
-    int pair[2] = {-1, -1};
-    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK, 0, pair), 0);
+    std::array<int, 2> pair{-1, -1};
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK, 0, pair.data()), 0);
     send_ = UniqueFd(pair[0]);
     receive_ = UniqueFd(pair[1]);
     std::vector<sock_filter> program = imds_segment_filter(imds, snap);
