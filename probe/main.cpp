@@ -4,8 +4,10 @@
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
+#include <atomic>
 #include <charconv>
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <iostream>
 #include <memory>
@@ -13,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "callers_watch.hpp"
 #include "config.h"
 #include "diagnose.hpp"
 #include "duration.hpp"
@@ -86,6 +89,7 @@ void print_json(const nlohmann::json& j, JsonMode mode) {
 std::string usage_header() {
   return "Usage: imds-probe [OPTIONS]\n"
          "       imds-probe status [--socket PATH] [--json=MODE]\n"
+         "       imds-probe callers --watch DURATION [--json=MODE]\n"
          "\n"
          "Diagnoses what the EC2 instance metadata service (IMDS) enforces (HttpTokens, hop\n"
          "limit, endpoint, IPv6, tags) from this namespace and from container namespaces, and\n"
@@ -98,11 +102,24 @@ std::string help_footer() {
          "\n\n"
          "Exit status: 0 healthy and compliant; 1 a finding at warning or worse (or an\n"
          "expectation not met); 2 usage or configuration error; 3 IMDS unreachable from the\n"
-         "host.\n"
+         "host. `callers --watch`: 0 when it watched, 2 when it could not (e.g. no CAP_NET_RAW).\n"
          "\n"
          "Safety: never requests credentials or user data, never prints a token. The tokenless\n"
          "IMDSv1 GET is counted by CloudWatch as MetadataNoToken; use --no-v1 to skip it.\n"
          "See imds-probe(1).\n";
+}
+
+// SIGINT or SIGTERM ends `callers --watch` early: what was seen until then is reported.
+std::atomic<bool> g_watch_stop{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
+extern "C" void on_watch_signal(int /*sig*/) { g_watch_stop.store(true); }
+
+void stop_watch_on_signals() {
+  struct sigaction sa {};
+  sa.sa_handler = &on_watch_signal;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
 }
 
 }  // namespace
@@ -111,7 +128,7 @@ int main(int argc, char** argv) {
   curl_global_init(CURL_GLOBAL_DEFAULT);
   std::string json_text = "off";
   std::vector<std::string> netns, containers, netns_dirs, excludes, expects, pids;
-  std::string endpoint, endpoint_v6, timeout, deadline, socket_path = kDefaultSocket;
+  std::string endpoint, endpoint_v6, timeout, deadline, watch, socket_path = kDefaultSocket;
 
   // clang-format off
   po::options_description targets("Targets (the host namespace is always probed)");
@@ -163,6 +180,10 @@ int main(int argc, char** argv) {
     ("agent",
      "print the running imds-agent's latest diagnosis instead of probing (same as "
      "`imds-probe status`)")
+    ("watch", po::value(&watch)->value_name("DURATION"),
+     "with `callers`: listen to the IMDS traffic of this namespace and of the containers it "
+     "forwards for DURATION (1s..24h) and say who called, how and with which SDK; sends "
+     "nothing; needs CAP_NET_RAW")
     ("socket", po::value(&socket_path)->value_name("PATH"),
      "the agent's Unix socket (default " IMDS_RUNSTATEDIR "/imds-agent/imds-agent.sock)")
     ("version", "print the version and exit")
@@ -200,17 +221,69 @@ int main(int argc, char** argv) {
     const bool colour = colour_wanted(vm.count("no-color") != 0);
 
     bool status_command = vm.count("agent") != 0;
+    bool callers_command = false;
     if (vm.count("command") != 0) {
       const auto& words = vm["command"].as<std::vector<std::string>>();
       if (words[0] == "short" || words[0] == "pretty" || words[0] == "off") {
         throw UsageError("unexpected argument '" + words[0] + "': write --json=" + words[0]);
       }
-      if (words.size() != 1 || words[0] != "status") {
+      if (words.size() != 1 || (words[0] != "status" && words[0] != "callers")) {
         throw UsageError("unexpected argument '" + words[0] +
-                         "' (the only command is `status`; options start with --)");
+                         "' (the commands are `status` and `callers`; options start with --)");
       }
-      status_command = true;
+      status_command = words[0] == "status";
+      callers_command = words[0] == "callers";
     }
+    if (callers_command) {
+      if (status_command) throw UsageError("--agent does not go with `callers`");
+      for (const char* probe_only :
+           {"all-containers", "netns", "pid", "container", "simulate-container", "no-v1",
+            "exact-hop-limit", "no-packet-ttl", "timeout", "deadline", "expect", "socket"}) {
+        if (vm.count(probe_only) != 0) {
+          throw UsageError(std::string("--") + probe_only + " does not go with `callers`");
+        }
+      }
+      if (vm.count("watch") == 0) {
+        throw UsageError("`callers` needs --watch DURATION (reading the agent's record of "
+                         "callers is not there yet)");
+      }
+      imds::WatchOptions options;
+      options.duration = duration_flag("--watch", watch, 1s, 24h);
+      for (const auto& d : netns_dirs) {
+        if (d.empty()) throw UsageError("--netns-dir needs a directory");
+      }
+      if (!netns_dirs.empty()) options.discovery.netns_dirs = netns_dirs;
+      options.discovery.exclude_paths = excludes;
+      options.discovery.proc_scan = vm.count("no-proc-scan") == 0;
+      const std::string v4 = endpoint.empty() ? "http://169.254.169.254" : endpoint;
+      const std::string v6 = endpoint_v6.empty() ? "http://[fd00:ec2::254]" : endpoint_v6;
+      options.imds.push_back(imds::parse_endpoint(endpoint_flag("--endpoint", v4, imds::Family::v4),
+                                                  imds::Family::v4)
+                                 ->address);
+      if (vm.count("no-ipv6") == 0) {
+        options.imds.push_back(
+            imds::parse_endpoint(endpoint_flag("--endpoint-v6", v6, imds::Family::v6),
+                                 imds::Family::v6)
+                ->address);
+      }
+      stop_watch_on_signals();
+      const auto report = imds::watch_callers(options, &g_watch_stop);
+      if (!report) {
+        std::cerr << "imds-probe: " << report.error().message << '\n';
+        return 2;
+      }
+      if (g_watch_stop.load()) {
+        std::cerr << "imds-probe: note: stopped by a signal; the report covers the time watched\n";
+      }
+      for (const auto& n : report->notes) std::cerr << "imds-probe: note: " << n << '\n';
+      if (json != JsonMode::off) {
+        print_json(imds::callers_to_json(*report), json);
+      } else {
+        std::cout << imds::render_callers_text(*report);
+      }
+      return 0;
+    }
+    if (vm.count("watch") != 0) throw UsageError("--watch only goes with `callers`");
     if (status_command) {
       for (const char* probe_only :
            {"all-containers", "netns", "pid", "container", "netns-dir", "exclude-netns",

@@ -26,7 +26,7 @@ constexpr int kMaxReadsPerDrain = 4096;
 constexpr std::uint32_t kSnapBytes = 160;  // IPv6 40 + TCP 60 + slack; headers only
 
 std::optional<TcpSegment> parse_tcp(std::span<const std::uint8_t> tcp, std::size_t tcp_length,
-                                    TcpSegment segment) {
+                                    std::size_t tcp_offset, TcpSegment segment) {
   tcphdr header{};
   if (tcp.size() < sizeof header || tcp_length < sizeof header) return std::nullopt;
   std::memcpy(&header, tcp.data(), sizeof header);
@@ -36,7 +36,12 @@ std::optional<TcpSegment> parse_tcp(std::span<const std::uint8_t> tcp, std::size
   segment.destination_port = ntohs(header.th_dport);
   segment.syn = (header.th_flags & TH_SYN) != 0;
   segment.ack = (header.th_flags & TH_ACK) != 0;
+  segment.fin = (header.th_flags & TH_FIN) != 0;
+  segment.rst = (header.th_flags & TH_RST) != 0;
+  segment.sequence = ntohl(header.th_seq);
+  segment.acknowledgement = ntohl(header.th_ack);
   segment.payload_bytes = tcp_length - header_bytes;
+  segment.payload_offset = tcp_offset + header_bytes;
   return segment;
 }
 
@@ -56,7 +61,7 @@ std::optional<TcpSegment> parse_v4(std::span<const std::uint8_t> packet) {
   segment.ttl = header.ip_ttl;
   std::memcpy(segment.source_address.data(), &header.ip_src, sizeof header.ip_src);
   std::memcpy(segment.destination_address.data(), &header.ip_dst, sizeof header.ip_dst);
-  return parse_tcp(packet.subspan(header_bytes), total - header_bytes, segment);
+  return parse_tcp(packet.subspan(header_bytes), total - header_bytes, header_bytes, segment);
 }
 
 std::optional<TcpSegment> parse_v6(std::span<const std::uint8_t> packet) {
@@ -69,7 +74,8 @@ std::optional<TcpSegment> parse_v6(std::span<const std::uint8_t> packet) {
   segment.ttl = header.ip6_hlim;
   std::memcpy(segment.source_address.data(), &header.ip6_src, sizeof header.ip6_src);
   std::memcpy(segment.destination_address.data(), &header.ip6_dst, sizeof header.ip6_dst);
-  return parse_tcp(packet.subspan(sizeof header), ntohs(header.ip6_plen), segment);
+  return parse_tcp(packet.subspan(sizeof header), ntohs(header.ip6_plen), sizeof header,
+                   segment);
 }
 
 // A classic BPF program assembled front to back: conditional jumps name labels, and the
@@ -282,14 +288,14 @@ PortTtls ConnectionTtls::at(const SocketName& local) const {
   return found == connections_.end() ? PortTtls{} : found->second.ttls;
 }
 
-Result<PacketTtlSocket> PacketTtlSocket::open(const NetnsSocketFactory& factory, int netns,
-                                              const ImdsAddress& from) {
+Result<UniqueFd> open_imds_packet_socket(const NetnsSocketFactory& factory, int netns,
+                                         const ImdsAddress& imds, std::uint32_t snap_bytes) {
   // Protocol 0 receives nothing until bind(): attach the filter first so no unrelated packet
   // is ever queued.
   const int raw = factory.socket_in(netns, AF_PACKET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
   if (raw < 0) return Error{errno_message("cannot open a packet socket", -raw)};
   UniqueFd fd(raw);
-  std::vector<sock_filter> program = imds_segment_filter(from, kSnapBytes);
+  std::vector<sock_filter> program = imds_segment_filter(imds, snap_bytes);
   sock_fprog fprog{};
   fprog.len = static_cast<unsigned short>(program.size());
   fprog.filter = program.data();
@@ -303,7 +309,14 @@ Result<PacketTtlSocket> PacketTtlSocket::open(const NetnsSocketFactory& factory,
   if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
     return Error{errno_message("cannot bind a packet socket", errno)};
   }
-  return PacketTtlSocket(std::move(fd), from);
+  return fd;
+}
+
+Result<PacketTtlSocket> PacketTtlSocket::open(const NetnsSocketFactory& factory, int netns,
+                                              const ImdsAddress& from) {
+  auto fd = open_imds_packet_socket(factory, netns, from, kSnapBytes);
+  if (!fd) return fd.error();
+  return PacketTtlSocket(std::move(*fd), from);
 }
 
 void PacketTtlSocket::drain() {

@@ -10,6 +10,7 @@
 #include <linux/filter.h>
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <array>
 #include <compare>
 #include <cstddef>
@@ -49,7 +50,18 @@ struct TcpSegment {
   std::uint16_t destination_port = 0;
   bool syn = false;
   bool ack = false;
-  std::size_t payload_bytes = 0;  // from the IP length fields, not the captured length
+  bool fin = false;
+  bool rst = false;
+  std::uint32_t sequence = 0;          // of the first payload byte (of the SYN itself on a SYN)
+  std::uint32_t acknowledgement = 0;
+  std::size_t payload_bytes = 0;   // from the IP length fields, not the captured length
+  std::size_t payload_offset = 0;  // where the payload starts in the packet given
+  // The payload bytes that were captured (a snap length cuts them short), within `packet`.
+  [[nodiscard]] std::span<const std::uint8_t> captured_payload(
+      std::span<const std::uint8_t> packet) const {
+    if (payload_offset >= packet.size()) return {};
+    return packet.subspan(payload_offset, std::min(payload_bytes, packet.size() - payload_offset));
+  }
 };
 
 // Parses a packet that starts at the IP header (AF_PACKET SOCK_DGRAM). Returns nothing for
@@ -61,6 +73,12 @@ std::optional<TcpSegment> parse_tcp_segment(std::span<const std::uint8_t> packet
 // from `imds` (source address and port) and to it (destination address and port), passing at
 // most `snap_bytes` of each.
 std::vector<sock_filter> imds_segment_filter(const ImdsAddress& imds, std::uint32_t snap_bytes);
+
+// An AF_PACKET socket (SOCK_DGRAM, every protocol, non-blocking) inside `netns` (-1: the
+// thread's own) with imds_segment_filter attached before it is bound, so nothing else is ever
+// queued. Needs CAP_NET_RAW; errors are values.
+Result<UniqueFd> open_imds_packet_socket(const NetnsSocketFactory& factory, int netns,
+                                         const ImdsAddress& imds, std::uint32_t snap_bytes);
 
 // What the segments of one connection showed.
 struct PortTtls {

@@ -14,15 +14,22 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--what", choices=("region", "instance-id"), required=True)
     ap.add_argument("--endpoint-mode", choices=("ipv4", "ipv6"), default="ipv4")
+    ap.add_argument("--session-user-agent", action="store_true",
+                    help="send the User-Agent of a botocore session, as the credential and "
+                    "region providers of a session do (else urllib3's own)")
     args = ap.parse_args()
     config = {"ec2_metadata_service_endpoint_mode": args.endpoint_mode}
+    extra = {}
+    if args.session_user_agent:
+        import botocore.session
+        extra["user_agent"] = botocore.session.get_session().user_agent()
     out = {"what": args.what, "endpoint_mode": args.endpoint_mode, "got_token": None}
     started = time.monotonic()
     if args.what == "region":
         # The public path botocore takes to find the region (a token, then the AZ).
-        out["value"] = InstanceMetadataRegionFetcher(config=config).retrieve_region()
+        out["value"] = InstanceMetadataRegionFetcher(config=config, **extra).retrieve_region()
     else:
-        fetcher = IMDSFetcher(config=config)
+        fetcher = IMDSFetcher(config=config, **extra)
         token = fetcher._fetch_metadata_token()  # None after a timeout: IMDSv1 follows
         out["got_token"] = token is not None
         out["token_seconds"] = round(time.monotonic() - started, 3)

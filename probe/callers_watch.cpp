@@ -1,0 +1,372 @@
+// The passive watch of IMDS callers: packet sockets, the namespace address map, rendering.
+// See callers_watch.hpp.
+#include "callers_watch.hpp"
+
+#include <arpa/inet.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <ctime>
+#include <iomanip>
+#include <sstream>
+
+#include "netns.hpp"
+
+namespace imds {
+
+namespace {
+
+constexpr std::uint32_t kSnapBytes = 2048;  // IP and TCP headers and the start of a request
+constexpr int kMaxReadsPerDrain = 4096;
+constexpr std::size_t kMaxAddressesPerNamespace = 64;
+constexpr auto kRefreshGap = std::chrono::seconds(5);
+
+std::string address_text(const SocketName& end) {
+  std::array<char, INET6_ADDRSTRLEN> text{};
+  ::inet_ntop(end.family == Family::v4 ? AF_INET : AF_INET6, end.address.data(), text.data(),
+              text.size());
+  return text.data();
+}
+
+// The addresses of the namespace `netns` (an fd), by a NETLINK_ROUTE RTM_GETADDR dump made
+// from inside it. Bounded in count and in time (the socket has a receive timeout).
+std::vector<std::pair<Family, std::array<std::uint8_t, 16>>> namespace_addresses(
+    const NetnsSocketFactory& factory, int netns) {
+  std::vector<std::pair<Family, std::array<std::uint8_t, 16>>> out;
+  const int raw = factory.socket_in(netns, AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+  if (raw < 0) return out;
+  UniqueFd fd(raw);
+  const timeval timeout{1, 0};
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  struct {
+    nlmsghdr header;
+    ifaddrmsg message;
+  } request{};
+  request.header.nlmsg_len = sizeof request;
+  request.header.nlmsg_type = RTM_GETADDR;
+  request.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  request.header.nlmsg_seq = 1;
+  request.message.ifa_family = AF_UNSPEC;
+  if (::send(fd.get(), &request, sizeof request, 0) < 0) return out;
+  std::array<std::uint8_t, 16384> buffer{};
+  for (int reads = 0; reads < 64; ++reads) {
+    const ssize_t n = ::recv(fd.get(), buffer.data(), buffer.size(), 0);
+    if (n <= 0) return out;
+    auto remaining = static_cast<std::size_t>(n);
+    std::size_t at = 0;
+    while (remaining >= sizeof(nlmsghdr)) {
+      nlmsghdr header{};
+      std::memcpy(&header, buffer.data() + at, sizeof header);
+      if (header.nlmsg_len < sizeof header || header.nlmsg_len > remaining) return out;
+      if (header.nlmsg_type == NLMSG_DONE || header.nlmsg_type == NLMSG_ERROR) return out;
+      if (header.nlmsg_type == RTM_NEWADDR &&
+          header.nlmsg_len >= NLMSG_LENGTH(sizeof(ifaddrmsg))) {
+        ifaddrmsg message{};
+        std::memcpy(&message, buffer.data() + at + NLMSG_HDRLEN, sizeof message);
+        const Family family = message.ifa_family == AF_INET6 ? Family::v6 : Family::v4;
+        const std::size_t bytes = family == Family::v4 ? 4 : 16;
+        std::size_t attribute = at + NLMSG_LENGTH(sizeof(ifaddrmsg));
+        const std::size_t end = at + header.nlmsg_len;
+        while (attribute + sizeof(rtattr) <= end) {
+          rtattr rta{};
+          std::memcpy(&rta, buffer.data() + attribute, sizeof rta);
+          if (rta.rta_len < sizeof rta || attribute + rta.rta_len > end) break;
+          if ((rta.rta_type == IFA_ADDRESS || rta.rta_type == IFA_LOCAL) &&
+              rta.rta_len >= RTA_LENGTH(bytes) &&
+              (message.ifa_family == AF_INET || message.ifa_family == AF_INET6)) {
+            std::array<std::uint8_t, 16> address{};
+            std::memcpy(address.data(), buffer.data() + attribute + RTA_LENGTH(0), bytes);
+            if (out.size() < kMaxAddressesPerNamespace &&
+                std::find(out.begin(), out.end(), std::pair{family, address}) == out.end()) {
+              out.emplace_back(family, address);
+            }
+          }
+          attribute += RTA_ALIGN(rta.rta_len);
+        }
+      }
+      const std::size_t step = std::min<std::size_t>(NLMSG_ALIGN(header.nlmsg_len), remaining);
+      at += step;
+      remaining -= step;
+    }
+  }
+  return out;
+}
+
+std::string iso_time(std::chrono::system_clock::time_point t) {
+  const std::time_t seconds = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  ::gmtime_r(&seconds, &tm);
+  std::array<char, 32> text{};
+  std::strftime(text.data(), text.size(), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return text.data();
+}
+
+SocketName imds_end(const ImdsAddress& imds) {
+  SocketName end;
+  end.family = imds.family;
+  end.port = imds.port;
+  if (imds.family == Family::v4) {
+    std::memcpy(end.address.data(), &imds.v4, sizeof imds.v4);
+  } else {
+    std::memcpy(end.address.data(), &imds.v6, sizeof imds.v6);
+  }
+  return end;
+}
+
+}  // namespace
+
+void NamespaceAddresses::refresh(const DiscoveryConfig& discovery,
+                                 std::vector<std::string>* notes) {
+  const Discovery found = discover_containers(discovery);
+  const NetnsSocketFactory factory;
+  std::map<std::pair<Family, std::array<std::uint8_t, 16>>, CallerPlace> by_address;
+  std::size_t namespaces = 0;
+  for (const NetnsTarget& target : found.targets) {
+    const auto netns = factory.open_namespace(target.path, target.inode);
+    if (!netns) continue;
+    const auto addresses = namespace_addresses(factory, netns->get());
+    if (addresses.empty()) continue;
+    ++namespaces;
+    CallerPlace place{target.name, target.container_id, target.inode};
+    for (const auto& address : addresses) {
+      // Loopback and link-local addresses name no namespace (every one has 127.0.0.1, ::1).
+      const auto& a = address.second;
+      if (address.first == Family::v4 && a[0] == 127) continue;
+      if (address.first == Family::v6 &&
+          (std::all_of(a.begin(), a.begin() + 15, [](std::uint8_t b) { return b == 0; }) ||
+           (a[0] == 0xfe && (a[1] & 0xc0) == 0x80))) {
+        continue;
+      }
+      // Two namespaces with one address (two bridges with one subnet): neither is named.
+      const auto [it, inserted] = by_address.try_emplace(address, place);
+      if (!inserted && it->second.netns_inode != place.netns_inode) {
+        it->second = CallerPlace{"ambiguous address", std::nullopt, 0};
+      }
+    }
+  }
+  if (notes != nullptr) {
+    for (const auto& note : found.notes) {
+      if (notes->size() < 16) notes->push_back(note);
+    }
+  }
+  by_address_ = std::move(by_address);
+  namespaces_ = namespaces;
+}
+
+CallerPlace NamespaceAddresses::place_of(const FlowOrigin& origin) const {
+  if (origin.local) return CallerPlace{"host", std::nullopt, 0};
+  const auto found = by_address_.find({origin.client.family, origin.client.address});
+  if (found != by_address_.end()) return found->second;
+  std::array<char, IF_NAMESIZE> name{};
+  const bool named = ::if_indextoname(static_cast<unsigned>(origin.ifindex), name.data()) != nullptr;
+  return CallerPlace{address_text(origin.client) + (named ? std::string(" via ") + name.data() : ""),
+                     std::nullopt, 0};
+}
+
+Result<WatchReport> watch_callers(const WatchOptions& options, const std::atomic<bool>* stop) {
+  const NetnsSocketFactory factory;
+  struct Capture {
+    UniqueFd fd;
+    int protocol;
+  };
+  std::vector<Capture> captures;
+  std::vector<SocketName> ends;
+  for (const ImdsAddress& imds : options.imds) {
+    auto fd = open_imds_packet_socket(factory, -1, imds, kSnapBytes);
+    if (!fd) return Error{fd.error().message + " (watching callers needs CAP_NET_RAW)"};
+    const int buffer = 4 << 20;
+    ::setsockopt(fd->get(), SOL_SOCKET, SO_RCVBUF, &buffer, sizeof buffer);
+    captures.push_back({std::move(*fd), imds.family == Family::v4 ? ETH_P_IP : ETH_P_IPV6});
+    ends.push_back(imds_end(imds));
+  }
+  WatchReport report;
+  NamespaceAddresses places;
+  places.refresh(options.discovery, &report.notes);
+  auto refreshed = WatchClock::now();
+  ExchangeTracker tracker(ends, {});
+  const auto start = WatchClock::now();
+  const auto wall_start = std::chrono::system_clock::now();
+  const auto book = [&](std::vector<Exchange> exchanges) {
+    for (const Exchange& exchange : exchanges) {
+      CallerPlace place = places.place_of(exchange.origin);
+      if (!exchange.origin.local && place.netns_inode == 0 &&
+          WatchClock::now() - refreshed >= kRefreshGap) {
+        places.refresh(options.discovery, nullptr);  // a container that came since
+        refreshed = WatchClock::now();
+        place = places.place_of(exchange.origin);
+      }
+      const auto when = wall_start + std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                                         exchange.requested - start);
+      report.book.add(place, exchange, when);
+    }
+  };
+  std::array<std::uint8_t, kSnapBytes> buffer{};
+  while (stop == nullptr || !stop->load()) {
+    const auto now = WatchClock::now();
+    if (now - start >= options.duration) break;
+    std::vector<pollfd> fds;
+    for (const Capture& c : captures) fds.push_back({c.fd.get(), POLLIN, 0});
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(options.duration -
+                                                                            (now - start));
+    ::poll(fds.data(), fds.size(), static_cast<int>(std::clamp<long>(left.count(), 1, 200)));
+    for (const Capture& c : captures) {
+      for (int reads = 0; reads < kMaxReadsPerDrain; ++reads) {
+        sockaddr_ll peer{};
+        socklen_t peer_length = sizeof peer;
+        const ssize_t n = ::recvfrom(c.fd.get(), buffer.data(), buffer.size(), MSG_TRUNC,
+                                     reinterpret_cast<sockaddr*>(&peer), &peer_length);
+        if (n < 0) break;
+        if (ntohs(peer.sll_protocol) != c.protocol) continue;
+        const auto captured = std::min(static_cast<std::size_t>(n), buffer.size());
+        tracker.take(peer.sll_ifindex, peer.sll_pkttype == PACKET_OUTGOING,
+                     {buffer.data(), captured}, WatchClock::now());
+      }
+    }
+    book(tracker.take_finished(WatchClock::now()));
+  }
+  // What is still waiting gets its full time, as it would have had in a longer watch.
+  const auto settle = WatchClock::now() + ExchangeTracker::Limits{}.answer_timeout;
+  book(tracker.take_finished(settle));
+  book(tracker.take_all());
+  report.watched = std::chrono::duration_cast<std::chrono::milliseconds>(WatchClock::now() - start);
+  report.counters = tracker.counters();
+  report.namespaces = places.namespaces();
+  std::uint64_t dropped = 0;
+  for (const Capture& c : captures) {
+    tpacket_stats stats{};
+    socklen_t length = sizeof stats;
+    if (::getsockopt(c.fd.get(), SOL_PACKET, PACKET_STATISTICS, &stats, &length) == 0) {
+      dropped += stats.tp_drops;
+    }
+  }
+  if (dropped > 0) {
+    report.notes.push_back(std::to_string(dropped) +
+                           " packets were dropped by the kernel (socket buffer full): counts "
+                           "are low");
+  }
+  return report;
+}
+
+nlohmann::json callers_to_json(const WatchReport& report) {
+  using nlohmann::json;
+  json callers = json::array();
+  for (const auto& [key, s] : report.book.callers()) {
+    json categories = json::object();
+    for (std::size_t i = 0; i < kPathCategories; ++i) {
+      if (s.categories.at(i) > 0) {
+        categories[std::string(to_string(static_cast<PathCategory>(i)))] = s.categories.at(i);
+      }
+    }
+    json statuses = json::object();
+    for (const auto& [code, count] : s.statuses) statuses[code == 0 ? "other" : std::to_string(code)] = count;
+    callers.push_back({
+        {"where", key.where},
+        {"container_id", s.container_id ? json(*s.container_id) : json(nullptr)},
+        {"netns_inode", s.netns_inode == 0 ? json(nullptr) : json(s.netns_inode)},
+        {"sdk", key.sdk_product.empty()
+                    ? json(nullptr)
+                    : json{{"product", key.sdk_product}, {"version", key.sdk_version}}},
+        {"process", nullptr},
+        {"imdsv1_calls", s.imdsv1},
+        {"imdsv1_fallback_calls", s.imdsv1_fallback},
+        {"imdsv1_answered_200", s.imdsv1_ok},
+        {"imdsv1_answered_401", s.imdsv1_unauthorized},
+        {"imdsv2_calls", s.imdsv2},
+        {"token_puts", s.token_puts},
+        {"token_puts_unanswered", s.token_puts_unanswered},
+        {"token_puts_dropped_here", s.token_puts_dropped_here},
+        {"dropped_put_ttl", s.dropped_put_ttl ? json(*s.dropped_put_ttl) : json(nullptr)},
+        {"other_calls", s.other},
+        {"categories", categories},
+        {"statuses", statuses},
+        {"first_seen", iso_time(s.first_seen)},
+        {"last_seen", iso_time(s.last_seen)},
+    });
+  }
+  const auto& c = report.counters;
+  return {
+      {"watched_ms", report.watched.count()},
+      {"namespaces_mapped", report.namespaces},
+      {"callers", callers},
+      {"callers_overflowed", report.book.overflowed()},
+      {"packets",
+       {{"seen", c.packets},
+        {"malformed", c.malformed},
+        {"copies", c.copies},
+        {"out_of_order", c.out_of_order},
+        {"of_unseen_connections", c.unseen_connections},
+        {"not_http", c.not_http},
+        {"answers_without_request", c.answers_without_request}}},
+      {"exchanges", c.exchanges},
+      {"flows_evicted", c.flows_evicted},
+      {"requests_dropped", c.requests_dropped},
+      {"notes", report.notes},
+  };
+}
+
+std::string render_callers_text(const WatchReport& report) {
+  std::ostringstream out;
+  const auto& callers = report.book.callers();
+  const auto counted = [](std::uint64_t n, const char* one, const char* many) {
+    return std::to_string(n) + ' ' + (n == 1 ? one : many);
+  };
+  out << "Watched the IMDS traffic for " << std::fixed << std::setprecision(1)
+      << static_cast<double>(report.watched.count()) / 1000.0 << " s: "
+      << counted(report.counters.exchanges, "request", "requests") << " from "
+      << counted(callers.size(), "caller", "callers") << " ("
+      << counted(report.namespaces, "container namespace", "container namespaces")
+      << " mapped).\n";
+  if (callers.empty()) return out.str();
+  out << '\n';
+  std::vector<std::vector<std::string>> rows{{"CALLER", "CONTAINER", "SDK", "IMDSv1", "FALLBACK",
+                                              "IMDSv2", "PUTS", "PUTS LOST", "LAST SEEN"}};
+  for (const auto& [key, s] : callers) {
+    std::string lost = std::to_string(s.token_puts_unanswered);
+    if (s.dropped_put_ttl) lost += " (TTL " + std::to_string(*s.dropped_put_ttl) + " here)";
+    const std::string v1 = std::to_string(s.imdsv1) +
+                           (s.imdsv1_ok > 0 ? " 200" : "") + (s.imdsv1_unauthorized > 0 ? " 401" : "");
+    rows.push_back({key.where, s.container_id ? s.container_id->substr(0, 12) : "-",
+                    key.sdk_product.empty() ? "-" : key.sdk_product + " " + key.sdk_version, v1,
+                    std::to_string(s.imdsv1_fallback), std::to_string(s.imdsv2),
+                    std::to_string(s.token_puts), lost, iso_time(s.last_seen)});
+  }
+  std::vector<std::size_t> widths(rows.front().size(), 0);
+  for (const auto& row : rows) {
+    for (std::size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  for (const auto& row : rows) {
+    for (std::size_t i = 0; i < row.size(); ++i) {
+      out << row[i];
+      if (i + 1 < row.size()) out << std::string(widths[i] - row[i].size() + 2, ' ');
+    }
+    out << '\n';
+  }
+  out << '\n';
+  for (const auto& [key, s] : callers) {
+    const std::string who = key.where + (key.sdk_product.empty() ? "" : " (" + key.sdk_product + ")");
+    if (s.imdsv1 > 0) {
+      out << "- " << who << " calls IMDSv1 on purpose (" << s.imdsv1
+          << " tokenless requests): it breaks when HttpTokens=required.\n";
+    }
+    if (s.token_puts_dropped_here > 0) {
+      out << "- " << who << "'s token PUT answers reach this namespace with TTL "
+          << s.dropped_put_ttl.value_or(0)
+          << " and are not forwarded: the hop limit is too low for it";
+      out << (s.imdsv1_fallback > 0 ? "; it falls back to IMDSv1 after a timeout.\n" : ".\n");
+    } else if (s.token_puts_unanswered > 0) {
+      out << "- " << who << "'s token PUTs went unanswered (" << s.token_puts_unanswered << ")"
+          << (s.imdsv1_fallback > 0 ? "; it falls back to IMDSv1 after a timeout.\n" : ".\n");
+    }
+  }
+  return out.str();
+}
+
+}  // namespace imds
