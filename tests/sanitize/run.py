@@ -37,7 +37,9 @@ SKIP = 77
 ASAN_GTEST_FILTER = "-ApiServerTest.RunningOutOfDescriptorsPausesAcceptingInsteadOfSpinning"
 CLANG_RT = Path("/usr/lib/llvm-16/lib/clang/16/lib/linux")
 PHASES = ("build", "unit", "tsan", "fuzz", "lab")
-FUZZERS = ("tcp_segment", "cgroup", "config", "imds_answer", "api_request")
+# The fuzz targets are those tests/fuzz/meson.build defines (names ending in _fuzzer), read
+# from meson's introspection (fuzz_targets), never written here: a target added there is run.
+FUZZ_SUFFIX = "_fuzzer"
 FUZZ_RSS_MB = 2048
 
 # -O1 and line tables only: about half the compile time of -O2 -g on two cores, fast enough
@@ -59,6 +61,22 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
+def symbolizer() -> str | None:
+    """An llvm-symbolizer for readable stacks (clang-16's own is in llvm-16, often absent)."""
+    for name in ("llvm-symbolizer-16", "llvm-symbolizer"):
+        found = shutil.which(name)
+        if found:
+            return found
+    found_any = sorted(Path("/usr/lib").glob("llvm-*/bin/llvm-symbolizer"), reverse=True)
+    return str(found_any[0]) if found_any else None
+
+
+def with_symbolizer(env: dict[str, str]) -> dict[str, str]:
+    if "ASAN_SYMBOLIZER_PATH" not in env and (path := symbolizer()):
+        env["ASAN_SYMBOLIZER_PATH"] = path
+    return env
+
+
 def sanitizer_env(reports: Path) -> dict[str, str]:
     """Abort at the first report of any sanitizer, leaks included; keep a copy per process."""
     reports.mkdir(parents=True, exist_ok=True)
@@ -69,7 +87,7 @@ def sanitizer_env(reports: Path) -> dict[str, str]:
     env["UBSAN_OPTIONS"] = f"{common}:log_path={reports}/ubsan"
     env["LSAN_OPTIONS"] = f"log_path={reports}/lsan"
     env["TSAN_OPTIONS"] = f"{common}:second_deadlock_stack=1:log_path={reports}/tsan"
-    return env
+    return with_symbolizer(env)
 
 
 def reports_in(reports: Path) -> list[Path]:
@@ -130,6 +148,23 @@ class Run:
         if not targets:
             raise SystemExit(f"no test of suite {suite!r} in {builddir}: nothing to build")
         return sorted(targets)
+
+    def fuzz_targets(self) -> list[str]:
+        """The fuzz targets of the configured asan dir, without the suffix; each must have
+        its seeds in tests/fuzz/corpus/<name>/ (a target without seeds is an error)."""
+        targets = json.loads(subprocess.run(
+            ["meson", "introspect", "--targets", str(self.asan)],
+            check=True, capture_output=True, text=True).stdout)
+        names = sorted(t["name"][:-len(FUZZ_SUFFIX)] for t in targets
+                       if t.get("type") == "executable" and t["name"].endswith(FUZZ_SUFFIX)
+                       and Path(t.get("defined_in", "")).parent.name == "fuzz")
+        if not names:
+            raise SystemExit(f"no fuzz target in {self.asan} (-Dfuzz=enabled?)")
+        corpus = self.source / "tests" / "fuzz" / "corpus"
+        missing = [n for n in names if not any((corpus / n).glob("*"))]
+        if missing:
+            raise SystemExit(f"fuzz targets without seeds in {corpus}: {', '.join(missing)}")
+        return names
 
     def ensure_built(self, which: str) -> None:
         """Configures and compiles one sanitizer dir, once per run ("asan" or "tsan")."""
@@ -228,6 +263,7 @@ class Run:
             env.pop(k, None)
         env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=1"
         env["UBSAN_OPTIONS"] = "halt_on_error=1:abort_on_error=1:print_stacktrace=1"
+        with_symbolizer(env)
         argv = [str(exe), f"-max_total_time={self.fuzz_seconds}", f"-rss_limit_mb={FUZZ_RSS_MB}",
                 "-timeout=10", "-detect_leaks=1", "-print_final_stats=1",
                 "-error_exitcode=1", "-timeout_exitcode=1",
@@ -244,7 +280,7 @@ class Run:
         t = time.monotonic()
         # Two at a time: one per core.
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-            results = list(pool.map(self.fuzz_one, FUZZERS))
+            results = list(pool.map(self.fuzz_one, self.fuzz_targets()))
         for name, ok, stats, text in results:
             execs = stats.get("number_of_executed_units", 0)
             rate = stats.get("average_exec_per_sec", 0)
