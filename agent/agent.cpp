@@ -118,7 +118,8 @@ Agent::Agent(asio::io_context& io, AgentConfig config, ConfigSources sources, En
       signals_(io, SIGHUP, SIGTERM, SIGINT),
       netns_watcher_(io, [this] { request_probe("a network namespace appeared or vanished"); }),
       rng_(std::random_device{}()),
-      schedule_(config_) {
+      schedule_(config_),
+      callers_timer_(io) {
   mailbox_->loop = io_.get_executor();
 }
 
@@ -171,6 +172,7 @@ std::optional<std::string> Agent::start() {
   netns_watcher_.watch(config_.netns_dirs, config_.debounce);
   arm_watchdog();
   notifier_.notify("STATUS=Probing the IMDS for the first time");
+  start_callers_watch();  // posted first, so the worker starts it before the first probe
   start_probe("start");
   return std::nullopt;
 }
@@ -195,6 +197,7 @@ void Agent::stop() {
   // while a stuck probe or journal is waited for ends the process at once.
   signals_.clear(ignored);
   netns_watcher_.close();
+  stop_callers_watch();  // wakes every 200 ms: stops within its bound
 }
 
 void Agent::reload() {
@@ -218,6 +221,7 @@ void Agent::reload() {
   schedule_.reconfigure(config_);
   set_log_level(config_.log_level);
   netns_watcher_.watch(config_.netns_dirs, config_.debounce);
+  reconfigure_callers_watch();
   Event e{EventKind::config_reloaded, spec_of(EventKind::config_reloaded).priority, {}};
   std::string files;
   for (const auto& f : config_.sources) files += (files.empty() ? "" : " ") + f;

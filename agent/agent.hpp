@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "api_server.hpp"
+#include "callers.hpp"
 #include "config.hpp"
 #include "events.hpp"
 #include "journal.hpp"
@@ -48,6 +49,8 @@ struct Engine {
   std::function<nlohmann::json(const Diagnosis&)> to_json;
   // The request-rate bound's counters and discovery's counts, for /metrics (may be unset).
   std::function<EngineStats()> stats;
+  // Opens the passive caller watch, on the watch's own thread (unset: no watch).
+  WatchOpener open_watch;
 };
 
 // Sends events to the journal through a bounded queue (JournalSender), so the loop never
@@ -143,6 +146,13 @@ class Agent {
                   std::size_t cursor, std::string error, std::chrono::steady_clock::duration took);
   void arm_timer(Millis delay);
   void arm_watchdog();
+  // The caller watch: started on the worker (its capabilities), read on the loop.
+  void start_callers_watch();
+  void stop_callers_watch();
+  void reconfigure_callers_watch();  // after a reload
+  void arm_callers_timer();
+  void check_callers();
+  [[nodiscard]] nlohmann::json callers_json() const;
   void arm_signals();
 
   boost::asio::io_context& io_;
@@ -177,6 +187,13 @@ class Agent {
   std::optional<std::chrono::system_clock::time_point> next_probe_time_;
   std::chrono::steady_clock::time_point next_probe_steady_{};
   std::vector<std::function<void(ApiResponse)>> waiting_;  // POST /v1/probe callers
+
+  std::shared_ptr<CallerWatchService> callers_;  // null: watch-callers = no
+  std::string callers_key_;  // the settings the running watch was started with
+  CallerEvents caller_events_;
+  boost::asio::steady_timer callers_timer_;
+  std::optional<std::chrono::steady_clock::time_point> last_callers_summary_;
+  CallerWatchService::State callers_state_seen_ = CallerWatchService::State::starting;
 };
 
 }  // namespace imds::agent

@@ -228,6 +228,28 @@ const std::vector<KeyEntry>& key_table() {
          c.packet_ttl = *b;
          return {};
        }},
+      {{"watch-callers", "BOOL",
+        "watch the IMDS traffic of the host and its containers passively and record who calls "
+        "IMDSv1 and whose token PUTs are lost (default yes; sends nothing)"},
+       [](AgentConfig& c, const std::string& v) -> Status {
+         auto b = parse_bool(v);
+         if (!b) return Error{"'" + v + "' is not a boolean (yes/no)"};
+         c.watch_callers = *b;
+         return {};
+       }},
+      {{"callers-summary-interval", "DURATION|never",
+        "how often the journal gets a summary of the IMDSv1 callers and lost token PUTs seen "
+        "(default 1h; only when there were some)"},
+       [](AgentConfig& c, const std::string& v) -> Status {
+         if (v == "never") {
+           c.callers_summary_interval.reset();
+           return {};
+         }
+         Millis d{};
+         if (auto e = set_duration(d, v, minutes(1), hours(24 * 7)); !e) return e;
+         c.callers_summary_interval = d;
+         return {};
+       }},
   };
   return table;
 }

@@ -42,6 +42,9 @@ struct AgentConfig {
   // The bound on requests to the IMDS, all namespaces and cycles together (request_rate.hpp).
   double request_rate = 20.0;    // per second
   std::size_t request_burst = 20;  // sent at once before the rate paces them
+  // The passive watch of who calls the IMDS (agent/callers.hpp); nothing is sent for it.
+  bool watch_callers = true;
+  std::optional<Millis> callers_summary_interval{std::chrono::hours(1)};  // nullopt = never
 
   std::vector<std::string> sources;  // files read, in order
 };

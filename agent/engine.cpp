@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 
+#include "callers_watch.hpp"
 #include "collect.hpp"
 #include "config.h"
 #include "diagnose.hpp"
@@ -76,6 +77,7 @@ Engine make_engine() {
     cc.request_timeout = config.request_timeout;
     cc.connect_timeout = std::min(config.request_timeout, Millis(1000));
     cc.packet_ttl = config.packet_ttl;
+    cc.user_agent = "imds-agent/" IMDS_VERSION;  // left out by the caller watch
     // Few connections at once: the link-local services share 1024 packets/s per instance.
     cc.max_parallel = 16;
 
@@ -110,6 +112,7 @@ Engine make_engine() {
     return d;
   };
   e.to_json = [](const Diagnosis& d) { return to_json(d); };
+  e.open_watch = [](const WatchOptions& options) { return CallerWatcher::open(options); };
   e.stats = [state] {
     EngineStats s;
     s.requests = state->bucket->stats();

@@ -26,6 +26,9 @@ enum class EventKind {
   imds_back,
   config_reloaded,
   stopping,
+  imdsv1_caller,
+  token_puts_lost,
+  callers_summary,
 };
 
 struct EventSpec {
@@ -36,7 +39,7 @@ struct EventSpec {
   std::string_view message;     // constant template, @FIELD@ filled from the fields
 };
 
-inline constexpr std::array<EventSpec, 13> kEventSpecs = {{
+inline constexpr std::array<EventSpec, 16> kEventSpecs = {{
     {EventKind::started, "started", "3c502ce89a38470a8b5401cc076d14ba", Priority::info,
      "imds-agent @IMDS_AGENT_VERSION@ started, probing every @IMDS_INTERVAL@"},
     {EventKind::first_verdict, "first-verdict", "dc945e5354594578bb1ca8d316f49047", Priority::info,
@@ -71,6 +74,19 @@ inline constexpr std::array<EventSpec, 13> kEventSpecs = {{
      Priority::info, "Configuration reloaded from @IMDS_CONFIG@"},
     {EventKind::stopping, "stopping", "338369f5107e4f468d77647a4b813b27", Priority::info,
      "imds-agent stopping after @IMDS_CYCLES@ probe cycle(s)"},
+    {EventKind::imdsv1_caller, "imdsv1-caller", "94a3a251723943f58b536e923797206a",
+     Priority::notice,
+     "@IMDS_CALLER@ (@IMDS_SDK@) calls IMDSv1 without a token (@IMDS_CALLS@ call(s), answered "
+     "@IMDS_ANSWERS@): it breaks when HttpTokens=required"},
+    {EventKind::token_puts_lost, "token-puts-lost", "b49a842f731b4331bfda3cd8826aa822",
+     Priority::warning,
+     "@IMDS_CALLER@ (@IMDS_SDK@) gets no answer to its IMDSv2 token PUTs (@IMDS_PUTS_LOST@ "
+     "lost): @IMDS_CAUSE@; @IMDS_FALLBACK_CALLS@ IMDSv1 fallback call(s)"},
+    {EventKind::callers_summary, "callers-summary", "b7640a88ae8845ca8a7367effd08309f",
+     Priority::info,
+     "IMDS callers in the last @IMDS_PERIOD@: @IMDS_V1_CALLS@ IMDSv1 call(s) from "
+     "@IMDS_V1_CALLERS@ caller(s), @IMDS_FALLBACK_CALLS@ fallback call(s), @IMDS_PUTS_LOST@ "
+     "lost token PUT(s)"},
 }};
 
 const EventSpec& spec_of(EventKind kind);

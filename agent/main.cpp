@@ -43,6 +43,17 @@ Engine on_probe_capabilities(Engine engine) {
     }
     return discover(config);
   };
+  // The caller watch's thread (started from the worker, perhaps before its first discovery)
+  // keeps the probe's capabilities too: packet sockets, and each namespace's addresses.
+  if (engine.open_watch) {
+    engine.open_watch = [open = std::move(engine.open_watch)](const WatchOptions& options) {
+      if (auto s = limit_thread_capabilities(probe_capabilities()); !s) {
+        throw std::runtime_error("the caller watch cannot drop capabilities: " +
+                                 s.error().message);
+      }
+      return open(options);
+    };
+  }
   return engine;
 }
 

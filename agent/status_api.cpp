@@ -86,6 +86,18 @@ void Agent::handle(const ApiRequest& req, std::function<void(ApiResponse)> respo
     r.body = metrics_text();
     return respond(std::move(r));
   }
+  if (path == "/v1/callers") {
+    if (req.method != "GET") return respond(allow("GET"));
+    if (!callers_) {
+      return respond(error_response(
+          409, "the passive caller watch is off (watch-callers = no, or not available)"));
+    }
+    const auto view = callers_->view();
+    if (view.state == CallerWatchService::State::failed) {
+      return respond(error_response(503, "the passive caller watch failed: " + view.error));
+    }
+    return respond(json_response(200, callers_document(view)));
+  }
   if (path == "/v1/probe") {
     if (req.method != "POST") return respond(allow("POST"));
     if (stopping_) return respond(error_response(503, "imds-agent is stopping"));
@@ -106,7 +118,7 @@ void Agent::handle(const ApiRequest& req, std::function<void(ApiResponse)> respo
     start_probe("requested over the API");
     return;
   }
-  respond(error_response(404, "no such resource; try /v1/status, /metrics or POST /v1/probe"));
+  respond(error_response(404, "no such resource; try /v1/status, /v1/callers, /metrics or POST /v1/probe"));
 }
 
 nlohmann::json Agent::status_json() const {
@@ -175,6 +187,17 @@ nlohmann::json Agent::status_json() const {
       {"journal_dropped_total", reporter_.dropped()},
       {"log_lines_dropped_total", log_lines_dropped()},
   };
+  if (callers_) {
+    const auto view = callers_->view();
+    j["agent"]["callers_watch"] = {
+        {"state", to_string(view.state)},
+        {"error", null_or(view.error)},
+        {"callers", view.report ? view.report->book.callers().size() : 0},
+        {"exchanges", view.report ? view.report->counters.exchanges : 0},
+    };
+  } else {
+    j["agent"]["callers_watch"] = {{"state", "off"}};
+  }
   return j;
 }
 
@@ -209,6 +232,7 @@ std::string Agent::metrics_text() const {
       "journal or standard error) did not keep up.\n# TYPE imds_agent_log_lines_dropped_total "
       "counter\nimds_agent_log_lines_dropped_total " +
       std::to_string(log_lines_dropped()) + "\n";
+  if (callers_) out += callers_metrics(callers_->view(), caller_events_.suppressed());
   return out;
 }
 

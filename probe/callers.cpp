@@ -447,6 +447,10 @@ std::vector<Exchange> ExchangeTracker::take_all() {
 
 // ----- the caller book -------------------------------------------------------------------
 
+void CallerBook::forget_before(std::chrono::system_clock::time_point before) {
+  std::erase_if(callers_, [&](const auto& entry) { return entry.second.last_seen < before; });
+}
+
 void CallerBook::add(const CallerPlace& place, const Exchange& exchange,
                      std::chrono::system_clock::time_point now) {
   CallerKey key{place.where, "", ""};

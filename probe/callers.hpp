@@ -217,6 +217,8 @@ class CallerBook {
     return callers_;
   }
   [[nodiscard]] std::uint64_t overflowed() const noexcept { return overflowed_; }
+  // Forgets the callers last seen before `before` (a long-running watch keeps what is recent).
+  void forget_before(std::chrono::system_clock::time_point before);
 
  private:
   std::size_t max_callers_;

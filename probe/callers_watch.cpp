@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "netns.hpp"
+#include "words.hpp"
 
 namespace imds {
 
@@ -171,12 +172,8 @@ CallerPlace NamespaceAddresses::place_of(const FlowOrigin& origin) const {
                      std::nullopt, 0};
 }
 
-Result<WatchReport> watch_callers(const WatchOptions& options, const std::atomic<bool>* stop) {
+Result<std::unique_ptr<CallerWatcher>> CallerWatcher::open(WatchOptions options) {
   const NetnsSocketFactory factory;
-  struct Capture {
-    UniqueFd fd;
-    int protocol;
-  };
   std::vector<Capture> captures;
   std::vector<SocketName> ends;
   for (const ImdsAddress& imds : options.imds) {
@@ -187,78 +184,131 @@ Result<WatchReport> watch_callers(const WatchOptions& options, const std::atomic
     captures.push_back({std::move(*fd), imds.family == Family::v4 ? ETH_P_IP : ETH_P_IPV6});
     ends.push_back(imds_end(imds));
   }
-  WatchReport report;
-  NamespaceAddresses places;
-  places.refresh(options.discovery, &report.notes);
-  auto refreshed = WatchClock::now();
-  ExchangeTracker tracker(ends, {});
-  const auto start = WatchClock::now();
-  const auto wall_start = std::chrono::system_clock::now();
-  const auto book = [&](std::vector<Exchange> exchanges) {
-    for (const Exchange& exchange : exchanges) {
-      CallerPlace place = places.place_of(exchange.origin);
-      if (!exchange.origin.local && place.netns_inode == 0 &&
-          WatchClock::now() - refreshed >= kRefreshGap) {
-        places.refresh(options.discovery, nullptr);  // a container that came since
-        refreshed = WatchClock::now();
-        place = places.place_of(exchange.origin);
-      }
-      const auto when = wall_start + std::chrono::duration_cast<std::chrono::system_clock::duration>(
-                                         exchange.requested - start);
-      report.book.add(place, exchange, when);
+  return std::make_unique<CallerWatcher>(std::move(options), std::move(captures), std::move(ends));
+}
+
+CallerWatcher::CallerWatcher(WatchOptions options, std::vector<Capture> captures,
+                             std::vector<SocketName> ends)
+    : options_(std::move(options)),
+      captures_(std::move(captures)),
+      tracker_(std::move(ends), {}),
+      start_(WatchClock::now()),
+      wall_start_(std::chrono::system_clock::now()) {
+  places_.refresh(options_.discovery, &report_.notes);
+  refreshed_ = WatchClock::now();
+}
+
+void CallerWatcher::refresh_places() {
+  places_.refresh(options_.discovery, nullptr);
+  refreshed_ = WatchClock::now();
+}
+
+void CallerWatcher::book(const std::vector<Exchange>& exchanges) {
+  for (const Exchange& exchange : exchanges) {
+    if (!options_.ignore_product.empty() && exchange.request.sdk &&
+        exchange.request.sdk->product == options_.ignore_product) {
+      ++report_.ignored;
+      continue;
     }
-  };
-  std::array<std::uint8_t, kSnapBytes> buffer{};
-  while (stop == nullptr || !stop->load()) {
-    const auto now = WatchClock::now();
-    if (now - start >= options.duration) break;
-    std::vector<pollfd> fds;
-    for (const Capture& c : captures) fds.push_back({c.fd.get(), POLLIN, 0});
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(options.duration -
-                                                                            (now - start));
-    ::poll(fds.data(), fds.size(), static_cast<int>(std::clamp<long>(left.count(), 1, 200)));
-    for (const Capture& c : captures) {
-      for (int reads = 0; reads < kMaxReadsPerDrain; ++reads) {
-        sockaddr_ll peer{};
-        socklen_t peer_length = sizeof peer;
-        const ssize_t n = ::recvfrom(c.fd.get(), buffer.data(), buffer.size(), MSG_TRUNC,
-                                     reinterpret_cast<sockaddr*>(&peer), &peer_length);
-        if (n < 0) break;
-        if (ntohs(peer.sll_protocol) != c.protocol) continue;
-        const auto captured = std::min(static_cast<std::size_t>(n), buffer.size());
-        tracker.take(peer.sll_ifindex, peer.sll_pkttype == PACKET_OUTGOING,
-                     {buffer.data(), captured}, WatchClock::now());
-      }
+    CallerPlace place = places_.place_of(exchange.origin);
+    if (!exchange.origin.local && place.netns_inode == 0 &&
+        WatchClock::now() - refreshed_ >= kRefreshGap) {
+      refresh_places();  // a container that came since
+      place = places_.place_of(exchange.origin);
     }
-    book(tracker.take_finished(WatchClock::now()));
+    const auto when = wall_start_ + std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                                        exchange.requested - start_);
+    report_.book.add(place, exchange, when);
   }
+}
+
+void CallerWatcher::step(std::chrono::milliseconds wait) {
+  std::vector<pollfd> fds;
+  fds.reserve(captures_.size());
+  for (const Capture& c : captures_) fds.push_back({c.fd.get(), POLLIN, 0});
+  ::poll(fds.data(), fds.size(), static_cast<int>(std::clamp<long>(wait.count(), 0, 1000)));
+  std::array<std::uint8_t, kSnapBytes> buffer{};
+  for (const Capture& c : captures_) {
+    for (int reads = 0; reads < kMaxReadsPerDrain; ++reads) {
+      sockaddr_ll peer{};
+      socklen_t peer_length = sizeof peer;
+      const ssize_t n = ::recvfrom(c.fd.get(), buffer.data(), buffer.size(),
+                                   MSG_TRUNC | MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&peer),
+                                   &peer_length);
+      if (n < 0) break;
+      if (ntohs(peer.sll_protocol) != c.protocol) continue;
+      const auto captured = std::min(static_cast<std::size_t>(n), buffer.size());
+      tracker_.take(peer.sll_ifindex, peer.sll_pkttype == PACKET_OUTGOING,
+                    {buffer.data(), captured}, WatchClock::now());
+    }
+  }
+  book(tracker_.take_finished(WatchClock::now()));
+}
+
+void CallerWatcher::settle() {
   // What is still waiting gets its full time, as it would have had in a longer watch.
   const auto settle = WatchClock::now() + ExchangeTracker::Limits{}.answer_timeout;
-  book(tracker.take_finished(settle));
-  book(tracker.take_all());
-  report.watched = std::chrono::duration_cast<std::chrono::milliseconds>(WatchClock::now() - start);
-  report.counters = tracker.counters();
-  report.namespaces = places.namespaces();
-  std::uint64_t dropped = 0;
-  for (const Capture& c : captures) {
-    tpacket_stats stats{};
+  book(tracker_.take_finished(settle));
+  book(tracker_.take_all());
+}
+
+WatchReport CallerWatcher::report() {
+  report_.watched = std::chrono::duration_cast<std::chrono::milliseconds>(WatchClock::now() - start_);
+  report_.counters = tracker_.counters();
+  report_.namespaces = places_.namespaces();
+  for (const Capture& c : captures_) {
+    tpacket_stats stats{};  // reading the statistics resets them: they are added up here
     socklen_t length = sizeof stats;
     if (::getsockopt(c.fd.get(), SOL_PACKET, PACKET_STATISTICS, &stats, &length) == 0) {
-      dropped += stats.tp_drops;
+      report_.kernel_drops += stats.tp_drops;
     }
   }
-  if (dropped > 0) {
-    report.notes.push_back(std::to_string(dropped) +
+  return report_;
+}
+
+Result<WatchReport> watch_callers(const WatchOptions& options, const std::atomic<bool>* stop) {
+  auto watcher = CallerWatcher::open(options);
+  if (!watcher) return watcher.error();
+  const auto start = WatchClock::now();
+  while (stop == nullptr || !stop->load()) {
+    const auto elapsed = WatchClock::now() - start;
+    if (elapsed >= options.duration) break;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(options.duration - elapsed);
+    (*watcher)->step(std::clamp(left, std::chrono::milliseconds(1), std::chrono::milliseconds(200)));
+  }
+  (*watcher)->settle();
+  WatchReport report = (*watcher)->report();
+  if (report.kernel_drops > 0) {
+    report.notes.push_back(std::to_string(report.kernel_drops) +
                            " packets were dropped by the kernel (socket buffer full): counts "
                            "are low");
   }
   return report;
 }
 
-nlohmann::json callers_to_json(const WatchReport& report) {
+bool needs_attention(const CallerStats& s) {
+  return s.imdsv1 > 0 || s.imdsv1_fallback > 0 || s.token_puts_unanswered > 0;
+}
+
+std::vector<std::pair<const CallerKey*, const CallerStats*>> callers_in_order(
+    const WatchReport& report) {
+  std::vector<std::pair<const CallerKey*, const CallerStats*>> out;
+  for (const bool attention : {true, false}) {
+    for (const auto& [key, s] : report.book.callers()) {
+      if (needs_attention(s) == attention) out.emplace_back(&key, &s);
+    }
+  }
+  return out;
+}
+
+nlohmann::json callers_to_json(const WatchReport& report, std::size_t max_listed) {
   using nlohmann::json;
   json callers = json::array();
-  for (const auto& [key, s] : report.book.callers()) {
+  const auto order = callers_in_order(report);
+  for (const auto& [key_p, s_p] : order) {
+    if (callers.size() >= max_listed) break;
+    const CallerKey& key = *key_p;
+    const CallerStats& s = *s_p;
     json categories = json::object();
     for (std::size_t i = 0; i < kPathCategories; ++i) {
       if (s.categories.at(i) > 0) {
@@ -296,6 +346,7 @@ nlohmann::json callers_to_json(const WatchReport& report) {
       {"watched_ms", report.watched.count()},
       {"namespaces_mapped", report.namespaces},
       {"callers", callers},
+      {"callers_omitted", order.size() - callers.size()},
       {"callers_overflowed", report.book.overflowed()},
       {"packets",
        {{"seen", c.packets},
@@ -304,7 +355,8 @@ nlohmann::json callers_to_json(const WatchReport& report) {
         {"out_of_order", c.out_of_order},
         {"of_unseen_connections", c.unseen_connections},
         {"not_http", c.not_http},
-        {"answers_without_request", c.answers_without_request}}},
+        {"answers_without_request", c.answers_without_request},
+        {"dropped_by_kernel", report.kernel_drops}}},
       {"exchanges", c.exchanges},
       {"flows_evicted", c.flows_evicted},
       {"requests_dropped", c.requests_dropped},
@@ -312,31 +364,54 @@ nlohmann::json callers_to_json(const WatchReport& report) {
   };
 }
 
-std::string render_callers_text(const WatchReport& report) {
-  std::ostringstream out;
-  const auto& callers = report.book.callers();
+// The text of a callers document (callers_to_json, or the agent's GET /v1/callers): read
+// defensively, since it may come from a socket; a value of the wrong type throws
+// nlohmann::json::exception.
+std::string render_callers_text(const nlohmann::json& doc) {
+  using nlohmann::json;
+  const auto number = [](const json& j, const char* key) -> std::uint64_t {
+    const auto it = j.find(key);
+    return it == j.end() || it->is_null() ? 0 : it->get<std::uint64_t>();
+  };
+  const auto text = [](const json& j, const char* key, std::string_view none) {
+    const auto it = j.find(key);
+    return it == j.end() || it->is_null() ? std::string(none) : printable(it->get<std::string>());
+  };
   const auto counted = [](std::uint64_t n, const char* one, const char* many) {
     return std::to_string(n) + ' ' + (n == 1 ? one : many);
   };
+  static const json kNone = json::array();
+  const auto found = doc.find("callers");
+  const json& callers = found == doc.end() ? kNone : *found;
+  if (!callers.is_array()) throw json::type_error::create(302, "callers is not an array", &doc);
+  std::ostringstream out;
   out << "Watched the IMDS traffic for " << std::fixed << std::setprecision(1)
-      << static_cast<double>(report.watched.count()) / 1000.0 << " s: "
-      << counted(report.counters.exchanges, "request", "requests") << " from "
+      << static_cast<double>(number(doc, "watched_ms")) / 1000.0 << " s";
+  if (doc.contains("watching_since")) out << " (since " << text(doc, "watching_since", "?") << ")";
+  out << ": " << counted(number(doc, "exchanges"), "request", "requests") << " from "
       << counted(callers.size(), "caller", "callers") << " ("
-      << counted(report.namespaces, "container namespace", "container namespaces")
+      << counted(number(doc, "namespaces_mapped"), "container namespace", "container namespaces")
       << " mapped).\n";
   if (callers.empty()) return out.str();
   out << '\n';
   std::vector<std::vector<std::string>> rows{{"CALLER", "CONTAINER", "SDK", "IMDSv1", "FALLBACK",
                                               "IMDSv2", "PUTS", "PUTS LOST", "LAST SEEN"}};
-  for (const auto& [key, s] : callers) {
-    std::string lost = std::to_string(s.token_puts_unanswered);
-    if (s.dropped_put_ttl) lost += " (TTL " + std::to_string(*s.dropped_put_ttl) + " here)";
-    const std::string v1 = std::to_string(s.imdsv1) +
-                           (s.imdsv1_ok > 0 ? " 200" : "") + (s.imdsv1_unauthorized > 0 ? " 401" : "");
-    rows.push_back({key.where, s.container_id ? s.container_id->substr(0, 12) : "-",
-                    key.sdk_product.empty() ? "-" : key.sdk_product + " " + key.sdk_version, v1,
-                    std::to_string(s.imdsv1_fallback), std::to_string(s.imdsv2),
-                    std::to_string(s.token_puts), lost, iso_time(s.last_seen)});
+  for (const json& c : callers) {
+    std::string lost = std::to_string(number(c, "token_puts_unanswered"));
+    if (c.contains("dropped_put_ttl") && !c["dropped_put_ttl"].is_null()) {
+      lost += " (TTL " + std::to_string(number(c, "dropped_put_ttl")) + " here)";
+    }
+    const std::string v1 = std::to_string(number(c, "imdsv1_calls")) +
+                           (number(c, "imdsv1_answered_200") > 0 ? " 200" : "") +
+                           (number(c, "imdsv1_answered_401") > 0 ? " 401" : "");
+    std::string sdk = "-";
+    if (const auto it = c.find("sdk"); it != c.end() && it->is_object()) {
+      sdk = text(*it, "product", "?") + " " + text(*it, "version", "");
+    }
+    rows.push_back({text(c, "where", "?"), text(c, "container_id", "-").substr(0, 12), sdk, v1,
+                    std::to_string(number(c, "imdsv1_fallback_calls")),
+                    std::to_string(number(c, "imdsv2_calls")),
+                    std::to_string(number(c, "token_puts")), lost, text(c, "last_seen", "?")});
   }
   std::vector<std::size_t> widths(rows.front().size(), 0);
   for (const auto& row : rows) {
@@ -350,20 +425,25 @@ std::string render_callers_text(const WatchReport& report) {
     out << '\n';
   }
   out << '\n';
-  for (const auto& [key, s] : callers) {
-    const std::string who = key.where + (key.sdk_product.empty() ? "" : " (" + key.sdk_product + ")");
-    if (s.imdsv1 > 0) {
-      out << "- " << who << " calls IMDSv1 on purpose (" << s.imdsv1
-          << " tokenless requests): it breaks when HttpTokens=required.\n";
+  for (const json& c : callers) {
+    std::string who = text(c, "where", "?");
+    if (const auto it = c.find("sdk"); it != c.end() && it->is_object()) {
+      who += " (" + text(*it, "product", "?") + ")";
     }
-    if (s.token_puts_dropped_here > 0) {
+    const std::uint64_t v1 = number(c, "imdsv1_calls");
+    const std::uint64_t fallback = number(c, "imdsv1_fallback_calls");
+    const std::uint64_t unanswered = number(c, "token_puts_unanswered");
+    const char* falls_back = fallback > 0 ? "; it falls back to IMDSv1 after a timeout.\n" : ".\n";
+    if (v1 > 0) {
+      out << "- " << who << " calls IMDSv1 on purpose (" << counted(v1, "tokenless request", "tokenless requests")
+          << "): it breaks when HttpTokens=required.\n";
+    }
+    if (number(c, "token_puts_dropped_here") > 0) {
       out << "- " << who << "'s token PUT answers reach this namespace with TTL "
-          << s.dropped_put_ttl.value_or(0)
-          << " and are not forwarded: the hop limit is too low for it";
-      out << (s.imdsv1_fallback > 0 ? "; it falls back to IMDSv1 after a timeout.\n" : ".\n");
-    } else if (s.token_puts_unanswered > 0) {
-      out << "- " << who << "'s token PUTs went unanswered (" << s.token_puts_unanswered << ")"
-          << (s.imdsv1_fallback > 0 ? "; it falls back to IMDSv1 after a timeout.\n" : ".\n");
+          << number(c, "dropped_put_ttl") << " and are not forwarded: the hop limit is too low for it"
+          << falls_back;
+    } else if (unanswered > 0) {
+      out << "- " << who << "'s token PUTs went unanswered (" << unanswered << ")" << falls_back;
     }
   }
   return out.str();

@@ -6,7 +6,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <limits>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -15,6 +17,7 @@
 
 #include "callers.hpp"
 #include "endpoint.hpp"
+#include "netns.hpp"
 #include "result.hpp"
 #include "targets.hpp"
 
@@ -24,6 +27,8 @@ struct WatchOptions {
   std::chrono::milliseconds duration{std::chrono::seconds(60)};
   std::vector<ImdsAddress> imds;  // whose traffic is watched (both families by default)
   DiscoveryConfig discovery;      // which namespaces the source addresses are looked up in
+  // Requests whose User-Agent product is this are not booked (the agent's own probes).
+  std::string ignore_product;
 };
 
 struct WatchReport {
@@ -31,6 +36,8 @@ struct WatchReport {
   ExchangeTracker::Counters counters;
   std::chrono::milliseconds watched{};
   std::size_t namespaces = 0;  // container namespaces whose addresses were known
+  std::uint64_t ignored = 0;   // requests of WatchOptions::ignore_product
+  std::uint64_t kernel_drops = 0;  // packets the kernel dropped (socket buffer full)
   std::vector<std::string> notes;
 };
 
@@ -48,10 +55,56 @@ class NamespaceAddresses {
   std::size_t namespaces_ = 0;
 };
 
+// A watch in steps, for a caller that runs it on a thread of its own (imds-agent) or for a
+// while (watch_callers). Not thread-safe: one thread calls everything.
+class CallerWatcher {
+ public:
+  // Opens the packet sockets (CAP_NET_RAW) and maps the container namespaces' addresses.
+  static Result<std::unique_ptr<CallerWatcher>> open(WatchOptions options);
+  // Waits up to `wait` for packets, reads what came and books the exchanges that ended.
+  void step(std::chrono::milliseconds wait);
+  // Books what is still waiting as it would end (its answer time runs out): the end of a watch.
+  void settle();
+  // Reads the namespaces' addresses again (new containers, addresses given to others).
+  void refresh_places();
+  void forget_before(std::chrono::system_clock::time_point before) { report_.book.forget_before(before); }
+  // What was seen so far (counters and time watched brought up to date).
+  [[nodiscard]] WatchReport report();
+
+  struct Capture {
+    UniqueFd fd;
+    int protocol;
+  };
+  CallerWatcher(WatchOptions options, std::vector<Capture> captures, std::vector<SocketName> ends);
+
+ private:
+  void book(const std::vector<Exchange>& exchanges);
+
+  WatchOptions options_;
+  std::vector<Capture> captures_;
+  ExchangeTracker tracker_;
+  NamespaceAddresses places_;
+  WatchReport report_;
+  WatchClock::time_point start_;
+  std::chrono::system_clock::time_point wall_start_;
+  WatchClock::time_point refreshed_;
+};
+
 // Watches for `options.duration` (or until *stop). Errors: no packet socket (CAP_NET_RAW).
 Result<WatchReport> watch_callers(const WatchOptions& options, const std::atomic<bool>* stop);
 
-nlohmann::json callers_to_json(const WatchReport& report);
-std::string render_callers_text(const WatchReport& report);
+// A caller that breaks under HttpTokens=required or loses its token PUTs.
+bool needs_attention(const CallerStats& s);
+// The report's callers, those that need attention first, each group in the book's order.
+std::vector<std::pair<const CallerKey*, const CallerStats*>> callers_in_order(
+    const WatchReport& report);
+
+// The record as JSON (man imds-probe, CALLERS): at most `max_listed` callers, in
+// callers_in_order's order, the rest counted in "callers_omitted".
+nlohmann::json callers_to_json(const WatchReport& report,
+                               std::size_t max_listed = std::numeric_limits<std::size_t>::max());
+// The text report of a callers document (callers_to_json, or imds-agent's GET /v1/callers).
+// Throws nlohmann::json::exception when a value has the wrong type.
+std::string render_callers_text(const nlohmann::json& doc);
 
 }  // namespace imds

@@ -484,7 +484,10 @@ void Collector::configure(Request& request, milliseconds timeout) {
   curl_easy_setopt(easy, CURLOPT_PROXY, "");
   curl_easy_setopt(easy, CURLOPT_NOPROXY, "*");
   curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
-  curl_easy_setopt(easy, CURLOPT_USERAGENT, "imds-probe/" IMDS_VERSION);
+  // libcurl copies string options.
+  curl_easy_setopt(easy, CURLOPT_USERAGENT,
+                   config_.user_agent.empty() ? "imds-probe/" IMDS_VERSION
+                                              : config_.user_agent.c_str());
   curl_easy_setopt(easy, CURLOPT_IPRESOLVE,
                    request.family == Family::v4 ? CURL_IPRESOLVE_V4 : CURL_IPRESOLVE_V6);
   // Every connection belongs to one namespace: never share one between requests.

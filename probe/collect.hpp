@@ -47,6 +47,9 @@ struct CollectConfig {
   // bound; those unused are given back. Namespaces whose permits would come too late for
   // the deadline are not started (SkipReason::not_started) and counted as deferred.
   std::shared_ptr<RequestBucket> request_bucket;
+  // The User-Agent of every request; "" is "imds-probe/VERSION" (the agent says imds-agent,
+  // so that its passive caller watch can leave its own requests out).
+  std::string user_agent;
 };
 
 // The most requests collect() sends from one namespace with `config` (the search aside).

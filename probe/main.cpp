@@ -89,6 +89,7 @@ void print_json(const nlohmann::json& j, JsonMode mode) {
 std::string usage_header() {
   return "Usage: imds-probe [OPTIONS]\n"
          "       imds-probe status [--socket PATH] [--json=MODE]\n"
+         "       imds-probe callers [--socket PATH] [--json=MODE]\n"
          "       imds-probe callers --watch DURATION [--json=MODE]\n"
          "\n"
          "Diagnoses what the EC2 instance metadata service (IMDS) enforces (HttpTokens, hop\n"
@@ -102,7 +103,7 @@ std::string help_footer() {
          "\n\n"
          "Exit status: 0 healthy and compliant; 1 a finding at warning or worse (or an\n"
          "expectation not met); 2 usage or configuration error; 3 IMDS unreachable from the\n"
-         "host. `callers --watch`: 0 when it watched, 2 when it could not (e.g. no CAP_NET_RAW).\n"
+         "host. `callers`: 0 when it watched (or read the agent), 2 when it could not.\n"
          "\n"
          "Safety: never requests credentials or user data, never prints a token. The tokenless\n"
          "IMDSv1 GET is counted by CloudWatch as MetadataNoToken; use --no-v1 to skip it.\n"
@@ -183,9 +184,11 @@ int main(int argc, char** argv) {
     ("watch", po::value(&watch)->value_name("DURATION"),
      "with `callers`: listen to the IMDS traffic of this namespace and of the containers it "
      "forwards for DURATION (1s..24h) and say who called, how and with which SDK; sends "
-     "nothing; needs CAP_NET_RAW")
+     "nothing; needs CAP_NET_RAW (without --watch, `callers` prints the running "
+     "imds-agent's record)")
     ("socket", po::value(&socket_path)->value_name("PATH"),
-     "the agent's Unix socket (default " IMDS_RUNSTATEDIR "/imds-agent/imds-agent.sock)")
+     "the agent's Unix socket, for `status` and `callers` (default " IMDS_RUNSTATEDIR
+     "/imds-agent/imds-agent.sock)")
     ("version", "print the version and exit")
     ("help,h", "print this help and exit");
   // clang-format on
@@ -238,14 +241,29 @@ int main(int argc, char** argv) {
       if (status_command) throw UsageError("--agent does not go with `callers`");
       for (const char* probe_only :
            {"all-containers", "netns", "pid", "container", "simulate-container", "no-v1",
-            "exact-hop-limit", "no-packet-ttl", "timeout", "deadline", "expect", "socket"}) {
+            "exact-hop-limit", "no-packet-ttl", "timeout", "deadline", "expect"}) {
         if (vm.count(probe_only) != 0) {
           throw UsageError(std::string("--") + probe_only + " does not go with `callers`");
         }
       }
       if (vm.count("watch") == 0) {
-        throw UsageError("`callers` needs --watch DURATION (reading the agent's record of "
-                         "callers is not there yet)");
+        // The agent's record: only where to find it goes with it.
+        for (const char* watch_only :
+             {"netns-dir", "exclude-netns", "no-proc-scan", "endpoint", "endpoint-v6", "no-ipv6"}) {
+          if (vm.count(watch_only) != 0) {
+            throw UsageError(std::string("--") + watch_only +
+                             " goes with `callers --watch`; `callers` alone reads the agent's "
+                             "record");
+          }
+        }
+        if (socket_path.empty() || socket_path.size() > 107) {
+          throw UsageError("--socket: expected a Unix socket path (at most 107 bytes)");
+        }
+        return imds::agent_callers(
+            socket_path, {.json = json != JsonMode::off, .pretty = json == JsonMode::pretty});
+      }
+      if (vm.count("socket") != 0) {
+        throw UsageError("--socket does not go with --watch (it watches by itself)");
       }
       imds::WatchOptions options;
       options.duration = duration_flag("--watch", watch, 1s, 24h);
@@ -279,7 +297,7 @@ int main(int argc, char** argv) {
       if (json != JsonMode::off) {
         print_json(imds::callers_to_json(*report), json);
       } else {
-        std::cout << imds::render_callers_text(*report);
+        std::cout << imds::render_callers_text(imds::callers_to_json(*report));
       }
       return 0;
     }
@@ -300,7 +318,7 @@ int main(int argc, char** argv) {
       return imds::agent_status(
           socket_path, {.json = json != JsonMode::off, .pretty = json == JsonMode::pretty});
     }
-    if (vm.count("socket") != 0) throw UsageError("--socket only goes with `status` / --agent");
+    if (vm.count("socket") != 0) throw UsageError("--socket only goes with `status`, --agent or `callers`");
 
     imds::ProbeOptions options;
     auto& c = options.collect;

@@ -10,7 +10,9 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "callers_watch.hpp"
 #include "render.hpp"
+#include "result.hpp"
 
 namespace imds {
 namespace {
@@ -74,7 +76,11 @@ std::string agent_status_text(const nlohmann::json& doc) {
 
 }  // namespace
 
-int agent_status(const std::string& socket_path, StatusOutput output) {
+namespace {
+
+// GET `path` from the agent's socket: its JSON object, or what went wrong (said for people).
+Result<nlohmann::json> fetch_agent(const std::string& socket_path, const char* path,
+                                   const char* what) {
   std::unique_ptr<CURL, void (*)(CURL*)> curl(curl_easy_init(), curl_easy_cleanup);
   if (!curl) throw std::bad_alloc();
   std::string body;
@@ -92,8 +98,9 @@ int agent_status(const std::string& socket_path, StatusOutput output) {
     s->body->append(data, size * n);
     return size * n;
   };
+  const std::string url = std::string("http://localhost") + path;
   curl_easy_setopt(curl.get(), CURLOPT_UNIX_SOCKET_PATH, socket_path.c_str());
-  curl_easy_setopt(curl.get(), CURLOPT_URL, "http://localhost/v1/status");
+  curl_easy_setopt(curl.get(), CURLOPT_URL, url.c_str());
   curl_easy_setopt(curl.get(), CURLOPT_PROXY, "");
   curl_easy_setopt(curl.get(), CURLOPT_NOPROXY, "*");
   curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, 5000L);
@@ -102,29 +109,63 @@ int agent_status(const std::string& socket_path, StatusOutput output) {
   curl_easy_setopt(curl.get(), CURLOPT_WRITEDATA, &sink);
   const CURLcode rc = curl_easy_perform(curl.get());
   if (rc != CURLE_OK) {
-    std::cerr << "imds-probe: cannot read the agent's status from " << socket_path << ": "
-              << (too_big ? "answer larger than 8 MiB" : curl_easy_strerror(rc))
-              << " (is imds-agent running? `systemctl status imds-agent`)\n";
-    return kExitUsage;
+    return Error{std::string("cannot read the agent's ") + what + " from " + socket_path + ": " +
+                 (too_big ? "answer larger than 8 MiB" : curl_easy_strerror(rc)) +
+                 " (is imds-agent running? `systemctl status imds-agent`)"};
   }
   long status = 0;
   curl_easy_getinfo(curl.get(), CURLINFO_RESPONSE_CODE, &status);
-  const auto doc = nlohmann::json::parse(body, nullptr, false);
+  auto doc = nlohmann::json::parse(body, nullptr, false);
   if (status != 200 || doc.is_discarded() || !doc.is_object()) {
-    std::cerr << "imds-probe: the agent at " << socket_path << " answered HTTP " << status
-              << (doc.is_discarded() ? " with a body that is not JSON" : "") << '\n';
+    std::string message = "the agent at " + socket_path + " answered HTTP " + std::to_string(status);
+    if (doc.is_discarded()) {
+      message += " with a body that is not JSON";
+    } else if (const auto e = doc.find("error"); e != doc.end() && e->is_string()) {
+      message += ": " + printable(*e);
+    }
+    return Error{message};
+  }
+  return doc;
+}
+
+}  // namespace
+
+int agent_status(const std::string& socket_path, StatusOutput output) {
+  const auto doc = fetch_agent(socket_path, "/v1/status", "status");
+  if (!doc) {
+    std::cerr << "imds-probe: " << doc.error().message << '\n';
     return kExitUsage;
   }
   if (output.json) {
-    std::cout << (output.pretty ? doc.dump(2) : doc.dump()) << '\n';
+    std::cout << (output.pretty ? doc->dump(2) : doc->dump()) << '\n';
   } else {
-    std::cout << agent_status_text(doc);
+    std::cout << agent_status_text(*doc);
   }
   // The diagnosis part carries the exit status the probe would have given.
-  const auto code = doc.find("exit_code");
-  if (code != doc.end() && code->is_number_integer()) {
+  const auto code = doc->find("exit_code");
+  if (code != doc->end() && code->is_number_integer()) {
     const int c = code->get<int>();
     if (c >= 0 && c <= 3) return c;
+  }
+  return 0;
+}
+
+int agent_callers(const std::string& socket_path, StatusOutput output) {
+  const auto doc = fetch_agent(socket_path, "/v1/callers", "record of callers");
+  if (!doc) {
+    std::cerr << "imds-probe: " << doc.error().message << '\n';
+    return kExitUsage;
+  }
+  if (output.json) {
+    std::cout << (output.pretty ? doc->dump(2) : doc->dump()) << '\n';
+    return 0;
+  }
+  try {
+    std::cout << render_callers_text(*doc);
+  } catch (const nlohmann::json::exception& e) {
+    std::cerr << "imds-probe: the agent at " << socket_path
+              << " answered a document that is not a record of callers: " << e.what() << '\n';
+    return kExitUsage;
   }
   return 0;
 }

@@ -11,15 +11,23 @@
 Every exchange must be attributed to the namespace that sent it, with its SDK; no token any
 client obtained appears in the watch's output.
 
+imds-agent runs beside it with its own caller watch (watch-callers = yes, the default): its
+record (GET /v1/callers, read by `imds-probe callers`), its journal events (one per new IMDSv1
+caller and per caller with lost token PUTs) and its metrics must say the same, without its
+own requests.
+
 Usage: callers_test.py --build BUILD_DIR [unittest options]
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 from pathlib import Path
@@ -29,10 +37,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lab"))
 
 from lab import (IMDS_V4, IMDS_V6, Lab, TOKEN_LIKE, build_dir_from_argv,  # noqa: E402
-                 skip_unless_lab_possible)
+                 skip_unless_lab_possible, start_agent, stop_process, unix_http)
 
 BUILD_DIR = build_dir_from_argv(HERE.parents[1] / "build")
 PROBE = str(BUILD_DIR / "probe" / "imds-probe")
+AGENT = str(BUILD_DIR / "agent" / "imds-agent")
 BOTOCORE_CLIENT = str(HERE.parent / "fidelity" / "botocore_client.py")
 WATCH_SECONDS = 14
 
@@ -43,18 +52,55 @@ class CallersWatch(unittest.TestCase):
         skip_unless_lab_possible(["curl"])
         cls.lab = Lab(BUILD_DIR, emulator_args=["--http-tokens", "optional", "--hop-limit", "1"],
                       ipv6=True)
+        cls.work = Path(tempfile.mkdtemp(prefix="imds-callers-"))
+        cls.agent = None
         try:
             for label in ("legacy", "boto", "boto6", "quiet"):
                 cls.lab.add_bridge_container(label)
             cls.tokens: list[str] = []
+            cls.start_agent()
             cls.run_watch()
         except BaseException:
-            cls.lab.close()
+            cls.close()
             raise
 
     @classmethod
+    def close(cls) -> None:
+        try:
+            if cls.agent is not None:
+                stop_process(cls.agent.proc, timeout=20)
+        finally:
+            cls.lab.close()
+            shutil.rmtree(cls.work, ignore_errors=True)
+
+    @classmethod
     def tearDownClass(cls) -> None:
-        cls.lab.close()
+        cls.close()
+
+    @classmethod
+    def start_agent(cls) -> None:
+        """The agent probes once (interval 1h, no IMDSv1 GETs), before the watch starts, so
+        that the probe's own watch sees only the clients' traffic; its caller watch runs on."""
+        cls.socket = str(cls.work / "agent.sock")
+        conf = cls.work / "agent.conf"
+        conf.write_text(
+            "interval = 1h\nv1-interval = never\nrequest-timeout = 1s\nproc-scan = no\n"
+            f"netns-dir = {cls.lab.netns_dir}\nsocket = {cls.socket}\n")
+        cls.agent = start_agent(cls.lab, AGENT, conf, cls.work / "conf.d")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                code, _, body = unix_http(cls.socket, "GET", "/v1/status", timeout=5)
+                agent = json.loads(body)["agent"]
+                if code == 200 and agent["cycles"] >= 1 and not agent["probing"] and \
+                        agent["callers_watch"]["state"] == "running":
+                    time.sleep(3.5)  # the last answers of its probe are over for any watch
+                    return
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.2)
+        raise AssertionError("the agent did not finish its first probe: " +
+                             "\n".join(cls.agent.lines[-20:]))
 
     @classmethod
     def curl(cls, ns: Any, *args: str) -> str:
@@ -161,12 +207,79 @@ class CallersWatch(unittest.TestCase):
         # CALLER CONTAINER SDK(product version) IMDSv1(count status) FALLBACK IMDSv2 PUTS
         self.assertEqual([rows[0][2], *rows[0][4:9]], ["curl", "1", "200", "0", "0", "0"], out)
 
+    # ----- the agent's record of the same traffic -----
+
+    def agent_record(self, pred: Any, timeout: float = 15) -> dict[str, Any]:
+        """`imds-probe callers --json` against the agent, until pred(record) holds."""
+        deadline = time.monotonic() + timeout
+        record: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            r = self.lab.exec(self.lab.host, [PROBE, "callers", "--socket", self.socket,
+                                              "--json=short"], timeout=10)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            record = json.loads(r.stdout)
+            if pred(record):
+                return record
+            time.sleep(0.5)
+        self.fail(f"the agent's record never got there: {json.dumps(record, indent=1)}")
+
+    def agent_events(self, name: str, timeout: float = 15) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.agent.lock:
+                lines = [ln for ln in self.agent.lines if f"IMDS_EVENT={name}" in ln]
+            if lines or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.5)
+
+    def test_the_agent_records_the_same_callers_and_leaves_its_own_requests_out(self) -> None:
+        def caller(record: dict[str, Any], where: str) -> dict[str, Any] | None:
+            return next((c for c in record["callers"] if c["where"] == where), None)
+        record = self.agent_record(
+            lambda r: (caller(r, "legacy") or {}).get("imdsv1_calls", 0) >= 3 and
+            all((caller(r, w) or {}).get("imdsv1_fallback_calls", 0) >= 1 for w in ("boto", "boto6")))
+        self.assertEqual(record["watch"]["state"], "running")
+        self.assertEqual(caller(record, "legacy")["sdk"]["product"], "curl")
+        for where in ("boto", "boto6"):
+            c = caller(record, where)
+            self.assertEqual(c["dropped_put_ttl"], 1, c)
+            self.assertEqual(c["imdsv1_calls"], 0, c)
+        for c in record["callers"]:
+            self.assertNotEqual((c["sdk"] or {}).get("product"), "imds-agent", c)
+        self.assertIsNone(caller(record, "quiet"))
+        # The text table of the same record.
+        r = self.lab.exec(self.lab.host, [PROBE, "callers", "--socket", self.socket], timeout=10)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("legacy (curl) calls IMDSv1 on purpose", r.stdout)
+
+    def test_the_agent_sends_one_event_per_new_caller_and_kind(self) -> None:
+        v1 = self.agent_events("imdsv1-caller")
+        self.assertEqual(len(v1), 1, v1)
+        self.assertIn("legacy (curl", v1[0])
+        lost = self.agent_events("token-puts-lost")
+        lost = [ln for ln in lost if "boto" in ln]
+        self.assertEqual(len(lost), 2, lost)
+        self.assertTrue(all("IMDS_PUT_TTL=1" in ln for ln in lost), lost)
+
+    def test_the_agent_counts_callers_in_its_metrics(self) -> None:
+        self.agent_record(lambda r: any(c["where"] == "legacy" for c in r["callers"]))
+        code, _, text = unix_http(self.socket, "GET", "/metrics")
+        self.assertEqual(code, 200)
+        self.assertIn("imds_callers_watch_up 1\n", text)
+        self.assertRegex(text, r'imds_observed_requests_total\{caller="legacy",sdk="curl",'
+                               r'kind="imdsv1"\} [3-9]')
+        self.assertRegex(text, r'imds_observed_token_puts_dropped_here_total\{caller="boto",'
+                               r'sdk="botocore"\} [1-9]')
+
     def test_no_token_appears_in_the_output(self) -> None:
         self.assertEqual(len(self.tokens), 2)
         text = self.watch_out + self.watch_err
         for token in self.tokens:
             self.assertTrue(token and token not in text)
         self.assertIsNone(TOKEN_LIKE.search(text))
+        with self.agent.lock:
+            agent_log = "\n".join(self.agent.lines)
+        self.assertIsNone(TOKEN_LIKE.search(agent_log))
         self.assertEqual(self.lab.forbidden_requests(), [])
 
 

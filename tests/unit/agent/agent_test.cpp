@@ -692,5 +692,50 @@ TEST_F(AgentTest, DroppedJournalEventsAreCountedInTheStatusAndTheMetrics) {
   EXPECT_TRUE(reporter.flush(5s));
 }
 
+TEST_F(AgentTest, WithoutACallerWatchTheCallersRouteSaysItIsOff) {
+  auto& fake = this->fake({diagnosis(HttpTokens::required, exact(2))});
+  start(fake);  // the fake engine has no open_watch
+  const auto r = call("GET", "/v1/callers");
+  EXPECT_EQ(r.status, 409U);
+  EXPECT_NE(r.body.find("watch-callers"), std::string::npos) << r.body;
+  EXPECT_EQ(call("POST", "/v1/callers").status, 405U);
+  const auto status = nlohmann::json::parse(call("GET", "/v1/status").body);
+  EXPECT_EQ(status["agent"]["callers_watch"]["state"], "off");
+}
+
+TEST_F(AgentTest, ACallerWatchThatFailsIsReportedAndProbingGoesOn) {
+  auto& fake = this->fake({diagnosis(HttpTokens::required, exact(2))});
+  Engine engine = fake.engine();
+  std::atomic<std::thread::id> opened_on{};
+  engine.open_watch = [&](const WatchOptions&) -> Result<std::unique_ptr<CallerWatcher>> {
+    opened_on = std::this_thread::get_id();
+    return Error{"cannot open a packet socket: Operation not permitted"};
+  };
+  agent_ = std::make_unique<Agent>(io_, config_, sources_, engine, reporter_, notifier_);
+  ASSERT_FALSE(agent_->start().has_value());
+  ASSERT_TRUE(run_until([&] {
+    return nlohmann::json::parse(call("GET", "/v1/status").body)["agent"]["callers_watch"]["state"] ==
+           "failed";
+  }));
+  EXPECT_NE(opened_on.load(), std::this_thread::get_id()) << "opened on the loop, not its own thread";
+  const auto r = call("GET", "/v1/callers");
+  EXPECT_EQ(r.status, 503U);
+  EXPECT_NE(r.body.find("Operation not permitted"), std::string::npos) << r.body;
+  EXPECT_NE(agent_->metrics_text().find("imds_callers_watch_up 0\n"), std::string::npos);
+  ASSERT_TRUE(run_until([&] { return agent_->stats().cycles >= 1; }));
+
+  // watch-callers = no on reload: the watch is off.
+  config_.watch_callers = false;
+  const auto dir = std::filesystem::temp_directory_path() / ("imds-agent-callers-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "agent.conf") << "watch-callers = no\n";
+  agent_.reset();
+  sources_.file = (dir / "agent.conf").string();
+  auto loaded = load_config(sources_);
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_FALSE(loaded.value().watch_callers);
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace imds::agent
