@@ -290,7 +290,19 @@ void Agent::start_probe(std::string reason) {
   timer_.cancel();
   next_probe_time_.reset();
   probe_started_ = std::chrono::steady_clock::now();
-  const bool v1 = schedule_.take_v1(probe_started_);
+  bool v1 = schedule_.take_v1(probe_started_);
+  // Asked for because something changed (want_v1_soon): measured, whatever the evidence.
+  if (v1 && !schedule_.last_v1_forced() &&
+      choose_v1(v1_inputs(true)) == V1Choice::skip_evidence_agrees) {
+    // A workload's tokenless request, answered by the IMDS since our own, said the same.
+    v1 = false;
+    ++v1_skipped_;
+    v1_skipped_for_ = v1_inputs(true).evidence;
+    spdlog::debug("no IMDSv1 GET this cycle: {} got {} to one at {} (passive evidence)",
+                  v1_skipped_for_->where, v1_skipped_for_->status,
+                  std::chrono::system_clock::to_time_t(v1_skipped_for_->seen));
+  }
+  probe_v1_ = v1;
   spdlog::debug("probe cycle {} started ({}), IMDSv1 GETs: {}", stats_.cycles + 1, reason,
                 v1 ? "yes" : "no");
   worker_.post([this, mailbox = mailbox_, engine = engine_, config = config_, cursor = cursor_, v1,
@@ -354,6 +366,9 @@ void Agent::probe_done(std::optional<Diagnosis> d, const std::vector<NetnsTarget
       stats_.last_error = "throttled (HTTP 429/503): backing off";
       spdlog::warn("the IMDS answers 429/503 (throttling): backing off");
     } else {
+      if (probe_v1_ && d->inference.http_tokens != HttpTokens::unknown) {
+        v1_measured_ = *last_probe_time_;  // the agent's own tokenless GET decided it
+      }
       auto next = observe(snapshot_, *d, &present, config_.expectations, *last_probe_time_);
       for (const auto& e : diff(snapshot_, next)) {
         reporter_.report(e);

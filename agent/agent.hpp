@@ -152,7 +152,6 @@ class Agent {
   void reconfigure_callers_watch();  // after a reload
   void arm_callers_timer();
   void check_callers();
-  [[nodiscard]] nlohmann::json callers_json() const;
   void arm_signals();
 
   boost::asio::io_context& io_;
@@ -194,6 +193,15 @@ class Agent {
   boost::asio::steady_timer callers_timer_;
   std::optional<std::chrono::steady_clock::time_point> last_callers_summary_;
   CallerWatchService::State callers_state_seen_ = CallerWatchService::State::starting;
+  // HttpTokens from passive evidence (callers.hpp, choose_v1): the agent's own last
+  // measurement, the evidence a skipped tokenless GET rested on, and the contradicting
+  // evidence already acted on.
+  bool probe_v1_ = false;  // the running cycle sends tokenless GETs
+  std::optional<std::chrono::system_clock::time_point> v1_measured_;
+  std::uint64_t v1_skipped_ = 0;
+  std::optional<TokenlessEvidence> v1_skipped_for_;
+  std::optional<std::chrono::system_clock::time_point> contradiction_acted_on_;
+  [[nodiscard]] V1Inputs v1_inputs(bool scheduled) const;
 };
 
 }  // namespace imds::agent

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent.hpp"
+#include "words.hpp"
 
 namespace imds::agent {
 
@@ -77,6 +78,18 @@ void Agent::check_callers() {
     callers_state_seen_ = view.state;
   }
   if (!view.report) return;
+  V1Inputs evidence = v1_inputs(false);
+  if (config_.v1_interval && evidence_contradicts(evidence) &&
+      contradiction_acted_on_ != evidence.evidence->seen) {
+    // Never taken as the verdict: the agent measures again itself, at once.
+    contradiction_acted_on_ = evidence.evidence->seen;
+    spdlog::info("{}'s tokenless request was answered {}, but HttpTokens was {} when last "
+                 "measured: measuring it again now",
+                 evidence.evidence->where, evidence.evidence->status,
+                 http_tokens_word(evidence.known));
+    schedule_.want_v1_soon();
+    request_probe("passive evidence contradicts the last HttpTokens measurement");
+  }
   const auto now = std::chrono::steady_clock::now();
   for (const auto& e : caller_events_.announce(*view.report, now)) reporter_.report(e);
   if (!config_.callers_summary_interval) return;
@@ -91,9 +104,19 @@ void Agent::check_callers() {
   }
 }
 
-nlohmann::json Agent::callers_json() const {
-  if (!callers_) return nullptr;
-  return callers_document(callers_->view());
+V1Inputs Agent::v1_inputs(bool scheduled) const {
+  V1Inputs in;
+  in.scheduled = scheduled;
+  if (callers_) {
+    const auto view = callers_->view();
+    if (view.report) in.evidence = view.report->book.latest_tokenless();
+  }
+  in.known = snapshot_.options.http_tokens.value_or(HttpTokens::unknown);
+  in.measured = v1_measured_;
+  in.v1_interval = config_.v1_interval;
+  in.now = std::chrono::system_clock::now();
+  return in;
 }
+
 
 }  // namespace imds::agent

@@ -227,6 +227,33 @@ std::optional<Event> CallerEvents::summary(const WatchReport& report,
   return e;
 }
 
+namespace {
+
+bool agrees(const TokenlessEvidence& e, HttpTokens known) {
+  return (e.status == 200 && known == HttpTokens::optional) ||
+         (e.status == 401 && known == HttpTokens::required);
+}
+
+bool newer_than_measured(const V1Inputs& in) {
+  return in.evidence && in.measured && in.evidence->seen > *in.measured;
+}
+
+}  // namespace
+
+V1Choice choose_v1(const V1Inputs& in) {
+  if (!in.scheduled) return V1Choice::not_scheduled;
+  if (newer_than_measured(in) && agrees(*in.evidence, in.known) && in.v1_interval &&
+      in.now - in.evidence->seen <= *in.v1_interval) {
+    return V1Choice::skip_evidence_agrees;
+  }
+  return V1Choice::send;
+}
+
+bool evidence_contradicts(const V1Inputs& in) {
+  return newer_than_measured(in) && in.known != HttpTokens::unknown &&
+         !agrees(*in.evidence, in.known);
+}
+
 nlohmann::json callers_document(const CallerWatchService::View& view) {
   nlohmann::json doc;
   if (view.report) {

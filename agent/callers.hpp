@@ -107,6 +107,24 @@ class CallerEvents {
   std::map<std::tuple<std::string, std::string, std::string>, Totals> summarised_;
 };
 
+// Passive evidence of HttpTokens (a workload's tokenless request answered 200 or 401, seen
+// arriving from the IMDS's side) never decides the verdict by itself. It saves the agent's
+// own tokenless GET (counted in MetadataNoToken) when it agrees with what the agent last
+// measured itself and is newer than that measurement and within v1-interval; it brings the
+// agent's own measurement forward when it contradicts it.
+enum class V1Choice : std::uint8_t { not_scheduled, send, skip_evidence_agrees };
+struct V1Inputs {
+  bool scheduled = false;  // Schedule::take_v1 said this cycle sends tokenless GETs
+  std::optional<TokenlessEvidence> evidence;
+  HttpTokens known = HttpTokens::unknown;  // what the agent last learned itself
+  std::optional<std::chrono::system_clock::time_point> measured;  // when (its own GET)
+  std::optional<Millis> v1_interval;
+  std::chrono::system_clock::time_point now{};
+};
+V1Choice choose_v1(const V1Inputs& in);
+// The evidence says otherwise than the agent's own last measurement, and is newer.
+bool evidence_contradicts(const V1Inputs& in);
+
 // GET /v1/callers: the record (callers_to_json) with the watch's state; at most
 // kMaxListedCallers callers, those that break under HttpTokens=required first.
 inline constexpr std::size_t kMaxListedCallers = 256;

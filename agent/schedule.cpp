@@ -47,6 +47,7 @@ Millis Schedule::finished(CycleResult result, std::mt19937_64& rng) {
 bool Schedule::take_v1(SteadyTime now) {
   if (!config_.v1_interval) return false;
   if (!v1_soon_ && last_v1_ && now - *last_v1_ < *config_.v1_interval) return false;
+  v1_forced_ = v1_soon_;
   v1_soon_ = false;
   last_v1_ = now;
   return true;

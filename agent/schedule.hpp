@@ -40,6 +40,8 @@ class Schedule {
   // The next cycle sends them (unless v1-interval is never): another option just changed
   // or the IMDS came back, so HttpTokens may have changed too.
   void want_v1_soon() { v1_soon_ = true; }
+  // The last take_v1() that said yes did so because of want_v1_soon(), not the interval.
+  [[nodiscard]] bool last_v1_forced() const { return v1_forced_; }
 
  private:
   AgentConfig config_;
@@ -47,6 +49,7 @@ class Schedule {
   Millis backoff_{0};
   std::optional<SteadyTime> last_v1_;
   bool v1_soon_ = false;
+  bool v1_forced_ = false;
 };
 
 // The container namespaces one cycle asks for: at most `max`, from `cursor` on in a rotation

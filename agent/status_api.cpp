@@ -198,6 +198,19 @@ nlohmann::json Agent::status_json() const {
   } else {
     j["agent"]["callers_watch"] = {{"state", "off"}};
   }
+  // HttpTokens: when the agent last measured it itself, and the passive evidence (callers.hpp).
+  const auto evidence_json = [](const std::optional<TokenlessEvidence>& e) -> nlohmann::json {
+    if (!e) return nullptr;
+    return {{"status", e->status}, {"caller", e->where}, {"seen", rfc3339(e->seen)}};
+  };
+  const V1Inputs in = v1_inputs(false);
+  j["agent"]["http_tokens_evidence"] = {
+      {"measured", null_or(rfc3339(v1_measured_))},
+      {"passive", evidence_json(in.evidence)},
+      {"passive_contradicts", evidence_contradicts(in)},
+      {"v1_gets_skipped_total", v1_skipped_},
+      {"last_skip_rested_on", evidence_json(v1_skipped_for_)},
+  };
   return j;
 }
 
@@ -233,6 +246,11 @@ std::string Agent::metrics_text() const {
       "counter\nimds_agent_log_lines_dropped_total " +
       std::to_string(log_lines_dropped()) + "\n";
   if (callers_) out += callers_metrics(callers_->view(), caller_events_.suppressed());
+  out +=
+      "# HELP imds_agent_v1_gets_skipped_total Cycles whose tokenless IMDSv1 GETs were not sent "
+      "because a workload's own, answered since the agent's last, said the same.\n# TYPE "
+      "imds_agent_v1_gets_skipped_total counter\nimds_agent_v1_gets_skipped_total " +
+      std::to_string(v1_skipped_) + "\n";
   return out;
 }
 

@@ -250,7 +250,7 @@ void ExchangeTracker::take(int ifindex, bool outgoing, std::span<const std::uint
   if (is_imds(destination)) {
     client_segment(*segment, packet, ifindex, outgoing, now);
   } else if (is_imds(source)) {
-    server_segment(*segment, packet, outgoing, now);
+    server_segment(*segment, packet, ifindex, outgoing, now);
   } else {
     ++counters_.malformed;
   }
@@ -302,6 +302,7 @@ void ExchangeTracker::client_segment(const TcpSegment& segment,
   if (segment.syn && !segment.ack) {
     if (it != flows_.end() && it->second.client_isn == segment.sequence) {
       ++counters_.copies;  // the same SYN on another interface, or retransmitted
+      if (outgoing) it->second.egress_ifindex = ifindex;  // forwarded without NAT
       return;
     }
     if (it != flows_.end()) close_flow(it, false);  // the port was reused
@@ -310,6 +311,7 @@ void ExchangeTracker::client_segment(const TcpSegment& segment,
     flow.client = Stream{true, segment.sequence + 1};
     flow.last = now;
     flow.origin = FlowOrigin{outgoing, ifindex, key.client};
+    if (outgoing) flow.egress_ifindex = ifindex;
     if (outgoing) {
       // Leaving with the initial sequence number of a flow that came in: the same connection
       // after masquerading, not one of this namespace's own.
@@ -357,8 +359,8 @@ void ExchangeTracker::client_segment(const TcpSegment& segment,
 }
 
 void ExchangeTracker::server_segment(const TcpSegment& segment,
-                                     std::span<const std::uint8_t> packet, bool outgoing,
-                                     WatchClock::time_point now) {
+                                     std::span<const std::uint8_t> packet, int ifindex,
+                                     bool outgoing, WatchClock::time_point now) {
   FlowKey key{{segment.family, segment.destination_address, segment.destination_port},
               {segment.family, segment.source_address, segment.source_port}};
   auto it = flows_.find(key);
@@ -366,17 +368,19 @@ void ExchangeTracker::server_segment(const TcpSegment& segment,
     ++counters_.unseen_connections;
     return;
   }
-  bool arrival = !outgoing;
+  // Arriving from the IMDS's side: by the interface the connection's SYN left by.
+  const bool arrival = !outgoing && it->second.egress_ifindex != 0 &&
+                       ifindex == it->second.egress_ifindex;
   bool delivery = false;
   if (it->second.alias_of) {
     // A NAT copy: the answer reached this namespace for the original flow.
     it->second.last = now;
-    if (outgoing) return;
+    if (!arrival) return;
     it = flows_.find(*it->second.alias_of);
     if (it == flows_.end()) return;
   } else if (it->second.origin.local) {
-    delivery = !outgoing;  // for this namespace's own connections arriving is delivering
-    if (outgoing) return;  // (an IMDS on loopback: the answer leaving, before it arrives)
+    delivery = arrival;   // for this namespace's own connections arriving is delivering
+    if (!arrival) return;  // (leaving: an IMDS on loopback; or in by another interface)
   } else {
     delivery = outgoing;   // a forwarded flow's answer leaving toward its client
   }
@@ -400,6 +404,7 @@ void ExchangeTracker::server_segment(const TcpSegment& segment,
         ++counters_.answers_without_request;
       } else {
         waiting->reached_here = true;
+        waiting->seen_arriving = true;
         waiting->arrival_ttl = segment.ttl;
         waiting->status = status;
       }
@@ -511,6 +516,10 @@ void CallerBook::add(const CallerPlace& place, const Exchange& exchange,
     case RequestKind::imdsv1:
       if (exchange.status == 200) ++s.imdsv1_ok;
       if (exchange.status == 401) ++s.imdsv1_unauthorized;
+      if (exchange.seen_arriving && (exchange.status == 200 || exchange.status == 401) &&
+          (!latest_tokenless_ || latest_tokenless_->seen <= now)) {
+        latest_tokenless_ = TokenlessEvidence{now, *exchange.status, place.where};
+      }
       if (s.last_unanswered_put && within_window(*s.last_unanswered_put, exchange.requested)) {
         ++s.imdsv1_fallback;
       } else {

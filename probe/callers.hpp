@@ -78,6 +78,9 @@ struct Exchange {
   std::optional<int> status;       // the answer's status line, when one was seen
   std::optional<int> arrival_ttl;  // TTL / hop limit of the answer as it reached this namespace
   bool reached_here = false;       // the answer reached this namespace
+  // ... and was seen arriving from the IMDS's side (not only leaving toward the client, as
+  // the answer of a proxy in this namespace that poses as the IMDS would)
+  bool seen_arriving = false;
   bool answered = false;           // ... and the client (for forwarded flows: it was passed on)
   bool reset = false;              // the connection was reset before the answer reached it
 };
@@ -137,6 +140,10 @@ class ExchangeTracker {
   struct Flow {
     FlowOrigin origin;
     std::uint32_t client_isn = 0;
+    // The interface its SYN left this namespace by (0: not seen leaving). Only an answer that
+    // comes in by that interface has arrived from the IMDS's side: one that comes in by
+    // another (a container's veth) was sent by whoever is behind it, however it is addressed.
+    int egress_ifindex = 0;
     std::optional<FlowKey> alias_of;  // a NAT copy of a forwarded flow: its original
     Stream client;
     Stream arrival;   // the server's bytes reaching this namespace
@@ -151,7 +158,7 @@ class ExchangeTracker {
   void client_segment(const TcpSegment& segment, std::span<const std::uint8_t> packet,
                       int ifindex, bool outgoing, WatchClock::time_point now);
   void server_segment(const TcpSegment& segment, std::span<const std::uint8_t> packet,
-                      bool outgoing, WatchClock::time_point now);
+                      int ifindex, bool outgoing, WatchClock::time_point now);
   void open_flow(const FlowKey& key, Flow flow);
   void close_flow(std::map<FlowKey, Flow>::iterator it, bool reset);
   void end_flow(Flow& flow, bool reset);
@@ -173,6 +180,13 @@ struct CallerKey {
   std::string sdk_product;  // "" when the request had no User-Agent
   std::string sdk_version;
   auto operator<=>(const CallerKey&) const = default;
+};
+
+// What a tokenless request's answer proves about HttpTokens: 200 optional, 401 required.
+struct TokenlessEvidence {
+  std::chrono::system_clock::time_point seen{};
+  int status = 0;     // 200 or 401
+  std::string where;  // the caller
 };
 
 struct CallerStats {
@@ -217,6 +231,11 @@ class CallerBook {
     return callers_;
   }
   [[nodiscard]] std::uint64_t overflowed() const noexcept { return overflowed_; }
+  // The latest tokenless request answered 200 or 401 whose answer was seen arriving from the
+  // IMDS's side (so no proxy in this namespace answered it).
+  [[nodiscard]] const std::optional<TokenlessEvidence>& latest_tokenless() const noexcept {
+    return latest_tokenless_;
+  }
   // Forgets the callers last seen before `before` (a long-running watch keeps what is recent).
   void forget_before(std::chrono::system_clock::time_point before);
 
@@ -224,6 +243,7 @@ class CallerBook {
   std::size_t max_callers_;
   std::map<CallerKey, CallerStats> callers_;
   std::uint64_t overflowed_ = 0;
+  std::optional<TokenlessEvidence> latest_tokenless_;
 };
 
 }  // namespace imds

@@ -283,5 +283,126 @@ class CallersWatch(unittest.TestCase):
         self.assertEqual(self.lab.forbidden_requests(), [])
 
 
+class PassiveEvidence(unittest.TestCase):
+    """A workload's tokenless GETs, answered by the IMDS, save the agent's own (each counted in
+    MetadataNoToken) while they agree with its last measurement; when they contradict it, the
+    agent measures again at once instead of waiting for v1-interval. Tests are numbered: the
+    second changes the options."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        skip_unless_lab_possible(["curl"])
+        cls.lab = Lab(BUILD_DIR, emulator_args=["--http-tokens", "optional", "--hop-limit", "2"],
+                      ipv6=False)
+        cls.work = Path(tempfile.mkdtemp(prefix="imds-evidence-"))
+        cls.agent = None
+        try:
+            cls.legacy = cls.lab.add_bridge_container("legacy", families=("v4",))
+            cls.socket = str(cls.work / "agent.sock")
+            cls.conf = cls.work / "agent.conf"
+            cls.write_conf("3s")
+            cls.agent = start_agent(cls.lab, AGENT, cls.conf, cls.work / "conf.d")
+            cls.wait_status(lambda a: a["cycles"] >= 1 and
+                            a["callers_watch"]["state"] == "running" and
+                            a["http_tokens_evidence"]["measured"] is not None)
+        except BaseException:
+            cls.close()
+            raise
+
+    @classmethod
+    def write_conf(cls, v1_interval: str) -> None:
+        cls.conf.write_text(
+            f"interval = 1s\njitter = 0\nv1-interval = {v1_interval}\nmin-probe-gap = 0\n"
+            "request-timeout = 1s\nproc-scan = no\nipv6 = no\n"
+            f"netns-dir = {cls.lab.netns_dir}\nsocket = {cls.socket}\nlog-level = debug\n")
+
+    @classmethod
+    def close(cls) -> None:
+        try:
+            if cls.agent is not None:
+                stop_process(cls.agent.proc, timeout=20)
+        finally:
+            cls.lab.close()
+            shutil.rmtree(cls.work, ignore_errors=True)
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.close()
+
+    @classmethod
+    def status(cls) -> dict[str, Any]:
+        code, _, body = unix_http(cls.socket, "GET", "/v1/status", timeout=5)
+        assert code == 200, body
+        return json.loads(body)["agent"]
+
+    @classmethod
+    def wait_status(cls, pred: Any, timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        agent: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            try:
+                agent = cls.status()
+                if pred(agent):
+                    return agent
+            except (OSError, ValueError, KeyError, AssertionError):
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"the agent never got there: {json.dumps(agent, indent=1)}\n" +
+                             "\n".join(cls.agent.lines[-30:] if cls.agent else []))
+
+    def own_tokenless_gets(self) -> int:
+        """The agent's tokenless GETs (its probe path; the workload asks for ami-id)."""
+        return sum(1 for r in self.lab.all_requests()
+                   if r["method"] == "GET" and not r["has_token"] and
+                   r["path"] == "/latest/meta-data/instance-id")
+
+    def legacy_get(self) -> None:
+        r = self.lab.exec(self.legacy, ["curl", "-sS", "--max-time", "3",
+                                        f"http://{IMDS_V4}/latest/meta-data/ami-id"], timeout=10)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_1_agreeing_evidence_saves_the_agents_own_tokenless_gets(self) -> None:
+        before = self.own_tokenless_gets()
+        skipped_before = self.status()["http_tokens_evidence"]["v1_gets_skipped_total"]
+        start = time.monotonic()
+        while time.monotonic() - start < 12:  # v1-interval 3 s: four of the agent's own due
+            self.legacy_get()
+            time.sleep(0.5)
+        own = self.own_tokenless_gets() - before
+        agent = self.status()
+        evidence = agent["http_tokens_evidence"]
+        print(f"12 s, v1-interval 3s: the agent sent {own} tokenless GETs of its own, skipped "
+              f"{evidence['v1_gets_skipped_total'] - skipped_before}")
+        self.assertLessEqual(own, 1, evidence)
+        self.assertGreaterEqual(evidence["v1_gets_skipped_total"] - skipped_before, 2, evidence)
+        self.assertEqual(evidence["last_skip_rested_on"]["caller"], "legacy", evidence)
+        self.assertEqual(evidence["last_skip_rested_on"]["status"], 200, evidence)
+        self.assertEqual(agent["options"]["http_tokens"], "optional")
+
+    def test_2_contradicting_evidence_is_measured_at_once_not_believed(self) -> None:
+        # The agent's own tokenless GETs every hour only: without the evidence it would not
+        # look at HttpTokens again for an hour.
+        self.write_conf("1h")
+        self.agent.proc.send_signal(signal.SIGHUP)
+        self.wait_status(lambda a: a["v1_interval"] == "1h")
+        time.sleep(2)
+        before = self.own_tokenless_gets()
+        self.lab.set_options(http_tokens="required")
+        changed_at = time.monotonic()
+        self.legacy_get()  # 401 now
+        agent = self.wait_status(lambda a: a["options"]["http_tokens"] == "required", timeout=20)
+        took = time.monotonic() - changed_at
+        print(f"HttpTokens=required seen {took:.1f} s after a workload was refused")
+        self.assertGreaterEqual(self.own_tokenless_gets() - before, 1,
+                                "the verdict must come from the agent's own measurement")
+        self.assertLess(took, 15)
+        with self.agent.lock:
+            log = "\n".join(self.agent.lines)
+        self.assertIn("measuring it again now", log)
+        self.assertRegex(log, r"IMDS option HttpTokens changed from optional to required.*"
+                              r"IMDS_EVENT=option-changed")
+        self.assertFalse(agent["http_tokens_evidence"]["passive_contradicts"], agent)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -254,5 +254,56 @@ TEST(WatchOptions, FollowTheAgentsEndpointsAndLeaveItsOwnRequestsOut) {
   EXPECT_EQ(watch_options_of(c).imds.size(), 2U);
 }
 
+// Passive evidence saves the agent's own tokenless GET only when it agrees with the agent's
+// own last measurement, is newer than it and within v1-interval; it never sets the verdict.
+TEST(PassiveEvidence, SavesATokenlessGetOnlyWhenItConfirmsTheAgentsOwnMeasurement) {
+  const auto now = std::chrono::system_clock::now();
+  V1Inputs in;
+  in.scheduled = true;
+  in.known = HttpTokens::optional;
+  in.measured = now - 2h;
+  in.v1_interval = 6h;
+  in.now = now;
+  in.evidence = TokenlessEvidence{now - 10min, 200, "legacy"};
+  EXPECT_EQ(choose_v1(in), V1Choice::skip_evidence_agrees);
+  EXPECT_FALSE(evidence_contradicts(in));
+
+  auto not_scheduled = in;
+  not_scheduled.scheduled = false;
+  EXPECT_EQ(choose_v1(not_scheduled), V1Choice::not_scheduled);
+
+  auto none = in;
+  none.evidence.reset();
+  EXPECT_EQ(choose_v1(none), V1Choice::send);
+
+  auto never_measured = in;  // the agent must have measured itself once
+  never_measured.measured.reset();
+  never_measured.known = HttpTokens::unknown;
+  EXPECT_EQ(choose_v1(never_measured), V1Choice::send);
+  EXPECT_FALSE(evidence_contradicts(never_measured));
+
+  auto older = in;  // older than the agent's own measurement: says nothing new
+  older.evidence->seen = now - 3h;
+  EXPECT_EQ(choose_v1(older), V1Choice::send);
+  EXPECT_FALSE(evidence_contradicts(older));
+
+  auto stale = in;  // newer than the measurement but older than v1-interval
+  stale.measured = now - 30h;
+  stale.evidence->seen = now - 7h;
+  EXPECT_EQ(choose_v1(stale), V1Choice::send);
+
+  auto required = in;
+  required.known = HttpTokens::required;
+  required.evidence->status = 401;
+  EXPECT_EQ(choose_v1(required), V1Choice::skip_evidence_agrees);
+
+  auto contradicting = in;  // known optional, a workload was refused: measure again, do not skip
+  contradicting.evidence->status = 401;
+  EXPECT_EQ(choose_v1(contradicting), V1Choice::send);
+  EXPECT_TRUE(evidence_contradicts(contradicting));
+  contradicting.evidence->seen = now - 3h;  // ... unless it is older than the measurement
+  EXPECT_FALSE(evidence_contradicts(contradicting));
+}
+
 }  // namespace
 }  // namespace imds::agent

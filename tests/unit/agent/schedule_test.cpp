@@ -50,6 +50,21 @@ Diagnosis probed(const std::vector<NetnsTarget>& targets, bool sent = true) {
   return d;
 }
 
+TEST(Schedule, TokenlessGetsComeEveryV1IntervalAndSaySoWhenForced) {
+  AgentConfig c;
+  c.v1_interval = std::chrono::hours(6);
+  Schedule s(c);
+  const auto t = std::chrono::steady_clock::now();
+  EXPECT_TRUE(s.take_v1(t));
+  EXPECT_FALSE(s.last_v1_forced());
+  EXPECT_FALSE(s.take_v1(t + std::chrono::hours(1)));
+  s.want_v1_soon();
+  EXPECT_TRUE(s.take_v1(t + std::chrono::hours(2)));
+  EXPECT_TRUE(s.last_v1_forced()) << "asked for because something changed";
+  EXPECT_TRUE(s.take_v1(t + std::chrono::hours(9)));
+  EXPECT_FALSE(s.last_v1_forced());
+}
+
 TEST(DiscoveryRotation, EverythingThatFitsNeverRotates) {
   DiscoveryRotation rotation;
   std::vector<NetnsTarget> all{ns(1), ns(2), ns(3)};

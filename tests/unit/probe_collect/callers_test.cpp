@@ -257,6 +257,52 @@ TEST_F(Tracker, AForwardedAnswerPassedOnIsAnswered) {
   EXPECT_EQ(done[0].origin.client, name(kContainer, 40001));
 }
 
+// A container that forges "the IMDS's" answer into its own veth (CAP_NET_RAW in it): the
+// connection's SYN left this namespace by the uplink, so an answer coming in by the veth did
+// not come from the IMDS's side, and neither counts nor proves anything.
+TEST_F(Tracker, AnAnswerComingInByAnotherInterfaceThanTheSynLeftByIsIgnored) {
+  const End container{kContainer, 40002};
+  const End masqueraded{kHost, 50002};
+  in(5, segment(container, imds, kSyn, 10));
+  out(2, segment(masqueraded, imds, kSyn, 10));
+  in(5, segment(imds, container, kSyn | kAck, 20));  // forged
+  in(5, segment(container, imds, kAck, 11, kGet));
+  out(2, segment(masqueraded, imds, kAck, 11, kGet));
+  in(5, segment(imds, container, kAck, 21, kOk, 1));  // forged
+  const auto done = tracker.take_finished(t0 + 4s);
+  ASSERT_EQ(done.size(), 1U);
+  EXPECT_FALSE(done[0].reached_here);
+  EXPECT_FALSE(done[0].seen_arriving);
+  EXPECT_FALSE(done[0].status.has_value());
+
+  // The same for the host's own connection: its SYN left by the uplink (2).
+  const End me{kHost, 40003};
+  out(2, segment(me, imds, kSyn, 100));
+  in(2, segment(imds, me, kSyn | kAck, 900));
+  out(2, segment(me, imds, kAck, 101, kGet));
+  in(5, segment(imds, me, kAck, 901, "HTTP/1.1 401 Unauthorized\r\n\r\n"));  // forged
+  in(2, segment(imds, me, kAck, 901, kOk));
+  const auto own = tracker.take_finished(t0 + 4s);
+  ASSERT_EQ(own.size(), 1U);
+  EXPECT_EQ(own[0].status, 200);
+  EXPECT_TRUE(own[0].seen_arriving);
+}
+
+// A metadata proxy in this namespace that answers for the IMDS (a DNAT to a local port): the
+// answer only leaves toward the container; it is answered, but not seen arriving.
+TEST_F(Tracker, AnAnswerThatOnlyLeavesTowardTheClientIsNotSeenArriving) {
+  const End container{kContainer, 40004};
+  in(5, segment(container, imds, kSyn, 10));
+  out(5, segment(imds, container, kSyn | kAck, 20));
+  in(5, segment(container, imds, kAck, 11, kGet));
+  out(5, segment(imds, container, kAck, 21, kOk));
+  const auto done = tracker.take_finished(t0);
+  ASSERT_EQ(done.size(), 1U);
+  EXPECT_TRUE(done[0].answered);
+  EXPECT_EQ(done[0].status, 200);
+  EXPECT_FALSE(done[0].seen_arriving);
+}
+
 TEST_F(Tracker, AClientThatGivesUpEndsItsWaitingRequestAtOnce) {
   const End me{kHost, 40002};
   out(2, segment(me, imds, kSyn, 1));
@@ -378,6 +424,30 @@ TEST(CallerBook, AnsweredPutsAndOtherCallersAreNotFallbacks) {
   EXPECT_EQ(callers.at({"a", "botocore", "1.29.27"}).imdsv1_unauthorized, 1U);
   EXPECT_EQ(callers.at({"other callers", "", ""}).imdsv1, 1U);
   EXPECT_EQ(book.overflowed(), 1U);
+}
+
+TEST(CallerBook, OnlyAnswersSeenArrivingFromTheImdsAreEvidenceOfHttpTokens) {
+  CallerBook book;
+  const auto t = WatchClock::now();
+  const auto now = std::chrono::system_clock::now();
+  Exchange proxied = exchange(RequestKind::imdsv1, t, true, 200);
+  proxied.seen_arriving = false;  // a proxy's answer
+  book.add({"c1", std::nullopt, 1}, proxied, now);
+  EXPECT_FALSE(book.latest_tokenless().has_value());
+  Exchange real = exchange(RequestKind::imdsv1, t, true, 401);
+  real.seen_arriving = true;
+  book.add({"c2", std::nullopt, 2}, real, now + 1s);
+  ASSERT_TRUE(book.latest_tokenless().has_value());
+  EXPECT_EQ(book.latest_tokenless()->status, 401);
+  EXPECT_EQ(book.latest_tokenless()->where, "c2");
+  Exchange older = exchange(RequestKind::imdsv1, t, true, 200);
+  older.seen_arriving = true;
+  book.add({"c3", std::nullopt, 3}, older, now);  // booked late, but requested earlier
+  EXPECT_EQ(book.latest_tokenless()->status, 401);
+  Exchange v2 = exchange(RequestKind::imdsv2, t, true, 200);
+  v2.seen_arriving = true;
+  book.add({"c4", std::nullopt, 4}, v2, now + 2s);
+  EXPECT_EQ(book.latest_tokenless()->where, "c2") << "a request with a token proves nothing";
 }
 
 }  // namespace
