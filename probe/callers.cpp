@@ -256,6 +256,20 @@ void ExchangeTracker::take(int ifindex, bool outgoing, std::span<const std::uint
   }
 }
 
+std::vector<ExchangeTracker::Opened> ExchangeTracker::take_opened() {
+  std::vector<Opened> out;
+  out.swap(opened_);
+  return out;
+}
+
+void ExchangeTracker::set_process(const SocketName& client, const SocketName& server,
+                                  const ProcessInfo& process) {
+  const auto it = flows_.find(FlowKey{client, server});
+  if (it == flows_.end()) return;
+  it->second.process = process;
+  for (Exchange& e : it->second.pending) e.process = process;
+}
+
 void ExchangeTracker::open_flow(const FlowKey& key, Flow flow) {
   if (flows_.size() >= limits_.max_flows) {
     auto oldest = std::min_element(flows_.begin(), flows_.end(), [](const auto& a, const auto& b) {
@@ -321,6 +335,9 @@ void ExchangeTracker::client_segment(const TcpSegment& segment,
         flow.origin.local = false;
       }
     }
+    if (!flow.alias_of && opened_.size() < kMaxOpened) {
+      opened_.push_back({key.client, key.server, flow.origin});
+    }
     open_flow(key, std::move(flow));
     return;
   }
@@ -348,6 +365,7 @@ void ExchangeTracker::client_segment(const TcpSegment& segment,
       exchange.origin = flow.origin;
       exchange.request = *start;
       exchange.requested = now;
+      exchange.process = flow.process;
       flow.pending.push_back(std::move(exchange));
     }
   }
@@ -478,6 +496,7 @@ void CallerBook::add(const CallerPlace& place, const Exchange& exchange,
   }
   CallerStats& s = it->second;
   s.last_seen = now;
+  if (exchange.process) s.process = exchange.process;
   ++s.categories.at(static_cast<std::size_t>(exchange.request.category));
   if (exchange.status) {
     const int code = s.statuses.size() < kMaxStatuses || s.statuses.contains(*exchange.status)

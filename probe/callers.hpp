@@ -61,6 +61,14 @@ std::optional<RequestStart> classify_request(std::span<const std::uint8_t> bytes
 // The status code of an HTTP/1.x status line at the start of `bytes`, or nothing.
 std::optional<int> response_status(std::span<const std::uint8_t> bytes);
 
+// The process that owned a connection's socket (sock_owner.hpp), when it could be found.
+struct ProcessInfo {
+  int pid = 0;
+  std::string comm;                 // /proc/PID/comm, printable, at most 16 bytes
+  std::optional<std::string> unit;  // the systemd unit or scope of its cgroup, when it has one
+  auto operator<=>(const ProcessInfo&) const = default;
+};
+
 // Where a connection to the IMDS came from, as this namespace saw it.
 struct FlowOrigin {
   bool local = false;  // its SYN was sent from this namespace (not forwarded through it)
@@ -83,6 +91,7 @@ struct Exchange {
   bool seen_arriving = false;
   bool answered = false;           // ... and the client (for forwarded flows: it was passed on)
   bool reset = false;              // the connection was reset before the answer reached it
+  std::optional<ProcessInfo> process;  // ExchangeTracker::set_process, when it was found
 };
 
 // The bounded connection table behind the watch. Feed it every captured packet (from the IP
@@ -124,6 +133,17 @@ class ExchangeTracker {
   std::vector<Exchange> take_finished(WatchClock::time_point now);
   // At the end of a watch: every request still waiting, as unanswered.
   std::vector<Exchange> take_all();
+  // The connections opened since the last call (their SYN seen; NAT copies not), at most
+  // kMaxOpened between two calls: whose owner the caller may look up while it still exists.
+  struct Opened {
+    SocketName client;
+    SocketName server;
+    FlowOrigin origin;
+  };
+  static constexpr std::size_t kMaxOpened = 256;
+  std::vector<Opened> take_opened();
+  // The process behind a connection: given to its exchanges, those waiting and those to come.
+  void set_process(const SocketName& client, const SocketName& server, const ProcessInfo& process);
   [[nodiscard]] const Counters& counters() const noexcept { return counters_; }
   [[nodiscard]] std::size_t flows() const noexcept { return flows_.size(); }
 
@@ -149,6 +169,7 @@ class ExchangeTracker {
     Stream arrival;   // the server's bytes reaching this namespace
     Stream delivery;  // ... and leaving it toward a forwarded client
     std::deque<Exchange> pending;
+    std::optional<ProcessInfo> process;
     WatchClock::time_point last{};
     bool ended = false;  // a FIN or RST was seen: nothing more is waited for
   };
@@ -171,6 +192,7 @@ class ExchangeTracker {
   // Forwarded flows by (server, initial sequence number): how their NAT copies are found.
   std::map<std::pair<SocketName, std::uint32_t>, FlowKey> by_isn_;
   std::vector<Exchange> finished_;
+  std::vector<Opened> opened_;
   Counters counters_;
 };
 
@@ -203,6 +225,7 @@ struct CallerStats {
   std::uint64_t token_puts_dropped_here = 0;
   std::optional<int> dropped_put_ttl;  // the TTL those answers arrived with
   std::uint64_t other = 0;
+  std::optional<ProcessInfo> process;  // of its latest request whose process was found
   std::array<std::uint64_t, kPathCategories> categories{};
   std::map<int, std::uint64_t> statuses;  // at most 16 distinct codes; the rest under 0
   std::chrono::system_clock::time_point first_seen{};

@@ -16,9 +16,11 @@
 #include <cstring>
 #include <ctime>
 #include <iomanip>
+#include <set>
 #include <sstream>
 
 #include "netns.hpp"
+#include "sock_owner.hpp"
 #include "words.hpp"
 
 namespace imds {
@@ -29,6 +31,7 @@ constexpr std::uint32_t kSnapBytes = 2048;  // IP and TCP headers and the start 
 constexpr int kMaxReadsPerDrain = 4096;
 constexpr std::size_t kMaxAddressesPerNamespace = 64;
 constexpr auto kRefreshGap = std::chrono::seconds(5);
+constexpr std::size_t kMaxLookupsPerStep = 16;
 
 std::string address_text(const SocketName& end) {
   std::array<char, INET6_ADDRSTRLEN> text{};
@@ -129,6 +132,7 @@ void NamespaceAddresses::refresh(const DiscoveryConfig& discovery,
   const Discovery found = discover_containers(discovery);
   const NetnsSocketFactory factory;
   std::map<std::pair<Family, std::array<std::uint8_t, 16>>, CallerPlace> by_address;
+  std::map<std::uint64_t, std::string> paths;
   std::size_t namespaces = 0;
   for (const NetnsTarget& target : found.targets) {
     const auto netns = factory.open_namespace(target.path, target.inode);
@@ -136,6 +140,7 @@ void NamespaceAddresses::refresh(const DiscoveryConfig& discovery,
     const auto addresses = namespace_addresses(factory, netns->get());
     if (addresses.empty()) continue;
     ++namespaces;
+    paths.emplace(target.inode, target.path);
     CallerPlace place{target.name, target.container_id, target.inode};
     for (const auto& address : addresses) {
       // Loopback and link-local addresses name no namespace (every one has 127.0.0.1, ::1).
@@ -159,7 +164,13 @@ void NamespaceAddresses::refresh(const DiscoveryConfig& discovery,
     }
   }
   by_address_ = std::move(by_address);
+  paths_ = std::move(paths);
   namespaces_ = namespaces;
+}
+
+const std::string* NamespaceAddresses::path_of(std::uint64_t inode) const {
+  const auto it = paths_.find(inode);
+  return it == paths_.end() ? nullptr : &it->second;
 }
 
 CallerPlace NamespaceAddresses::place_of(const FlowOrigin& origin) const {
@@ -242,7 +253,55 @@ void CallerWatcher::step(std::chrono::milliseconds wait) {
                     {buffer.data(), captured}, WatchClock::now());
     }
   }
+  look_up_processes();
   book(tracker_.take_finished(WatchClock::now()));
+}
+
+// The owners of the connections that just opened, while their sockets still exist: a
+// NETLINK_SOCK_DIAG query in the client's namespace each (at most kMaxLookupsPerStep), then
+// one scan of /proc for all of them. What is not found stays unknown.
+void CallerWatcher::look_up_processes() {
+  const auto opened = tracker_.take_opened();
+  if (opened.empty() || !options_.processes) return;
+  std::map<std::uint64_t, const ExchangeTracker::Opened*> by_inode;
+  std::size_t looked = 0;
+  for (const auto& o : opened) {
+    if (looked >= kMaxLookupsPerStep) {
+      ++report_.processes_not_looked_up;
+      continue;
+    }
+    ++looked;
+    std::optional<std::uint64_t> inode;
+    if (o.origin.local) {
+      inode = tcp_socket_inode(factory_, -1, o.client, o.server);
+    } else {
+      const CallerPlace place = places_.place_of(o.origin);
+      const std::string* path = places_.path_of(place.netns_inode);
+      if (path != nullptr) {
+        if (auto netns = factory_.open_namespace(*path, place.netns_inode)) {
+          inode = tcp_socket_inode(factory_, netns->get(), o.client, o.server);
+        }
+      }
+    }
+    if (inode) {
+      by_inode.emplace(*inode, &o);
+    } else {
+      ++report_.processes_not_found;
+    }
+  }
+  if (by_inode.empty()) return;
+  std::set<std::uint64_t> inodes;
+  for (const auto& [inode, o] : by_inode) inodes.insert(inode);
+  const auto owners = socket_owners(inodes);
+  for (const auto& [inode, o] : by_inode) {
+    const auto owner = owners.find(inode);
+    if (owner == owners.end()) {
+      ++report_.processes_not_found;
+      continue;
+    }
+    ++report_.processes_found;
+    tracker_.set_process(o->client, o->server, owner->second);
+  }
 }
 
 void CallerWatcher::settle() {
@@ -324,7 +383,10 @@ nlohmann::json callers_to_json(const WatchReport& report, std::size_t max_listed
         {"sdk", key.sdk_product.empty()
                     ? json(nullptr)
                     : json{{"product", key.sdk_product}, {"version", key.sdk_version}}},
-        {"process", nullptr},
+        {"process", s.process ? json{{"pid", s.process->pid},
+                                     {"comm", s.process->comm},
+                                     {"unit", s.process->unit ? json(*s.process->unit) : json(nullptr)}}
+                              : json(nullptr)},
         {"imdsv1_calls", s.imdsv1},
         {"imdsv1_fallback_calls", s.imdsv1_fallback},
         {"imdsv1_answered_200", s.imdsv1_ok},
@@ -358,6 +420,9 @@ nlohmann::json callers_to_json(const WatchReport& report, std::size_t max_listed
         {"answers_without_request", c.answers_without_request},
         {"dropped_by_kernel", report.kernel_drops}}},
       {"exchanges", c.exchanges},
+      {"processes", {{"found", report.processes_found},
+                     {"not_found", report.processes_not_found},
+                     {"not_looked_up", report.processes_not_looked_up}}},
       {"flows_evicted", c.flows_evicted},
       {"requests_dropped", c.requests_dropped},
       {"notes", report.notes},
@@ -395,7 +460,8 @@ std::string render_callers_text(const nlohmann::json& doc) {
   if (callers.empty()) return out.str();
   out << '\n';
   std::vector<std::vector<std::string>> rows{{"CALLER", "CONTAINER", "SDK", "IMDSv1", "FALLBACK",
-                                              "IMDSv2", "PUTS", "PUTS LOST", "LAST SEEN"}};
+                                              "IMDSv2", "PUTS", "PUTS LOST", "LAST SEEN",
+                                              "PROCESS"}};
   for (const json& c : callers) {
     std::string lost = std::to_string(number(c, "token_puts_unanswered"));
     if (c.contains("dropped_put_ttl") && !c["dropped_put_ttl"].is_null()) {
@@ -408,10 +474,16 @@ std::string render_callers_text(const nlohmann::json& doc) {
     if (const auto it = c.find("sdk"); it != c.end() && it->is_object()) {
       sdk = text(*it, "product", "?") + " " + text(*it, "version", "");
     }
+    std::string process = "unknown";
+    if (const auto it = c.find("process"); it != c.end() && it->is_object()) {
+      process = text(*it, "comm", "?") + "[" + std::to_string(number(*it, "pid")) + "]";
+      if (it->contains("unit") && !(*it)["unit"].is_null()) process += " " + text(*it, "unit", "");
+    }
     rows.push_back({text(c, "where", "?"), text(c, "container_id", "-").substr(0, 12), sdk, v1,
                     std::to_string(number(c, "imdsv1_fallback_calls")),
                     std::to_string(number(c, "imdsv2_calls")),
-                    std::to_string(number(c, "token_puts")), lost, text(c, "last_seen", "?")});
+                    std::to_string(number(c, "token_puts")), lost, text(c, "last_seen", "?"),
+                    process});
   }
   std::vector<std::size_t> widths(rows.front().size(), 0);
   for (const auto& row : rows) {

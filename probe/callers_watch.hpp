@@ -29,11 +29,16 @@ struct WatchOptions {
   DiscoveryConfig discovery;      // which namespaces the source addresses are looked up in
   // Requests whose User-Agent product is this are not booked (the agent's own probes).
   std::string ignore_product;
+  // Look up the process behind each new connection (NETLINK_SOCK_DIAG, /proc/*/fd).
+  bool processes = true;
 };
 
 struct WatchReport {
   CallerBook book;
   ExchangeTracker::Counters counters;
+  std::uint64_t processes_found = 0;      // connections whose owning process was found
+  std::uint64_t processes_not_found = 0;  // ... was not (closed first, gone, not visible)
+  std::uint64_t processes_not_looked_up = 0;  // over the per-step bound of lookups
   std::chrono::milliseconds watched{};
   std::size_t namespaces = 0;  // container namespaces whose addresses were known
   std::uint64_t ignored = 0;   // requests of WatchOptions::ignore_product
@@ -49,9 +54,12 @@ class NamespaceAddresses {
   void refresh(const DiscoveryConfig& discovery, std::vector<std::string>* notes);
   [[nodiscard]] CallerPlace place_of(const FlowOrigin& origin) const;
   [[nodiscard]] std::size_t namespaces() const noexcept { return namespaces_; }
+  // The namespace file of a mapped namespace (by its inode), to look a socket up in it.
+  [[nodiscard]] const std::string* path_of(std::uint64_t inode) const;
 
  private:
   std::map<std::pair<Family, std::array<std::uint8_t, 16>>, CallerPlace> by_address_;
+  std::map<std::uint64_t, std::string> paths_;
   std::size_t namespaces_ = 0;
 };
 
@@ -79,8 +87,10 @@ class CallerWatcher {
 
  private:
   void book(const std::vector<Exchange>& exchanges);
+  void look_up_processes();
 
   WatchOptions options_;
+  NetnsSocketFactory factory_;
   std::vector<Capture> captures_;
   ExchangeTracker tracker_;
   NamespaceAddresses places_;

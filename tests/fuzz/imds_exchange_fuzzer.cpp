@@ -82,7 +82,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     tracker.take(1 + ((flags >> 1U) & 3U), (flags & 1U) != 0, packet, now);
     ++packets;
     if (tracker.flows() > limits.max_flows) std::abort();
+    // Owners found for some new connections (every other one), as the watch does.
+    const auto opened = tracker.take_opened();
+    if (opened.size() > imds::ExchangeTracker::kMaxOpened) std::abort();
+    for (std::size_t i = 0; i < opened.size(); i += 2) {
+      tracker.set_process(opened[i].client, opened[i].server, imds::ProcessInfo{7, "x", {}});
+    }
     for (const auto& exchange : tracker.take_finished(now)) {
+      if (exchange.process && exchange.process->pid != 7) std::abort();
+      if (exchange.seen_arriving && !exchange.reached_here) std::abort();
       check_sdk(exchange.request.sdk);
       if (exchange.answered && !exchange.reached_here) std::abort();
       if (exchange.arrival_ttl && (*exchange.arrival_ttl < 0 || *exchange.arrival_ttl > 255)) {

@@ -176,6 +176,21 @@ class CallersWatch(unittest.TestCase):
         # botocore did get its region, by IMDSv1.
         self.assertTrue(all(o["value"] for o in self.boto_out), self.boto_out)
 
+    def test_the_process_behind_a_connection_is_named_when_it_is_still_there(self) -> None:
+        # botocore waits a second for its token PUT: its socket is there to be looked up.
+        for where in ("boto", "boto6"):
+            with self.subTest(where=where):
+                process = self.caller(where)["process"]
+                self.assertIsNotNone(process, self.caller(where))
+                self.assertIn(process["comm"], ("python3", "python3.11"), process)
+                self.assertGreater(process["pid"], 1)
+        found = self.report["processes"]
+        self.assertGreaterEqual(found["found"], 2, found)
+        self.assertEqual(found["not_looked_up"], 0, found)
+        # A process that is gone is unknown, never guessed: every caller has one or null.
+        for c in self.report["callers"]:
+            self.assertTrue(c["process"] is None or c["process"]["pid"] > 0, c)
+
     def test_nothing_else_is_reported(self) -> None:
         self.assertEqual(sorted(c["where"] for c in self.report["callers"]),
                          ["boto", "boto6", "host", "legacy"], self.report)

@@ -303,6 +303,38 @@ TEST_F(Tracker, AnAnswerThatOnlyLeavesTowardTheClientIsNotSeenArriving) {
   EXPECT_FALSE(done[0].seen_arriving);
 }
 
+// Each new connection is offered once for an owner lookup (NAT copies not); the process
+// found goes to its exchanges, the one waiting and those after it.
+TEST_F(Tracker, NewConnectionsAreOfferedOnceAndTheirProcessGoesToTheirExchanges) {
+  const End container{kContainer, 40005};
+  const End masqueraded{kHost, 50005};
+  in(5, segment(container, imds, kSyn, 10));
+  in(4, segment(container, imds, kSyn, 10));
+  out(2, segment(masqueraded, imds, kSyn, 10));
+  const auto opened = tracker.take_opened();
+  ASSERT_EQ(opened.size(), 1U);
+  EXPECT_EQ(opened[0].client, name(kContainer, 40005));
+  EXPECT_FALSE(opened[0].origin.local);
+  EXPECT_TRUE(tracker.take_opened().empty());
+  in(5, segment(container, imds, kAck, 11, kGet));
+  tracker.set_process(opened[0].client, opened[0].server, ProcessInfo{42, "python3", std::nullopt});
+  out(2, segment(masqueraded, imds, kAck, 11, kGet));
+  in(2, segment(imds, masqueraded, kAck, 21, kOk));
+  out(5, segment(imds, container, kAck, 21, kOk));
+  in(5, segment(container, imds, kAck, 11 + static_cast<std::uint32_t>(kGet.size()), kGet));
+  out(5, segment(imds, container, kAck, 21 + static_cast<std::uint32_t>(kOk.size()), kOk));
+  const auto done = tracker.take_finished(t0);
+  ASSERT_EQ(done.size(), 2U);
+  for (const auto& e : done) {
+    ASSERT_TRUE(e.process.has_value());
+    EXPECT_EQ(e.process->pid, 42);
+    EXPECT_EQ(e.process->comm, "python3");
+  }
+  CallerBook book;
+  book.add({"c", std::nullopt, 1}, done[0], std::chrono::system_clock::now());
+  EXPECT_EQ(book.callers().begin()->second.process->pid, 42);
+}
+
 TEST_F(Tracker, AClientThatGivesUpEndsItsWaitingRequestAtOnce) {
   const End me{kHost, 40002};
   out(2, segment(me, imds, kSyn, 1));
