@@ -186,6 +186,9 @@ int main(int argc, char** argv) {
      "forwards for DURATION (1s..24h) and say who called, how and with which SDK; sends "
      "nothing; needs CAP_NET_RAW (without --watch, `callers` prints the running "
      "imds-agent's record)")
+    ("no-process-lookup",
+     "with `callers --watch`: do not look up the process behind each new connection "
+     "(NETLINK_SOCK_DIAG and a /proc scan)")
     ("socket", po::value(&socket_path)->value_name("PATH"),
      "the agent's Unix socket, for `status` and `callers` (default " IMDS_RUNSTATEDIR
      "/imds-agent/imds-agent.sock)")
@@ -249,7 +252,8 @@ int main(int argc, char** argv) {
       if (vm.count("watch") == 0) {
         // The agent's record: only where to find it goes with it.
         for (const char* watch_only :
-             {"netns-dir", "exclude-netns", "no-proc-scan", "endpoint", "endpoint-v6", "no-ipv6"}) {
+             {"netns-dir", "exclude-netns", "no-proc-scan", "endpoint", "endpoint-v6", "no-ipv6",
+              "no-process-lookup"}) {
           if (vm.count(watch_only) != 0) {
             throw UsageError(std::string("--") + watch_only +
                              " goes with `callers --watch`; `callers` alone reads the agent's "
@@ -273,6 +277,7 @@ int main(int argc, char** argv) {
       if (!netns_dirs.empty()) options.discovery.netns_dirs = netns_dirs;
       options.discovery.exclude_paths = excludes;
       options.discovery.proc_scan = vm.count("no-proc-scan") == 0;
+      options.processes = vm.count("no-process-lookup") == 0;
       const std::string v4 = endpoint.empty() ? "http://169.254.169.254" : endpoint;
       const std::string v6 = endpoint_v6.empty() ? "http://[fd00:ec2::254]" : endpoint_v6;
       options.imds.push_back(imds::parse_endpoint(endpoint_flag("--endpoint", v4, imds::Family::v4),
@@ -302,6 +307,9 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (vm.count("watch") != 0) throw UsageError("--watch only goes with `callers`");
+    if (vm.count("no-process-lookup") != 0) {
+      throw UsageError("--no-process-lookup only goes with `callers --watch`");
+    }
     if (status_command) {
       for (const char* probe_only :
            {"all-containers", "netns", "pid", "container", "netns-dir", "exclude-netns",
