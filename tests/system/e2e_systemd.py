@@ -42,7 +42,7 @@ INTERVAL_S = 5
 EXPECTED_CAPS = (1 << 13) | (1 << 19) | (1 << 21)
 # `systemd-analyze security` of the installed unit: packaging/README.md says what each
 # remaining point costs and why it stays (check-unit enforces the same offline).
-EXPOSURE_LIMIT = 2.2
+EXPOSURE_LIMIT = 2.3
 EXPOSURE_RE = re.compile(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)")
 # Docker's namespace directory. There is no Docker in the container: the unit makes
 # /run/docker (0700) and netns/ (0755) as Docker would, and the test adds a namespace.
@@ -461,6 +461,40 @@ class Checks:
             raise E2EError(f"GET /metrics: HTTP {code}, not Prometheus text: {body[:500]}")
         self.ok("curl --unix-socket gets /v1/status (JSON) and /metrics (Prometheus text)")
 
+    def caller_watch(self) -> None:
+        """The caller watch runs under the hardened unit (packet sockets, NETLINK_ROUTE into
+        the lab's namespaces): a tokenless curl from this host is refused (tokens required)
+        and reaches the real journal as one imdsv1-caller event at warning."""
+        def running() -> dict[str, Any] | None:
+            r = self.curl("/v1/callers")
+            body, _, code = r.stdout.rpartition("\n")
+            if code != "200":
+                return None
+            doc = json.loads(body)
+            return doc if doc["watch"]["state"] == "running" else None
+        doc = wait_for("the caller watch to run", running, 30)
+        if doc["namespaces_mapped"] < 1:
+            raise E2EError(f"the caller watch mapped no container namespace: {doc}")
+        for _ in range(2):
+            self.m.run(["curl", "-s", "-o", "/dev/null", "--max-time", "5",
+                        "http://169.254.169.254/latest/meta-data/ami-id"], check=False)
+        events = wait_for("the imdsv1-caller event of a tokenless curl on the host",
+                          lambda: [e for e in self.events("imdsv1-caller")
+                                   if e.get("IMDS_CALLER") == "host" and
+                                   e.get("IMDS_SDK_PRODUCT") == "curl"], 30)
+        e = events[-1]
+        if e.get("PRIORITY") != "4" or "401" not in e.get("IMDS_ANSWERS", ""):
+            raise E2EError(f"a refused IMDSv1 caller is not a warning with its 401: {e}")
+        r = self.curl("/v1/callers")
+        record = json.loads(r.stdout.rpartition("\n")[0])
+        host = [c for c in record["callers"] if c["where"] == "host" and
+                (c["sdk"] or {}).get("product") == "curl"]
+        if not host or host[0]["imdsv1_answered_401"] < 2:
+            raise E2EError(f"GET /v1/callers does not count the host's curl: {record}")
+        self.ok(f"the caller watch runs under the unit ({doc['namespaces_mapped']} namespaces "
+                f"mapped) and a refused tokenless curl is one journal event "
+                f"({e.get('MESSAGE')!r})")
+
     def socket_group_only(self) -> None:
         self.m.run(["useradd", "--system", "--user-group", "--no-create-home", "e2e-member"])
         self.m.run(["usermod", "-aG", "imds-agent", "e2e-member"])
@@ -646,6 +680,7 @@ def main() -> int:
         checks.journal_events()
         checks.catalog()
         checks.socket_api()
+        checks.caller_watch()
         checks.socket_group_only()
         checks.reload(netns_dir)
         checks.option_change(lab)
