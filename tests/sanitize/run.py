@@ -110,7 +110,12 @@ class Run:
 
     def setup(self, builddir: Path, options: list[str]) -> None:
         if (builddir / "build.ninja").exists():
-            return  # ninja re-runs meson itself when a meson.build changed
+            # Brought up to date before anything reads its introspection: the targets and
+            # tests to build come from it, and a meson.build changed since (a new test) would
+            # otherwise be seen only by the build, not by the list (a test left unbuilt).
+            subprocess.run(["ninja", "-C", str(builddir), "build.ninja"], check=True,
+                           stdout=subprocess.DEVNULL)
+            return
         # meson wraps only compilers it finds itself in ccache, not CC/CXX given: say it.
         wrap = "ccache " if shutil.which("ccache") else ""
         env = dict(os.environ, CC=f"{wrap}clang-16", CXX=f"{wrap}clang++-16")
