@@ -45,11 +45,8 @@ std::string address_text(const SocketName& end) {
 std::vector<std::pair<Family, std::array<std::uint8_t, 16>>> namespace_addresses(
     const NetnsSocketFactory& factory, int netns) {
   std::vector<std::pair<Family, std::array<std::uint8_t, 16>>> out;
-  const int raw = factory.socket_in(netns, AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
-  if (raw < 0) return out;
-  UniqueFd fd(raw);
-  const timeval timeout{1, 0};
-  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  const UniqueFd fd = factory.netlink_in(netns, NETLINK_ROUTE, std::chrono::seconds(1));
+  if (!fd) return out;
   struct {
     nlmsghdr header;
     ifaddrmsg message;

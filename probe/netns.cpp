@@ -2,11 +2,13 @@
 #include "netns.hpp"
 
 #include <fcntl.h>
+#include <linux/netlink.h>
 #include <linux/nsfs.h>
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -75,6 +77,17 @@ Result<UniqueFd> NetnsSocketFactory::open_namespace(const std::string& path,
     return Error{errno_message("cannot enter network namespace " + path, errno)};
   }
   return_or_die(own_.get());
+  return fd;
+}
+
+UniqueFd NetnsSocketFactory::netlink_in(int netns, int protocol,
+                                        std::chrono::milliseconds timeout) const {
+  const int raw = socket_in(netns, AF_NETLINK, SOCK_RAW, protocol);
+  if (raw < 0) return UniqueFd();
+  UniqueFd fd(raw);
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
+  const timeval tv{static_cast<time_t>(us / 1'000'000), static_cast<suseconds_t>(us % 1'000'000)};
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   return fd;
 }
 

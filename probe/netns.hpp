@@ -2,6 +2,7 @@
 // only long enough to create a socket there (sockets keep the namespace they were made in).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -53,6 +54,10 @@ class NetnsSocketFactory {
   // socket(domain, type | SOCK_CLOEXEC, protocol) inside `netns` (an fd from open_namespace),
   // or in the thread's own namespace when `netns` is -1. Returns the fd or -errno.
   [[nodiscard]] int socket_in(int netns, int domain, int type, int protocol) const;
+
+  // A netlink socket of `protocol` (NETLINK_ROUTE, NETLINK_SOCK_DIAG) inside `netns` whose
+  // reads wait at most `timeout`: an invalid UniqueFd when it cannot be made.
+  [[nodiscard]] UniqueFd netlink_in(int netns, int protocol, std::chrono::milliseconds timeout) const;
 
  private:
   UniqueFd own_;

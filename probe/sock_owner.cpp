@@ -42,11 +42,9 @@ void fill(std::array<std::uint32_t, 4>& out, const SocketName& end) {
 std::optional<std::uint64_t> tcp_socket_inode(const NetnsSocketFactory& factory, int netns,
                                               const SocketName& local, const SocketName& remote) {
   if (local.family != remote.family) return std::nullopt;
-  const int raw = factory.socket_in(netns, AF_NETLINK, SOCK_DGRAM, NETLINK_SOCK_DIAG);
-  if (raw < 0) return std::nullopt;
-  UniqueFd fd(raw);
-  const timeval timeout{0, 200'000};  // the kernel answers at once; never wait long
-  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  // The kernel answers at once: never wait long.
+  const UniqueFd fd = factory.netlink_in(netns, NETLINK_SOCK_DIAG, std::chrono::milliseconds(200));
+  if (!fd) return std::nullopt;
   struct {
     nlmsghdr header;
     inet_diag_req_v2 request;

@@ -46,7 +46,50 @@ BOTOCORE_CLIENT = str(HERE.parent / "fidelity" / "botocore_client.py")
 WATCH_SECONDS = 14
 
 
-class CallersWatch(unittest.TestCase):
+class AgentBeside(unittest.TestCase):
+    """A lab (cls.lab), a work dir (cls.work) and perhaps an imds-agent (cls.agent) in it:
+    torn down together, also when setUpClass fails half-way."""
+    lab: Lab
+    work: Path
+    socket: str
+    agent: Any = None
+
+    @classmethod
+    def close(cls) -> None:
+        try:
+            if cls.agent is not None:
+                stop_process(cls.agent.proc, timeout=20)
+        finally:
+            cls.lab.close()
+            shutil.rmtree(cls.work, ignore_errors=True)
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.close()
+
+    @classmethod
+    def status(cls) -> dict[str, Any]:
+        code, _, body = unix_http(cls.socket, "GET", "/v1/status", timeout=5)
+        assert code == 200, body
+        return json.loads(body)["agent"]
+
+    @classmethod
+    def wait_status(cls, pred: Any, timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        agent: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            try:
+                agent = cls.status()
+                if pred(agent):
+                    return agent
+            except (OSError, ValueError, KeyError, AssertionError):
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"the agent never got there: {json.dumps(agent, indent=1)}\n" +
+                             "\n".join(cls.agent.lines[-30:] if cls.agent else []))
+
+
+class CallersWatch(AgentBeside):
     @classmethod
     def setUpClass(cls) -> None:
         skip_unless_lab_possible(["curl"])
@@ -65,19 +108,6 @@ class CallersWatch(unittest.TestCase):
             raise
 
     @classmethod
-    def close(cls) -> None:
-        try:
-            if cls.agent is not None:
-                stop_process(cls.agent.proc, timeout=20)
-        finally:
-            cls.lab.close()
-            shutil.rmtree(cls.work, ignore_errors=True)
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.close()
-
-    @classmethod
     def start_agent(cls) -> None:
         """The agent probes once (interval 1h, no IMDSv1 GETs), before the watch starts, so
         that the probe's own watch sees only the clients' traffic; its caller watch runs on."""
@@ -87,20 +117,9 @@ class CallersWatch(unittest.TestCase):
             "interval = 1h\nv1-interval = never\nrequest-timeout = 1s\nproc-scan = no\n"
             f"netns-dir = {cls.lab.netns_dir}\nsocket = {cls.socket}\n")
         cls.agent = start_agent(cls.lab, AGENT, conf, cls.work / "conf.d")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                code, _, body = unix_http(cls.socket, "GET", "/v1/status", timeout=5)
-                agent = json.loads(body)["agent"]
-                if code == 200 and agent["cycles"] >= 1 and not agent["probing"] and \
-                        agent["callers_watch"]["state"] == "running":
-                    time.sleep(3.5)  # the last answers of its probe are over for any watch
-                    return
-            except (OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.2)
-        raise AssertionError("the agent did not finish its first probe: " +
-                             "\n".join(cls.agent.lines[-20:]))
+        cls.wait_status(lambda a: a["cycles"] >= 1 and not a["probing"] and
+                        a["callers_watch"]["state"] == "running")
+        time.sleep(3.5)  # the last answers of its probe are over for any watch
 
     @classmethod
     def curl(cls, ns: Any, *args: str) -> str:
@@ -298,7 +317,7 @@ class CallersWatch(unittest.TestCase):
         self.assertEqual(self.lab.forbidden_requests(), [])
 
 
-class PassiveEvidence(unittest.TestCase):
+class PassiveEvidence(AgentBeside):
     """A workload's tokenless GETs, answered by the IMDS, save the agent's own (each counted in
     MetadataNoToken) while they agree with its last measurement; when they contradict it, the
     agent measures again at once instead of waiting for v1-interval. Tests are numbered: the
@@ -330,40 +349,6 @@ class PassiveEvidence(unittest.TestCase):
             f"interval = 1s\njitter = 0\nv1-interval = {v1_interval}\nmin-probe-gap = 0\n"
             "request-timeout = 1s\nproc-scan = no\nipv6 = no\n"
             f"netns-dir = {cls.lab.netns_dir}\nsocket = {cls.socket}\nlog-level = debug\n")
-
-    @classmethod
-    def close(cls) -> None:
-        try:
-            if cls.agent is not None:
-                stop_process(cls.agent.proc, timeout=20)
-        finally:
-            cls.lab.close()
-            shutil.rmtree(cls.work, ignore_errors=True)
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.close()
-
-    @classmethod
-    def status(cls) -> dict[str, Any]:
-        code, _, body = unix_http(cls.socket, "GET", "/v1/status", timeout=5)
-        assert code == 200, body
-        return json.loads(body)["agent"]
-
-    @classmethod
-    def wait_status(cls, pred: Any, timeout: float = 30) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        agent: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            try:
-                agent = cls.status()
-                if pred(agent):
-                    return agent
-            except (OSError, ValueError, KeyError, AssertionError):
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"the agent never got there: {json.dumps(agent, indent=1)}\n" +
-                             "\n".join(cls.agent.lines[-30:] if cls.agent else []))
 
     def own_tokenless_gets(self) -> int:
         """The agent's tokenless GETs (its probe path; the workload asks for ami-id)."""
