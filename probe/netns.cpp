@@ -83,7 +83,7 @@ Result<UniqueFd> NetnsSocketFactory::open_namespace(const std::string& path,
 UniqueFd NetnsSocketFactory::netlink_in(int netns, int protocol,
                                         std::chrono::milliseconds timeout) const {
   const int raw = socket_in(netns, AF_NETLINK, SOCK_RAW, protocol);
-  if (raw < 0) return UniqueFd();
+  if (raw < 0) return {};
   UniqueFd fd(raw);
   const auto us = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
   const timeval tv{static_cast<time_t>(us / 1'000'000), static_cast<suseconds_t>(us % 1'000'000)};
