@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
+#include <array>
 #include <atomic>
 #include <charconv>
 #include <chrono>
@@ -108,6 +109,49 @@ std::string help_footer() {
          "Safety: never requests credentials or user data, never prints a token. The tokenless\n"
          "IMDSv1 GET is counted by CloudWatch as MetadataNoToken; use --no-v1 to skip it.\n"
          "See imds-probe(1).\n";
+}
+
+// What a command line asks for; each option goes with some of these (kOptionModes).
+enum Mode : unsigned {
+  kDiagnose = 1U,  // imds-probe [OPTIONS]
+  kStatus = 2U,    // imds-probe status | --agent
+  kRecord = 4U,    // imds-probe callers (the agent's record)
+  kWatch = 8U,     // imds-probe callers --watch
+};
+std::string mode_words(unsigned modes) {
+  std::string out;
+  for (const auto& [mode, words] :
+       {std::pair{kDiagnose, "a diagnosis"}, std::pair{kStatus, "`status`"},
+        std::pair{kRecord, "`callers`"}, std::pair{kWatch, "`callers --watch`"}}) {
+    if ((modes & mode) == 0) continue;
+    out += (out.empty() ? "" : " or ") + std::string(words);
+  }
+  return out;
+}
+// The one place that says which option goes with which command; --json, --no-color, --help
+// and --version go with all.
+struct OptionModes {
+  const char* option;
+  unsigned modes;
+};
+constexpr std::array kOptionModes{
+    OptionModes{"all-containers", kDiagnose},        OptionModes{"netns", kDiagnose},
+    OptionModes{"pid", kDiagnose},                   OptionModes{"container", kDiagnose},
+    OptionModes{"simulate-container", kDiagnose},    OptionModes{"no-v1", kDiagnose},
+    OptionModes{"exact-hop-limit", kDiagnose},       OptionModes{"no-packet-ttl", kDiagnose},
+    OptionModes{"timeout", kDiagnose},               OptionModes{"deadline", kDiagnose},
+    OptionModes{"expect", kDiagnose},                OptionModes{"netns-dir", kDiagnose | kWatch},
+    OptionModes{"exclude-netns", kDiagnose | kWatch}, OptionModes{"no-proc-scan", kDiagnose | kWatch},
+    OptionModes{"endpoint", kDiagnose | kWatch},     OptionModes{"endpoint-v6", kDiagnose | kWatch},
+    OptionModes{"no-ipv6", kDiagnose | kWatch},      OptionModes{"watch", kWatch},
+    OptionModes{"no-process-lookup", kWatch},        OptionModes{"socket", kStatus | kRecord},
+};
+void check_modes(const po::variables_map& vm, Mode mode) {
+  for (const auto& [option, modes] : kOptionModes) {
+    if (vm.count(option) == 0 || (modes & mode) != 0) continue;
+    throw UsageError(std::string("--") + option + " does not go with " + mode_words(mode) +
+                     " (it goes with " + mode_words(modes) + ")");
+  }
 }
 
 // SIGINT or SIGTERM ends `callers --watch` early: what was seen until then is reported.
@@ -240,34 +284,20 @@ int main(int argc, char** argv) {
       status_command = words[0] == "status";
       callers_command = words[0] == "callers";
     }
+    if (callers_command && vm.count("agent") != 0) {
+      throw UsageError("--agent does not go with `callers` (it is the same as `status`)");
+    }
+    const Mode mode = callers_command ? (vm.count("watch") != 0 ? kWatch : kRecord)
+                      : status_command ? kStatus
+                                       : kDiagnose;
+    check_modes(vm, mode);
     if (callers_command) {
-      if (status_command) throw UsageError("--agent does not go with `callers`");
-      for (const char* probe_only :
-           {"all-containers", "netns", "pid", "container", "simulate-container", "no-v1",
-            "exact-hop-limit", "no-packet-ttl", "timeout", "deadline", "expect"}) {
-        if (vm.count(probe_only) != 0) {
-          throw UsageError(std::string("--") + probe_only + " does not go with `callers`");
-        }
-      }
-      if (vm.count("watch") == 0) {
-        // The agent's record: only where to find it goes with it.
-        for (const char* watch_only :
-             {"netns-dir", "exclude-netns", "no-proc-scan", "endpoint", "endpoint-v6", "no-ipv6",
-              "no-process-lookup"}) {
-          if (vm.count(watch_only) != 0) {
-            throw UsageError(std::string("--") + watch_only +
-                             " goes with `callers --watch`; `callers` alone reads the agent's "
-                             "record");
-          }
-        }
+      if (mode == kRecord) {
         if (socket_path.empty() || socket_path.size() > 107) {
           throw UsageError("--socket: expected a Unix socket path (at most 107 bytes)");
         }
         return imds::agent_callers(
             socket_path, {.json = json != JsonMode::off, .pretty = json == JsonMode::pretty});
-      }
-      if (vm.count("socket") != 0) {
-        throw UsageError("--socket does not go with --watch (it watches by itself)");
       }
       imds::WatchOptions options;
       options.duration = duration_flag("--watch", watch, 1s, 24h);
@@ -306,27 +336,13 @@ int main(int argc, char** argv) {
       }
       return 0;
     }
-    if (vm.count("watch") != 0) throw UsageError("--watch only goes with `callers`");
-    if (vm.count("no-process-lookup") != 0) {
-      throw UsageError("--no-process-lookup only goes with `callers --watch`");
-    }
     if (status_command) {
-      for (const char* probe_only :
-           {"all-containers", "netns", "pid", "container", "netns-dir", "exclude-netns",
-            "no-proc-scan", "simulate-container", "no-v1", "no-ipv6", "exact-hop-limit",
-            "no-packet-ttl", "endpoint", "endpoint-v6", "timeout", "deadline", "expect"}) {
-        if (vm.count(probe_only) != 0) {
-          throw UsageError(std::string("--") + probe_only +
-                           " is for probing; `status` only reads the agent's latest result");
-        }
-      }
       if (socket_path.empty() || socket_path.size() > 107) {
         throw UsageError("--socket: expected a Unix socket path (at most 107 bytes)");
       }
       return imds::agent_status(
           socket_path, {.json = json != JsonMode::off, .pretty = json == JsonMode::pretty});
     }
-    if (vm.count("socket") != 0) throw UsageError("--socket only goes with `status`, --agent or `callers`");
 
     imds::ProbeOptions options;
     auto& c = options.collect;

@@ -408,6 +408,27 @@ class EndpointStatesFaultsAndPolicy(LabCase):
             ("--netns", "/etc/hostname"): "not a namespace",
             ("--netns-dir", "/run/netns"): "--all-containers",
         }
+        # One table says which option goes with which command (probe/main.cpp); run without
+        # the helper's own --timeout, so that each case's option is the one refused.
+        exact = {
+            ("status", "--timeout", "1s"): "--timeout does not go with `status`",
+            ("callers", "--expect", "http-tokens=required"): "--expect does not go with `callers`",
+            ("callers", "--no-ipv6"): "--no-ipv6 does not go with `callers` (it goes with a "
+                                      "diagnosis or `callers --watch`)",
+            ("callers", "--watch", "5s", "--socket", "/tmp/x.sock"):
+                "--socket does not go with `callers --watch`",
+            ("--watch", "5s"): "--watch does not go with a diagnosis",
+            ("--no-process-lookup",): "--no-process-lookup does not go with a diagnosis",
+            ("--socket", "/tmp/x.sock"): "(it goes with `status` or `callers`)",
+            ("callers", "--agent"): "--agent does not go with `callers`",
+            ("callers", "--watch", "0s"): "--watch: '0s' is out of range",
+        }
+        for args, needle in exact.items():
+            with self.subTest(args=args):
+                run = ProbeRun(self.lab.exec(self.lab.host, [PROBE, *args], timeout=30))
+                self.assertEqual(run.rc, 2, run.stderr)
+                self.assertIn(needle, run.stderr)
+                self.assertEqual(run.stdout, "")
         for args, needle in cases.items():
             with self.subTest(args=args):
                 run = self.probe(*args, containers=False)
