@@ -40,6 +40,9 @@ WatchOptions watch_options_of(const AgentConfig& config) {
     }
   }
   options.ignore_product = "imds-agent";
+  // A daemon keeps less than a one-off watch: IMDS connections at once are few, and
+  // connections of namespaces that vanished mid-request are never closed, only evicted.
+  options.limits.max_flows = kAgentMaxFlows;
   return options;
 }
 
@@ -83,7 +86,7 @@ void CallerWatchService::start(WatchOpener open, WatchOptions options) {
       std::lock_guard lock(shared->mutex);
       shared->view.state = State::running;
       shared->view.since = std::chrono::system_clock::now();
-      shared->view.report = watcher->report();
+      shared->view.report = std::make_shared<const WatchReport>(watcher->report());
     }
     auto published = std::chrono::steady_clock::now();
     auto refreshed = published;
@@ -101,7 +104,7 @@ void CallerWatchService::start(WatchOpener open, WatchOptions options) {
           refreshed = now;
         }
         if (now - published >= kPublish) {
-          WatchReport report = watcher->report();
+          auto report = std::make_shared<const WatchReport>(watcher->report());
           std::lock_guard lock(shared->mutex);
           shared->view.report = std::move(report);
           published = now;

@@ -35,6 +35,7 @@ using WatchOpener = std::function<Result<std::unique_ptr<CallerWatcher>>(const W
 
 // What the watch of this configuration looks at: the agent's endpoints and namespace
 // directories; the agent's own requests (User-Agent imds-agent) are left out.
+inline constexpr std::size_t kAgentMaxFlows = 1024;
 WatchOptions watch_options_of(const AgentConfig& config);
 
 class CallerWatchService {
@@ -44,7 +45,9 @@ class CallerWatchService {
     State state = State::starting;
     std::string error;  // failed: why
     std::optional<std::chrono::system_clock::time_point> since;
-    std::optional<WatchReport> report;  // the latest published (once a second)
+    // The latest published (once a second), shared: a view costs a pointer copy, however
+    // many callers the report holds and however often the socket asks.
+    std::shared_ptr<const WatchReport> report;
   };
   // Callers not seen for this long are forgotten; the namespaces' addresses are read again
   // this often (and when an unknown address calls, at most every 5 s).

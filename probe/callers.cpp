@@ -303,7 +303,7 @@ void ExchangeTracker::end_flow(Flow& flow, bool reset) {
 
 void ExchangeTracker::finish_front(Flow& flow) {
   finished_.push_back(std::move(flow.pending.front()));
-  flow.pending.pop_front();
+  flow.pending.erase(flow.pending.begin());
   ++counters_.exchanges;
 }
 
@@ -544,7 +544,7 @@ void CallerBook::add(const CallerPlace& place, const Exchange& exchange,
       } else {
         ++s.imdsv1;
         s.recent_imdsv1.push_back(exchange.requested);
-        if (s.recent_imdsv1.size() > kMaxRecent) s.recent_imdsv1.pop_front();
+        if (s.recent_imdsv1.size() > kMaxRecent) s.recent_imdsv1.erase(s.recent_imdsv1.begin());
       }
       break;
     case RequestKind::other:

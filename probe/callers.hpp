@@ -10,7 +10,6 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <optional>
 #include <span>
@@ -168,7 +167,7 @@ class ExchangeTracker {
     Stream client;
     Stream arrival;   // the server's bytes reaching this namespace
     Stream delivery;  // ... and leaving it toward a forwarded client
-    std::deque<Exchange> pending;
+    std::vector<Exchange> pending;  // at most max_pending, oldest first (no allocation while empty)
     std::optional<ProcessInfo> process;
     WatchClock::time_point last{};
     bool ended = false;  // a FIN or RST was seen: nothing more is waited for
@@ -233,7 +232,7 @@ struct CallerStats {
   // Private bookkeeping for the fallback rule: when the latest unanswered token PUT was sent,
   // and the recent deliberate-looking IMDSv1 requests (to re-count when a PUT times out late).
   std::optional<WatchClock::time_point> last_unanswered_put;
-  std::deque<WatchClock::time_point> recent_imdsv1;
+  std::vector<WatchClock::time_point> recent_imdsv1;  // at most 16, oldest first
 };
 
 // Where an exchange's client is, for people (from FlowOrigin, by the caller's resolver).

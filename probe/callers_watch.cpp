@@ -10,6 +10,7 @@
 #include <net/if.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -199,7 +200,7 @@ CallerWatcher::CallerWatcher(WatchOptions options, std::vector<Capture> captures
                              std::vector<SocketName> ends)
     : options_(std::move(options)),
       captures_(std::move(captures)),
-      tracker_(std::move(ends), {}),
+      tracker_(std::move(ends), options_.limits),
       start_(WatchClock::now()),
       wall_start_(std::chrono::system_clock::now()) {
   places_.refresh(options_.discovery, &report_.notes);
@@ -289,7 +290,7 @@ void CallerWatcher::look_up_processes() {
   if (by_inode.empty()) return;
   std::set<std::uint64_t> inodes;
   for (const auto& [inode, o] : by_inode) inodes.insert(inode);
-  const auto owners = socket_owners(inodes);
+  const auto owners = socket_owners(inodes, "/proc", static_cast<int>(::getpid()));
   for (const auto& [inode, o] : by_inode) {
     const auto owner = owners.find(inode);
     if (owner == owners.end()) {
@@ -303,7 +304,7 @@ void CallerWatcher::look_up_processes() {
 
 void CallerWatcher::settle() {
   // What is still waiting gets its full time, as it would have had in a longer watch.
-  const auto settle = WatchClock::now() + ExchangeTracker::Limits{}.answer_timeout;
+  const auto settle = WatchClock::now() + options_.limits.answer_timeout;
   book(tracker_.take_finished(settle));
   book(tracker_.take_all());
 }

@@ -31,6 +31,8 @@ struct WatchOptions {
   std::string ignore_product;
   // Look up the process behind each new connection (NETLINK_SOCK_DIAG, /proc/*/fd).
   bool processes = true;
+  // The connection table's bounds (memory: a few hundred bytes per connection followed).
+  ExchangeTracker::Limits limits;
 };
 
 struct WatchReport {

@@ -107,45 +107,66 @@ std::optional<std::string> unit_of_cgroup(std::string_view text) {
   return std::nullopt;
 }
 
+namespace {
+
+// The sockets among `inodes` that process `pid` holds, added to `out`; false when the
+// descriptor budget ran out.
+bool scan_process(const std::string& proc_root, std::uint64_t pid,
+                  const std::set<std::uint64_t>& inodes, std::size_t& descriptors,
+                  std::map<std::uint64_t, ProcessInfo>& out) {
+  const std::string base = proc_root + "/" + std::to_string(pid);
+  std::unique_ptr<DIR, int (*)(DIR*)> fds(::opendir((base + "/fd").c_str()), ::closedir);
+  if (!fds) return true;  // gone, or not ours to see
+  while (const dirent* f = ::readdir(fds.get())) {
+    if (++descriptors > kMaxDescriptors) return false;
+    if (f->d_name[0] == '.') continue;
+    std::array<char, 64> link{};
+    const std::string path = base + "/fd/" + f->d_name;
+    const ssize_t n = ::readlink(path.c_str(), link.data(), link.size() - 1);
+    if (n <= 0) continue;
+    const std::string_view target(link.data(), static_cast<std::size_t>(n));
+    if (!target.starts_with("socket:[") || !target.ends_with("]")) continue;
+    const auto inode = number(target.substr(8, target.size() - 9));
+    if (!inode || !inodes.contains(*inode) || out.contains(*inode)) continue;
+    ProcessInfo info;
+    info.pid = static_cast<int>(pid);
+    if (const auto comm = sys::read_capped(base + "/comm", kMaxCommBytes)) {
+      std::string_view c = *comm;
+      while (!c.empty() && c.back() == '\n') c.remove_suffix(1);
+      info.comm = printable(c, 16);
+    }
+    if (const auto cgroup = sys::read_capped(base + "/cgroup", kMaxCgroupText)) {
+      info.unit = unit_of_cgroup(*cgroup);
+    }
+    out.emplace(*inode, std::move(info));
+    if (out.size() == inodes.size()) return true;
+  }
+  return true;
+}
+
+}  // namespace
+
 std::map<std::uint64_t, ProcessInfo> socket_owners(const std::set<std::uint64_t>& inodes,
-                                                   const std::string& proc_root) {
+                                                   const std::string& proc_root, int first_pid) {
   std::map<std::uint64_t, ProcessInfo> out;
   if (inodes.empty()) return out;
+  std::size_t descriptors = 0;
+  if (first_pid > 0) {
+    // Usually the caller's own connection (imds-agent's probes): no scan of everything.
+    scan_process(proc_root, static_cast<std::uint64_t>(first_pid), inodes, descriptors, out);
+    if (out.size() == inodes.size()) return out;
+  }
   std::unique_ptr<DIR, int (*)(DIR*)> proc(::opendir(proc_root.c_str()), ::closedir);
   if (!proc) return out;
   std::size_t processes = 0;
-  std::size_t descriptors = 0;
   while (const dirent* p = ::readdir(proc.get())) {
     const auto pid = number(p->d_name);
-    if (!pid || *pid == 0 || *pid > 0x3fffffff) continue;
-    if (++processes > kMaxProcesses || descriptors > kMaxDescriptors) break;
-    const std::string base = proc_root + "/" + p->d_name;
-    std::unique_ptr<DIR, int (*)(DIR*)> fds(::opendir((base + "/fd").c_str()), ::closedir);
-    if (!fds) continue;  // gone, or not ours to see
-    while (const dirent* f = ::readdir(fds.get())) {
-      if (++descriptors > kMaxDescriptors) break;
-      if (f->d_name[0] == '.') continue;
-      std::array<char, 64> link{};
-      const std::string path = base + "/fd/" + f->d_name;
-      const ssize_t n = ::readlink(path.c_str(), link.data(), link.size() - 1);
-      if (n <= 0) continue;
-      const std::string_view target(link.data(), static_cast<std::size_t>(n));
-      if (!target.starts_with("socket:[") || !target.ends_with("]")) continue;
-      const auto inode = number(target.substr(8, target.size() - 9));
-      if (!inode || !inodes.contains(*inode) || out.contains(*inode)) continue;
-      ProcessInfo info;
-      info.pid = static_cast<int>(*pid);
-      if (const auto comm = sys::read_capped(base + "/comm", kMaxCommBytes)) {
-        std::string_view c = *comm;
-        while (!c.empty() && c.back() == '\n') c.remove_suffix(1);
-        info.comm = printable(c, 16);
-      }
-      if (const auto cgroup = sys::read_capped(base + "/cgroup", kMaxCgroupText)) {
-        info.unit = unit_of_cgroup(*cgroup);
-      }
-      out.emplace(*inode, std::move(info));
-      if (out.size() == inodes.size()) return out;
+    if (!pid || *pid == 0 || *pid > 0x3fffffff || *pid == static_cast<std::uint64_t>(first_pid)) {
+      continue;
     }
+    if (++processes > kMaxProcesses) break;
+    if (!scan_process(proc_root, *pid, inodes, descriptors, out)) break;
+    if (out.size() == inodes.size()) break;
   }
   return out;
 }

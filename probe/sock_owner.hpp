@@ -27,8 +27,11 @@ std::optional<std::uint64_t> tcp_socket_inode(const NetnsSocketFactory& factory,
 // kMaxProcesses processes and kMaxDescriptors descriptors in all). `proc_root` for tests.
 inline constexpr std::size_t kMaxProcesses = 8192;
 inline constexpr std::size_t kMaxDescriptors = 262144;
+// `first_pid` is looked at first (the caller itself, whose own connections are the most
+// common): when it holds them all, nothing else is read.
 std::map<std::uint64_t, ProcessInfo> socket_owners(const std::set<std::uint64_t>& inodes,
-                                                   const std::string& proc_root = "/proc");
+                                                   const std::string& proc_root = "/proc",
+                                                   int first_pid = 0);
 
 // The systemd unit (".service") or scope (".scope") a cgroup v2 path ends in, e.g.
 // "0::/system.slice/cron.service" -> "cron.service"; nothing for other paths. Reads the

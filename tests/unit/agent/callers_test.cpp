@@ -133,15 +133,16 @@ TEST(CallerEvents, TheSummaryCountsWhatHappenedSinceTheLastOneAndIsQuietOtherwis
 TEST(CallerMetrics, LabelsStayBoundedAndTheTextIsWellFormed) {
   CallerWatchService::View view;
   view.state = CallerWatchService::State::running;
-  view.report.emplace();
+  auto report = std::make_shared<WatchReport>();
   const auto t = WatchClock::now();
   const auto wall = std::chrono::system_clock::now();
   for (int i = 0; i < 200; ++i) {
-    view.report->book.add({"ns" + std::to_string(i), std::nullopt, static_cast<std::uint64_t>(i + 1)},
-                          exchange(i % 2 ? RequestKind::imdsv1 : RequestKind::imdsv2, t, true, 200,
-                                   i % 3 ? "botocore" : "Weird-Client" + std::to_string(i)),
-                          wall);
+    report->book.add({"ns" + std::to_string(i), std::nullopt, static_cast<std::uint64_t>(i + 1)},
+                     exchange(i % 2 ? RequestKind::imdsv1 : RequestKind::imdsv2, t, true, 200,
+                              i % 3 ? "botocore" : "Weird-Client" + std::to_string(i)),
+                     wall);
   }
+  view.report = report;
   const std::string text = callers_metrics(view, 7);
   std::set<std::string> callers;
   std::set<std::string> sdks;
@@ -178,14 +179,15 @@ TEST(CallersDocument, AttentionFirstAndBoundedWithWhatWasLeftOut) {
   CallerWatchService::View view;
   view.state = CallerWatchService::State::running;
   view.since = std::chrono::system_clock::now();
-  view.report.emplace();
+  auto report = std::make_shared<WatchReport>();
   const auto t = WatchClock::now();
   const auto wall = std::chrono::system_clock::now();
   for (int i = 0; i < 300; ++i) {
-    view.report->book.add({"a" + std::to_string(1000 + i), std::nullopt, static_cast<std::uint64_t>(i + 1)},
-                          exchange(RequestKind::imdsv2, t, true), wall);
+    report->book.add({"a" + std::to_string(1000 + i), std::nullopt, static_cast<std::uint64_t>(i + 1)},
+                     exchange(RequestKind::imdsv2, t, true), wall);
   }
-  view.report->book.add({"z-legacy", std::nullopt, 999}, exchange(RequestKind::imdsv1, t, true), wall);
+  report->book.add({"z-legacy", std::nullopt, 999}, exchange(RequestKind::imdsv1, t, true), wall);
+  view.report = report;
   const auto doc = callers_document(view);
   EXPECT_EQ(doc["callers"].size(), kMaxListedCallers);
   EXPECT_EQ(doc["callers_omitted"], 301 - kMaxListedCallers);
@@ -208,7 +210,7 @@ TEST(CallerWatchService, AWatchThatCannotOpenSaysWhyAndStops) {
   const auto view = service.view();
   EXPECT_EQ(view.state, CallerWatchService::State::failed);
   EXPECT_NE(view.error.find("Operation not permitted"), std::string::npos);
-  EXPECT_FALSE(view.report.has_value());
+  EXPECT_EQ(view.report, nullptr);
   EXPECT_TRUE(service.stop(1s));
   const auto doc = callers_document(view);
   EXPECT_EQ(doc["watch"]["state"], "failed");

@@ -83,6 +83,31 @@ TEST(SocketOwners, ReadsTheHoldersCommAndUnitAndSkipsWhatIsNotASocket) {
   std::filesystem::remove_all(root);
 }
 
+TEST(SocketOwners, TheFirstPidIsAskedFirstAndTheRestOnlyForWhatItLacks) {
+  const auto root = std::filesystem::temp_directory_path() /
+                    ("imds-sock-owner-first-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(root);
+  for (const char* pid : {"10", "20", "30"}) std::filesystem::create_directories(root / pid / "fd");
+  // 9001 is shared by 10 and 30 (a forked child keeps its parent's socket); 9002 only by 20.
+  std::filesystem::create_symlink("socket:[9001]", root / "10" / "fd" / "3");
+  std::filesystem::create_symlink("socket:[9001]", root / "30" / "fd" / "4");
+  std::filesystem::create_symlink("socket:[9002]", root / "20" / "fd" / "5");
+  // The first pid holds all that is asked: it is the owner, whatever the directory order.
+  auto owners = socket_owners({9001}, root.string(), 30);
+  ASSERT_EQ(owners.size(), 1U);
+  EXPECT_EQ(owners.at(9001).pid, 30);
+  // What it lacks comes from the scan, and the first pid keeps what it holds.
+  owners = socket_owners({9001, 9002}, root.string(), 30);
+  ASSERT_EQ(owners.size(), 2U);
+  EXPECT_EQ(owners.at(9001).pid, 30);
+  EXPECT_EQ(owners.at(9002).pid, 20);
+  // A first pid that is gone is no obstacle.
+  owners = socket_owners({9002}, root.string(), 99);
+  ASSERT_EQ(owners.size(), 1U);
+  EXPECT_EQ(owners.at(9002).pid, 20);
+  std::filesystem::remove_all(root);
+}
+
 TEST(UnitOfCgroup, TheUnitOrScopeAPathEndsIn) {
   EXPECT_EQ(unit_of_cgroup("0::/system.slice/cron.service\n"), "cron.service");
   EXPECT_EQ(unit_of_cgroup("0::/system.slice/docker-0123abcd.scope\n"), "docker-0123abcd.scope");
