@@ -32,6 +32,7 @@ struct EngineState {
   DiscoveryRotation rotation;
   std::size_t found = 0;
   std::size_t not_kept = 0;
+  DiscoveryLook look;  // the latest discovery's
 };
 
 RequestRate rate_of(const AgentConfig& config) {
@@ -57,6 +58,7 @@ Engine make_engine() {
     state->rotation.discovered(found.found, found.targets);
     state->found = found.found;
     state->not_kept = found.not_kept();
+    state->look = std::move(found.look);
     return std::move(found.targets);
   };
   e.probe = [state](const AgentConfig& config, const ProbeRequest& req) {
@@ -101,12 +103,15 @@ Engine make_engine() {
     // Every request runs concurrently, so a cycle lasts about two request timeouts.
     cc.deadline = std::min(config.request_timeout * 4, Millis(30'000)) + wait;
 
-    std::optional<DiscoveryTruncation> truncated;
+    DiscoverySeen seen;
     {
       std::lock_guard lock(state->mutex);
-      if (state->not_kept > 0) truncated = DiscoveryTruncation{state->found, state->not_kept, true};
+      if (state->not_kept > 0) {
+        seen.truncated = DiscoveryTruncation{state->found, state->not_kept, true};
+      }
+      seen.look = state->look;
     }
-    Diagnosis d = diagnose_targets(targets, cc, config.expectations, IMDS_VERSION, truncated);
+    Diagnosis d = diagnose_targets(targets, cc, config.expectations, IMDS_VERSION, std::move(seen));
     std::lock_guard lock(state->mutex);
     state->rotation.probed(d);
     return d;
@@ -119,6 +124,7 @@ Engine make_engine() {
     std::lock_guard lock(state->mutex);
     s.namespaces_found = state->found;
     s.namespaces_not_kept = state->not_kept;
+    s.look = state->look;
     return s;
   };
   return e;

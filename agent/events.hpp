@@ -29,6 +29,7 @@ enum class EventKind {
   imdsv1_caller,
   token_puts_lost,
   callers_summary,
+  discovery_changed,
 };
 
 struct EventSpec {
@@ -39,7 +40,7 @@ struct EventSpec {
   std::string_view message;     // constant template, @FIELD@ filled from the fields
 };
 
-inline constexpr std::array<EventSpec, 16> kEventSpecs = {{
+inline constexpr std::array<EventSpec, 17> kEventSpecs = {{
     {EventKind::started, "started", "3c502ce89a38470a8b5401cc076d14ba", Priority::info,
      "imds-agent @IMDS_AGENT_VERSION@ started, probing every @IMDS_INTERVAL@"},
     {EventKind::first_verdict, "first-verdict", "dc945e5354594578bb1ca8d316f49047", Priority::info,
@@ -87,6 +88,10 @@ inline constexpr std::array<EventSpec, 16> kEventSpecs = {{
      "IMDS callers in the last @IMDS_PERIOD@: @IMDS_V1_CALLS@ IMDSv1 call(s) from "
      "@IMDS_V1_CALLERS@ caller(s), @IMDS_FALLBACK_CALLS@ fallback call(s), @IMDS_PUTS_LOST@ "
      "lost token PUT(s)"},
+    {EventKind::discovery_changed, "discovery-changed", "13eeda3e998048f28c61eeb1be9fede0",
+     Priority::notice,
+     "Container discovery now sees @IMDS_DISCOVERY@ (@IMDS_UNUSABLE_ENTRIES@ unusable "
+     "entries, @IMDS_UNLISTED_NAMESPACES@ unlisted container namespaces)"},
 }};
 
 const EventSpec& spec_of(EventKind kind);

@@ -144,6 +144,25 @@ std::string render_metrics(const Snapshot& s, const HostImdsv2& host_imdsv2,
     family(out, "imds_discovery_truncated", "gauge",
            "Namespaces the last discovery found but did not keep (they come in later cycles).");
     out += fmt::format("imds_discovery_truncated {}\n", engine->namespaces_not_kept);
+    family(out, "imds_discovery_unusable_entries", "gauge",
+           "Entries of a namespace directory that the last discovery could not use, by problem "
+           "(not_mounted_here: a namespace bind mount this mount namespace does not see).");
+    for (const NetnsDirLook& dir : engine->look.dirs) {
+      const std::string label = escape_label_value(valid_utf8(dir.dir));
+      for (std::size_t i = 0; i < kEntryProblems; ++i) {
+        out += fmt::format("imds_discovery_unusable_entries{{dir=\"{}\",problem=\"{}\"}} {}\n",
+                           label, entry_problem_key(static_cast<EntryProblem>(i)),
+                           dir.unusable.at(i));
+      }
+    }
+    family(out, "imds_discovery_unreadable_dirs", "gauge",
+           "Namespace directories the last discovery could not read.");
+    out += fmt::format("imds_discovery_unreadable_dirs {}\n", engine->look.unreadable_dirs());
+    family(out, "imds_discovery_unlisted_container_namespaces", "gauge",
+           "Namespaces of container processes that no namespace directory lists (counted with "
+           "the /proc scan off; their containers are not probed).");
+    out += fmt::format("imds_discovery_unlisted_container_namespaces {}\n",
+                       engine->look.unlisted_container_namespaces);
   }
   family(out, "imds_build_info", "gauge", "Version of imds-agent; always 1.");
   out += fmt::format("imds_build_info{{version=\"{}\"}} 1\n", escape_label_value(version));

@@ -49,6 +49,7 @@ struct EngineStats {
   RequestRateStats requests;
   std::size_t namespaces_found = 0;      // by the last discovery
   std::size_t namespaces_not_kept = 0;   // of those, beyond what one discovery keeps
+  DiscoveryLook look;                    // what the last discovery looked at
 };
 
 std::string render_metrics(const Snapshot& snapshot, const HostImdsv2& host_imdsv2,

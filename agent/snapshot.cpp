@@ -179,6 +179,12 @@ Snapshot observe(const Snapshot& previous, const Diagnosis& d,
   for (const auto& f : d.findings) {
     if (f.severity >= Severity::warning) next.findings.push_back(f.id);
   }
+  if (d.discovery) {
+    next.discovery.unusable_entries = d.discovery->unusable_total();
+    next.discovery.unreadable_dirs = d.discovery->unreadable_dirs();
+    next.discovery.unlisted_namespaces = d.discovery->unlisted_container_namespaces;
+    next.discovery.summary = describe_discovery(*d.discovery);
+  }
   return next;
 }
 
@@ -196,6 +202,18 @@ std::vector<Event> diff(const Snapshot& prev, const Snapshot& next) {
                                [&](const auto& b) { return b.option == v.option; });
       if (!known) events.push_back(policy_event(EventKind::policy_drift, v, v.actual));
     }
+  };
+
+  // Once when what discovery cannot see changes (and at the start when it cannot see all).
+  auto discovery_event = [&] {
+    Event e{EventKind::discovery_changed, spec_of(EventKind::discovery_changed).priority, {}};
+    if (next.discovery.any()) e.priority = Priority::warning;
+    e.fields.push_back({"IMDS_DISCOVERY", next.discovery.summary});
+    e.fields.push_back({"IMDS_UNUSABLE_ENTRIES", std::to_string(next.discovery.unusable_entries)});
+    e.fields.push_back({"IMDS_UNREADABLE_DIRS", std::to_string(next.discovery.unreadable_dirs)});
+    e.fields.push_back(
+        {"IMDS_UNLISTED_NAMESPACES", std::to_string(next.discovery.unlisted_namespaces)});
+    return e;
   };
 
   if (!prev.probed) {
@@ -223,8 +241,10 @@ std::vector<Event> diff(const Snapshot& prev, const Snapshot& next) {
     events.push_back(std::move(e));
     if (next.reachable == false) events.push_back(unreachable_event());
     drift_events({});
+    if (next.discovery.any()) events.push_back(discovery_event());
     return events;
   }
+  if (!prev.discovery.same_counts(next.discovery)) events.push_back(discovery_event());
 
   if (prev.reachable != false && next.reachable == false) events.push_back(unreachable_event());
   if (prev.reachable == false && next.reachable == true) {

@@ -44,6 +44,21 @@ struct PolicyViolation {
   bool operator==(const PolicyViolation&) const = default;
 };
 
+// What discovery could not see, as the events compare it (DiscoveryLook, counted).
+struct DiscoveryGaps {
+  std::size_t unusable_entries = 0;  // namespace directory entries that are not usable here
+  std::size_t unreadable_dirs = 0;
+  std::size_t unlisted_namespaces = 0;  // of container processes, with the /proc scan off
+  std::string summary;                  // describe_discovery()
+  [[nodiscard]] bool any() const {
+    return unusable_entries + unreadable_dirs + unlisted_namespaces > 0;
+  }
+  [[nodiscard]] bool same_counts(const DiscoveryGaps& o) const {
+    return unusable_entries == o.unusable_entries && unreadable_dirs == o.unreadable_dirs &&
+           unlisted_namespaces == o.unlisted_namespaces;
+  }
+};
+
 struct Snapshot {
   bool probed = false;             // at least one Diagnosis went in
   std::optional<bool> reachable;   // host reaches the IMDS (nullopt: not yet known)
@@ -56,6 +71,7 @@ struct Snapshot {
   Expectations expectations;                         // the policy the violations are of
   std::vector<PolicyViolation> violations;           // in PolicyOption order
   std::vector<std::string> findings;  // ids of the last diagnosis's findings at warning+
+  DiscoveryGaps discovery;            // of the last diagnosis that carried a discovery
 };
 
 // The agent's view after one more Diagnosis. `present` lists every container namespace

@@ -32,7 +32,7 @@ std::string rfc3339_utc(std::chrono::system_clock::time_point t) {
 
 std::vector<NetnsTarget> resolve_targets(const ProbeOptions& options,
                                          std::vector<std::string>* notes,
-                                         std::optional<DiscoveryTruncation>* truncated) {
+                                         DiscoverySeen* discovery) {
   std::vector<NetnsTarget> targets;
   std::set<std::uint64_t> seen;
   auto host = host_target();
@@ -60,8 +60,11 @@ std::vector<NetnsTarget> resolve_targets(const ProbeOptions& options,
       if (seen.insert(t.inode).second) targets.push_back(std::move(t));
     }
     if (notes != nullptr) notes->insert(notes->end(), found.notes.begin(), found.notes.end());
-    if (truncated != nullptr && found.not_kept() > 0) {
-      *truncated = DiscoveryTruncation{found.found, found.not_kept(), false};
+    if (discovery != nullptr) {
+      if (found.not_kept() > 0) {
+        discovery->truncated = DiscoveryTruncation{found.found, found.not_kept(), false};
+      }
+      discovery->look = std::move(found.look);
     }
   }
   if (targets.size() > kMaxTargets) {
@@ -77,7 +80,7 @@ Diagnosis assemble(CollectResult collected, const CollectConfig& config,
                    const Expectations& expectations, const std::string& tool_version,
                    std::chrono::system_clock::time_point started,
                    std::chrono::steady_clock::time_point t0,
-                   std::optional<DiscoveryTruncation> truncated = std::nullopt) {
+                   DiscoverySeen seen = {}) {
   Diagnosis d;
   d.tool_version = tool_version.empty() ? IMDS_VERSION : tool_version;
   d.started_at = rfc3339_utc(started);
@@ -87,7 +90,8 @@ Diagnosis assemble(CollectResult collected, const CollectConfig& config,
   d.packet_ttl_available = collected.packet_ttl_available;
   d.searched_hop_limit = collected.searched_hop_limit;
   d.proxy = collected.proxy;
-  d.discovery_truncated = truncated;
+  d.discovery_truncated = seen.truncated;
+  d.discovery = std::move(seen.look);
   d.expectations = expectations;
   d.targets = std::move(collected.targets);
   d.inference = infer(d);
@@ -101,19 +105,19 @@ Diagnosis assemble(CollectResult collected, const CollectConfig& config,
 
 Diagnosis diagnose_targets(const std::vector<NetnsTarget>& targets, const CollectConfig& config,
                            const Expectations& expectations, const std::string& tool_version,
-                           std::optional<DiscoveryTruncation> truncated) {
+                           DiscoverySeen seen) {
   const auto started = std::chrono::system_clock::now();
   const auto t0 = std::chrono::steady_clock::now();
   return assemble(collect(config, targets), config, expectations, tool_version, started, t0,
-                  truncated);
+                  std::move(seen));
 }
 
 Diagnosis diagnose(const ProbeOptions& options, std::vector<std::string>* notes) {
   const auto started = std::chrono::system_clock::now();
   const auto t0 = std::chrono::steady_clock::now();
 
-  std::optional<DiscoveryTruncation> truncated;
-  auto targets = resolve_targets(options, notes, &truncated);
+  DiscoverySeen seen;
+  auto targets = resolve_targets(options, notes, &seen);
   std::unique_ptr<SimulatedContainer> simulated;
   if (options.simulate_container) {
     SimulatedContainer::Options sim_options;
@@ -136,7 +140,7 @@ Diagnosis diagnose(const ProbeOptions& options, std::vector<std::string>* notes)
     }
   }
   return assemble(std::move(collected), options.collect, options.expectations, options.tool_version,
-                  started, t0, truncated);
+                  started, t0, std::move(seen));
 }
 
 }  // namespace imds

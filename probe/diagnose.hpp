@@ -37,12 +37,18 @@ class ProbeConfigError : public std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
+// What a discovery tells the diagnosis beyond its targets (both stay empty without one).
+struct DiscoverySeen {
+  std::optional<DiscoveryTruncation> truncated;  // it found more than it keeps
+  std::optional<DiscoveryLook> look;             // what it looked at and could not use
+};
+
 // The namespaces `options` selects, host first, deduplicated by inode; notes from discovery
-// (skipped entries) are appended to `notes` when given; `truncated` (when given) is set
-// when discovery found more than it keeps. Throws ProbeConfigError.
-std::vector<NetnsTarget> resolve_targets(
-    const ProbeOptions& options, std::vector<std::string>* notes = nullptr,
-    std::optional<DiscoveryTruncation>* truncated = nullptr);
+// (skipped entries) are appended to `notes` when given; `seen` (when given) gets what the
+// discovery, if one ran, found beyond its targets. Throws ProbeConfigError.
+std::vector<NetnsTarget> resolve_targets(const ProbeOptions& options,
+                                         std::vector<std::string>* notes = nullptr,
+                                         DiscoverySeen* seen = nullptr);
 
 // Runs the probe. Network and namespace failures are values in the Diagnosis; throws
 // ProbeConfigError (or std::invalid_argument from collect) for an unusable configuration.
@@ -55,7 +61,7 @@ Diagnosis diagnose(const ProbeOptions& options, std::vector<std::string>* notes 
 // findings, and every Diagnosis field filled. `targets` must start with the host.
 Diagnosis diagnose_targets(const std::vector<NetnsTarget>& targets, const CollectConfig& config,
                            const Expectations& expectations, const std::string& tool_version = "",
-                           std::optional<DiscoveryTruncation> truncated = std::nullopt);
+                           DiscoverySeen seen = {});
 
 // "2026-11-29T01:42:03.123Z"
 std::string rfc3339_utc(std::chrono::system_clock::time_point t);

@@ -450,6 +450,90 @@ void interception_findings(const Diagnosis& d, FindingList& out) {
   }
 }
 
+// What discovery could not see: never a silent gap (a finding per directory that held
+// entries it could not use, and one for container processes in namespaces it did not list).
+void discovery_findings(const Diagnosis& d, const DiscoveryLook& look, FindingList& out) {
+  for (const NetnsDirLook& dir : look.dirs) {
+    const std::string name = printable(dir.dir, 120);
+    if (dir.state == NetnsDirLook::State::unreadable) {
+      out.add("discovery-blind", Severity::warning,
+              "cannot read " + name + ": " + printable(dir.error),
+              "The namespaces in this directory were not probed: their verdicts are missing.",
+              "sudo imds-probe --all-containers   # reading a namespace directory needs root");
+      continue;
+    }
+    const std::size_t bad = dir.unusable_total();
+    if (bad == 0) continue;
+    const auto count = [&](EntryProblem p) { return dir.unusable.at(static_cast<std::size_t>(p)); };
+    std::string examples;
+    for (const auto& e : dir.examples) examples += (examples.empty() ? "" : ", ") + e;
+    std::string detail;
+    std::string fix;
+    if (count(EntryProblem::not_mounted_here) > 0) {
+      detail =
+          "Container runtimes bind-mount each container's network namespace onto a file in this "
+          "directory. Seen from a mount namespace without those mounts (a tool container, a "
+          "privileged pod or DaemonSet, a unit with its own mount namespace) the files are "
+          "empty: the containers behind them were not probed and their verdicts are missing. ";
+      fix = "docker run -v ";
+      fix += name;
+      fix += ':';
+      fix += name;
+      fix += ":rslave ...   # a tool container: let the host's mounts propagate\n"
+             "# Kubernetes: mount the hostPath ";
+      fix += name;
+      fix += " with mountPropagation: HostToContainer\n"
+             "nsenter -t 1 -m -- imds-probe --all-containers   # or run in the host's mount "
+             "namespace";
+    }
+    if (count(EntryProblem::permission_denied) > 0) {
+      detail += "Opening a namespace file needs root (or CAP_SYS_ADMIN and CAP_DAC_READ_SEARCH). ";
+      if (fix.empty()) fix = "sudo imds-probe --all-containers";
+    }
+    if (count(EntryProblem::dangling_link) > 0) {
+      detail += "A link to nothing is a stale entry whose namespace is gone. ";
+      if (fix.empty()) fix = "ls -l " + name + "   # and remove the stale entries";
+    }
+    if (count(EntryProblem::not_a_namespace_file) + count(EntryProblem::other_namespace_type) +
+            count(EntryProblem::unreadable) > 0) {
+      detail += "Entries that are not network namespaces are not probed. ";
+    }
+    detail += "Unusable: " + examples + (bad > dir.examples.size() ? ", ..." : "") + ".";
+    out.add("discovery-blind", Severity::warning,
+            name + ": " + std::to_string(bad) + " of " + std::to_string(dir.entries) +
+                (dir.entries == 1 ? " entry is" : " entries are") +
+                " not a network namespace this run can use (" + entry_problem_counts(dir) + ")",
+            detail, fix);
+  }
+  if (look.unlisted_container_namespaces > 0) {
+    out.add("discovery-unlisted-containers", Severity::warning,
+            std::to_string(look.unlisted_container_processes) +
+                " processes of containers run in " +
+                std::to_string(look.unlisted_container_namespaces) +
+                " network namespaces that discovery did not list",
+            "Their cgroups name a container, but no namespace directory holds their namespace "
+            "and the /proc scan is off: those containers were not probed.",
+            "imds-probe --all-containers   # without --no-proc-scan (imds-agent: proc-scan = yes)\n"
+            "imds-probe --all-containers --netns-dir DIR   # or the runtime's namespace directory");
+  }
+  std::size_t discovered = 0;
+  for (const auto& t : d.targets) {
+    if (t.target.source == TargetSource::netns_dir || t.target.source == TargetSource::proc) {
+      ++discovered;
+    }
+  }
+  if (!look.runtimes.empty() && discovered == 0 && !look.proc_scanned) {
+    std::string names;
+    for (const auto& r : look.runtimes) names += (names.empty() ? "" : ", ") + r;
+    out.add("discovery-runtime-without-containers", Severity::info,
+            names + " runs here (its API socket exists), and discovery listed no container "
+                    "namespace",
+            "With the /proc scan off, only the namespace directories are read; if containers "
+            "run, their namespaces are elsewhere.",
+            "imds-probe --all-containers   # without --no-proc-scan");
+  }
+}
+
 void environment_findings(const Diagnosis& d, FindingList& out) {
   const Inference& inf = d.inference;
   for (const auto& variable : inf.proxy_warnings) {
@@ -517,6 +601,7 @@ void environment_findings(const Diagnosis& d, FindingList& out) {
                               : "imds-probe --netns /run/netns/NAME ...   # the others, by name; "
                                 "or run imds-agent, which gets to all of them in turn");
   }
+  if (d.discovery) discovery_findings(d, *d.discovery, out);
 
   for (const auto& t : d.targets) {
     if (t.error.empty()) continue;

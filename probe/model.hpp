@@ -2,6 +2,7 @@
 // and the findings. Collection fills Observations; inference is pure functions over them.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -249,6 +250,59 @@ struct DiscoveryTruncation {
   bool operator==(const DiscoveryTruncation&) const = default;
 };
 
+// What discovery looked at, so that a namespace it could not see is a finding and never a
+// silent gap (a Docker netns file seen from a mount namespace without the bind mounts is an
+// empty regular file).
+enum class EntryProblem : std::uint8_t {
+  not_mounted_here,      // an empty regular file: a bind mount that this mount namespace lacks
+  dangling_link,         // a symbolic link to nothing
+  not_a_namespace_file,  // a non-empty file, a directory, a FIFO, a device
+  other_namespace_type,  // a namespace, but not a network one
+  permission_denied,
+  unreadable,  // any other error
+};
+inline constexpr std::size_t kEntryProblems = 6;
+
+struct NetnsDirLook {
+  enum class State : std::uint8_t { absent, unreadable, read };
+  std::string dir;
+  State state = State::absent;
+  std::string error;        // unreadable: why
+  std::size_t entries = 0;  // names in it (dot files aside)
+  std::size_t usable = 0;   // network namespaces among them
+  std::array<std::size_t, kEntryProblems> unusable{};  // the others, by problem
+  std::vector<std::string> examples;                  // up to kMaxLookExamples unusable names
+  [[nodiscard]] std::size_t unusable_total() const {
+    std::size_t n = 0;
+    for (const std::size_t c : unusable) n += c;
+    return n;
+  }
+  bool operator==(const NetnsDirLook&) const = default;
+};
+inline constexpr std::size_t kMaxLookExamples = 3;
+
+struct DiscoveryLook {
+  std::vector<NetnsDirLook> dirs;
+  bool proc_scanned = false;
+  std::size_t proc_namespaces = 0;  // namespaces the /proc scan found beyond the directories
+  // With the /proc scan off: processes whose cgroup names a container, in namespaces that
+  // discovery did not list (nor the host's), and how many namespaces those are.
+  std::size_t unlisted_container_processes = 0;
+  std::size_t unlisted_container_namespaces = 0;
+  std::vector<std::string> runtimes;  // container runtimes whose API socket exists here
+  [[nodiscard]] std::size_t unusable_total() const {
+    std::size_t n = 0;
+    for (const auto& d : dirs) n += d.unusable_total();
+    return n;
+  }
+  [[nodiscard]] std::size_t unreadable_dirs() const {
+    std::size_t n = 0;
+    for (const auto& d : dirs) n += d.state == NetnsDirLook::State::unreadable ? 1 : 0;
+    return n;
+  }
+  bool operator==(const DiscoveryLook&) const = default;
+};
+
 struct Diagnosis {
   int schema_version = kSchemaVersion;
   std::string tool_version;
@@ -261,6 +315,7 @@ struct Diagnosis {
   std::optional<int> searched_hop_limit;  // result of the IP_MINTTL search, when run
   ProxyEnvironment proxy;
   std::optional<DiscoveryTruncation> discovery_truncated;  // never silent: a finding says so
+  std::optional<DiscoveryLook> discovery;  // what discovery looked at (only when it ran)
   Expectations expectations;
   std::vector<TargetObservations> targets;
   Inference inference;

@@ -1,4 +1,6 @@
 // The versioned JSON document of a Diagnosis (docs/json-schema.md) and the exit code.
+#include <array>
+
 #include <nlohmann/json.hpp>
 
 #include "findings.hpp"
@@ -160,6 +162,48 @@ json finding_json(const Finding& f) {
   };
 }
 
+json discovery_json(const Diagnosis& d) {
+  if (!d.discovery) return nullptr;
+  const DiscoveryLook& look = *d.discovery;
+  std::size_t found = 0;
+  for (const auto& t : d.targets) {
+    if (t.target.source == TargetSource::netns_dir || t.target.source == TargetSource::proc) {
+      ++found;
+    }
+  }
+  json dirs = json::array();
+  for (const NetnsDirLook& dir : look.dirs) {
+    json unusable = json::object();
+    for (std::size_t i = 0; i < kEntryProblems; ++i) {
+      if (dir.unusable.at(i) > 0) {
+        unusable[std::string(entry_problem_key(static_cast<EntryProblem>(i)))] = dir.unusable.at(i);
+      }
+    }
+    json examples = json::array();
+    for (const auto& e : dir.examples) examples.push_back(text(e));
+    constexpr std::array<std::string_view, 3> kStates = {"absent", "unreadable", "read"};
+    dirs.push_back({
+        {"dir", text(dir.dir)},
+        {"state", kStates.at(static_cast<std::size_t>(dir.state))},
+        {"error", dir.error.empty() ? json(nullptr) : json(text(dir.error))},
+        {"entries", dir.entries},
+        {"usable", dir.usable},
+        {"unusable", std::move(unusable)},
+        {"unusable_examples", std::move(examples)},
+    });
+  }
+  return {
+      {"containers_found", found},
+      {"summary", text(describe_discovery(look))},
+      {"netns_dirs", std::move(dirs)},
+      {"proc_scanned", look.proc_scanned},
+      {"proc_namespaces", look.proc_namespaces},
+      {"unlisted_container_processes", look.unlisted_container_processes},
+      {"unlisted_container_namespaces", look.unlisted_container_namespaces},
+      {"runtimes", look.runtimes},
+  };
+}
+
 }  // namespace
 
 json to_json(const Diagnosis& d) {
@@ -182,6 +226,7 @@ json to_json(const Diagnosis& d) {
       {"expectations", expectations_json(d.expectations)},
       {"healthy", is_healthy(d)},
       {"exit_code", exit_code(d)},
+      {"discovery", discovery_json(d)},
       {"targets", std::move(targets)},
       {"inference", inference_json(d.inference)},
       {"findings", std::move(findings)},

@@ -193,12 +193,26 @@ std::string findings_block(const Diagnosis& d, const Palette& p) {
   return out;
 }
 
+// "containers: 2 found (/run/docker/netns: 2 entries, 2 usable; /run/netns: none; /proc:
+// skipped)": what discovery looked at, when it ran.
+std::string discovery_line(const Diagnosis& d) {
+  if (!d.discovery) return "";
+  std::size_t found = 0;
+  for (const auto& t : d.targets) {
+    if (t.target.source == TargetSource::netns_dir || t.target.source == TargetSource::proc) {
+      ++found;
+    }
+  }
+  return "containers: " + std::to_string(found) + " found (" +
+         safe(describe_discovery(*d.discovery)) + ")\n";
+}
+
 }  // namespace
 
 std::string render_text(const Diagnosis& d, bool colour) {
   const Palette p{colour};
-  return verdict_line(d, p) + instance_line(d.inference.instance) + targets_block(d, p) +
-         findings_block(d, p);
+  return verdict_line(d, p) + instance_line(d.inference.instance) + discovery_line(d) +
+         targets_block(d, p) + findings_block(d, p);
 }
 
 }  // namespace imds

@@ -34,6 +34,7 @@
 
 #include "netns.hpp"
 #include "sys.hpp"
+#include "words.hpp"
 
 extern char** environ;
 
@@ -181,34 +182,84 @@ std::optional<ContainerLabel> parse_cgroup(std::string_view text) {
   return std::nullopt;
 }
 
-Result<std::uint64_t> netns_inode(const std::string& path) {
+NetnsEntry check_netns_entry(const std::string& path) {
+  NetnsEntry out;
+  const auto fail = [&](EntryProblem problem, int err) {
+    out.problem = problem;
+    out.error = err;
+    return out;
+  };
+  // lstat first: a link to nothing is told apart from a name that is gone.
+  struct stat link {};
+  if (::lstat(path.c_str(), &link) != 0) {
+    const int err = errno;
+    if (err == ENOENT) {
+      out.vanished = true;
+      return fail(EntryProblem::unreadable, err);
+    }
+    return fail(err == EACCES || err == EPERM ? EntryProblem::permission_denied
+                                              : EntryProblem::unreadable,
+                err);
+  }
   // nsfs files are regular files; refuse FIFOs and devices before opening (an open of a
   // FIFO planted in a netns directory would block, a device open can have side effects).
   struct stat pre {};
-  if (::stat(path.c_str(), &pre) == 0 && !S_ISREG(pre.st_mode)) {
-    return Result<std::uint64_t>::failure(path + " is not a namespace file");
+  if (::stat(path.c_str(), &pre) != 0) {
+    const int err = errno;
+    if (S_ISLNK(link.st_mode) && err == ENOENT) return fail(EntryProblem::dangling_link, err);
+    return fail(err == EACCES || err == EPERM ? EntryProblem::permission_denied
+                                              : EntryProblem::unreadable,
+                err);
   }
+  if (!S_ISREG(pre.st_mode)) return fail(EntryProblem::not_a_namespace_file, 0);
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
   if (!fd.valid()) {
     const int err = errno;
-    return Result<std::uint64_t>::failure(
-        "cannot open " + path + ": " + errno_text(err) +
-        (err == EACCES || err == EPERM ? " (run as root, or with CAP_SYS_PTRACE for /proc)" : ""));
+    if (err == ENOENT) {  // gone between the two calls
+      out.vanished = true;
+      return fail(EntryProblem::unreadable, err);
+    }
+    return fail(err == EACCES || err == EPERM ? EntryProblem::permission_denied
+                                              : EntryProblem::unreadable,
+                err);
   }
   struct statfs fs {};
-  if (::fstatfs(fd.get(), &fs) != 0 || fs.f_type != NSFS_MAGIC) {
-    return Result<std::uint64_t>::failure(
-        path + " is not a namespace file (a stale netns name whose namespace is gone?)");
+  if (::fstatfs(fd.get(), &fs) != 0) return fail(EntryProblem::unreadable, errno);
+  if (fs.f_type != NSFS_MAGIC) {
+    // An empty file where a namespace should be mounted: the mount point of a bind mount this
+    // mount namespace does not see (or a stale name). /proc and /sys files say size 0 too.
+    const bool empty = pre.st_size == 0 && fs.f_type != PROC_SUPER_MAGIC && fs.f_type != SYSFS_MAGIC;
+    return fail(empty ? EntryProblem::not_mounted_here : EntryProblem::not_a_namespace_file, 0);
   }
-  const int type = ::ioctl(fd.get(), NS_GET_NSTYPE);
-  if (type != CLONE_NEWNET) {
-    return Result<std::uint64_t>::failure(path + " is not a network namespace");
+  if (::ioctl(fd.get(), NS_GET_NSTYPE) != CLONE_NEWNET) {
+    return fail(EntryProblem::other_namespace_type, 0);
   }
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) {
-    return Result<std::uint64_t>::failure("cannot stat " + path + ": " + errno_text(errno));
+  if (::fstat(fd.get(), &st) != 0) return fail(EntryProblem::unreadable, errno);
+  out.inode = static_cast<std::uint64_t>(st.st_ino);
+  return out;
+}
+
+Result<std::uint64_t> netns_inode(const std::string& path) {
+  const NetnsEntry entry = check_netns_entry(path);
+  if (entry.inode) return *entry.inode;
+  if (entry.vanished) return Result<std::uint64_t>::failure(path + ": no such file");
+  switch (entry.problem) {
+    case EntryProblem::permission_denied:
+      return Result<std::uint64_t>::failure(
+          "cannot open " + path + ": " + errno_text(entry.error) +
+          " (run as root, or with CAP_SYS_PTRACE for /proc)");
+    case EntryProblem::unreadable:
+      return Result<std::uint64_t>::failure("cannot open " + path + ": " + errno_text(entry.error));
+    case EntryProblem::other_namespace_type:
+      return Result<std::uint64_t>::failure(path + " is not a network namespace");
+    case EntryProblem::not_mounted_here:
+    case EntryProblem::dangling_link:
+    case EntryProblem::not_a_namespace_file:
+      break;
   }
-  return static_cast<std::uint64_t>(st.st_ino);
+  return Result<std::uint64_t>::failure(path + " is not a namespace file (" +
+                                        entry_problem_words(entry.problem) + ")");
 }
 
 Result<NetnsTarget> host_target() {
@@ -243,12 +294,44 @@ Discovery discover_containers(const DiscoveryConfig& config) {
   std::unordered_map<std::uint64_t, std::size_t> by_inode;
   auto full = [&] { return found.size() >= kMaxDiscovered; };
 
+  // A name that is half made or half removed (`ip netns add` creates the file, then mounts
+  // onto it; `delete` unmounts, then unlinks) is read once more after a short pause before it
+  // counts as unusable.
+  struct Retry {
+    std::size_t dir;
+    std::string name;
+    std::string path;
+  };
+  std::vector<Retry> retries;
+  auto add_entry = [&](std::size_t look_index, const std::string& name, const std::string& path,
+                       std::uint64_t inode) {
+    NetnsDirLook& look = out.look.dirs[look_index];
+    ++look.usable;
+    if (excluded.count(inode) != 0 || by_inode.count(inode) != 0) return;
+    if (full()) return;
+    NetnsTarget t;
+    t.name = name;
+    t.path = path;
+    t.inode = inode;
+    t.source = TargetSource::netns_dir;
+    by_inode.emplace(t.inode, found.size());
+    found.push_back(std::move(t));
+  };
   for (const auto& dir_path : config.netns_dirs) {
+    NetnsDirLook& look = out.look.dirs.emplace_back();
+    look.dir = dir_path;
+    const std::size_t look_index = out.look.dirs.size() - 1;
     std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir(dir_path.c_str()), ::closedir);
     if (!dir) {
-      if (errno != ENOENT) note("cannot read " + dir_path + ": " + errno_text(errno));
+      const int err = errno;
+      if (err != ENOENT) {
+        look.state = NetnsDirLook::State::unreadable;
+        look.error = errno_text(err);
+        note("cannot read " + dir_path + ": " + look.error);
+      }
       continue;
     }
+    look.state = NetnsDirLook::State::read;
     std::vector<std::string> names;
     while (const dirent* e = ::readdir(dir.get())) {
       if (names.size() >= kMaxDirEntries) break;
@@ -261,22 +344,38 @@ Discovery discover_containers(const DiscoveryConfig& config) {
       std::string path = dir_path;
       path += '/';
       path += name;
-      auto ino = netns_inode(path);
-      if (!ino) continue;  // a stale name or not a namespace: nothing to probe there
-      if (excluded.count(ino.value()) != 0 || by_inode.count(ino.value()) != 0) continue;
-      if (full()) break;
-      NetnsTarget t;
-      t.name = name;
-      t.path = path;
-      t.inode = ino.value();
-      t.source = TargetSource::netns_dir;
-      by_inode.emplace(t.inode, found.size());
-      found.push_back(std::move(t));
+      const NetnsEntry entry = check_netns_entry(path);
+      if (entry.vanished) continue;
+      ++look.entries;
+      if (entry.inode) {
+        add_entry(look_index, name, path, *entry.inode);
+      } else {
+        retries.push_back({look_index, name, std::move(path)});
+      }
+    }
+  }
+  if (!retries.empty()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    for (const Retry& r : retries) {
+      const NetnsEntry entry = check_netns_entry(r.path);
+      NetnsDirLook& look = out.look.dirs[r.dir];
+      if (entry.vanished) {
+        --look.entries;
+      } else if (entry.inode) {
+        add_entry(r.dir, r.name, r.path, *entry.inode);
+      } else {
+        ++look.unusable.at(static_cast<std::size_t>(entry.problem));
+        if (look.examples.size() < kMaxLookExamples) look.examples.push_back(printable(r.name, 64));
+      }
     }
   }
 
-  // Processes: new namespaces, and container labels for the named ones found above.
+  // Processes: new namespaces, and container labels for the named ones found above. With
+  // the scan off, the namespaces of container processes that discovery did not list are
+  // still counted: a container discovery could not see is a finding, not a gap.
+  out.look.proc_scanned = config.proc_scan;
   std::set<std::uint64_t> labelled;
+  std::set<std::uint64_t> unlisted;
   for (const pid_t pid : list_pids(config.proc_root)) {
     const std::string ns_path = config.proc_root + "/" + std::to_string(pid) + "/ns/net";
     struct stat st {};
@@ -284,12 +383,18 @@ Discovery discover_containers(const DiscoveryConfig& config) {
     const auto ino = static_cast<std::uint64_t>(st.st_ino);
     if (excluded.count(ino) != 0 || labelled.count(ino) != 0) continue;
     const auto known = by_inode.find(ino);
-    if (known == by_inode.end() && !config.proc_scan) continue;
     const auto label = label_for_pid(config.proc_root, pid);
     if (known != by_inode.end()) {
       if (label) {
         apply_label(found[known->second], *label);
         labelled.insert(ino);
+      }
+      continue;
+    }
+    if (!config.proc_scan) {
+      if (label) {
+        ++out.look.unlisted_container_processes;
+        unlisted.insert(ino);
       }
       continue;
     }
@@ -305,6 +410,14 @@ Discovery discover_containers(const DiscoveryConfig& config) {
     }
     by_inode.emplace(ino, found.size());
     found.push_back(std::move(t));
+    ++out.look.proc_namespaces;
+  }
+  out.look.unlisted_container_namespaces = unlisted.size();
+  for (const RuntimeSocket& r : kRuntimeSockets) {
+    struct stat st {};
+    if (::stat((config.run_root + r.path).c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+      out.look.runtimes.emplace_back(r.runtime);
+    }
   }
 
   out.found = found.size();

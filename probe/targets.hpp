@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <array>
 #include <cstddef>
 #include <memory>
 #include <optional>
@@ -19,11 +20,25 @@ namespace imds {
 
 inline const std::vector<std::string> kDefaultNetnsDirs = {"/run/netns", "/run/docker/netns"};
 
+// Container runtimes' API sockets: one that exists says the runtime runs here.
+struct RuntimeSocket {
+  const char* runtime;
+  const char* path;
+};
+inline constexpr std::array<RuntimeSocket, 5> kRuntimeSockets = {{
+    {"docker", "/run/docker.sock"},
+    {"containerd", "/run/containerd/containerd.sock"},
+    {"cri-o", "/run/crio/crio.sock"},
+    {"podman", "/run/podman/podman.sock"},
+    {"k3s", "/run/k3s/containerd/containerd.sock"},
+}};
+
 struct DiscoveryConfig {
   std::vector<std::string> netns_dirs = kDefaultNetnsDirs;  // --netns-dir replaces these
   bool proc_scan = true;                                    // /proc/*/ns/net
   std::vector<std::string> exclude_paths;                   // --exclude-netns, by inode
   std::string proc_root = "/proc";                          // tests point this elsewhere
+  std::string run_root;  // tests: a prefix for the runtime sockets' paths
   // At most this many are kept, starting at the `start`th namespace found (in discovery
   // order: netns dirs by name, then /proc by pid) and wrapping around: a caller that moves
   // `start` on (the agent) gets to every namespace over several discoveries.
@@ -38,6 +53,7 @@ struct Discovery {
   std::vector<NetnsTarget> targets;  // distinct, never the host's own namespace
   std::vector<std::string> notes;    // what was skipped and why (capped), for people
   std::size_t found = 0;             // distinct namespaces found, kept or not
+  DiscoveryLook look;                // what was looked at, and what could not be used
   [[nodiscard]] std::size_t not_kept() const { return found - targets.size(); }
 };
 
@@ -55,8 +71,9 @@ std::optional<ContainerLabel> parse_cgroup(std::string_view text);
 Result<NetnsTarget> host_target();
 
 // Every distinct network namespace under the netns dirs and /proc, labelled with the
-// container id where one is found. Unreadable entries are skipped quietly. Beyond
-// max_targets, Discovery::found says how many there were and a note says so.
+// container id where one is found. Entries that are not usable network namespaces are
+// counted by problem in Discovery::look (never skipped quietly). Beyond max_targets,
+// Discovery::found says how many there were and a note says so.
 Discovery discover_containers(const DiscoveryConfig& config);
 
 Result<NetnsTarget> target_for_pid(pid_t pid, const std::string& proc_root = "/proc");
@@ -65,7 +82,17 @@ Result<NetnsTarget> target_for_container(const std::string& id,
                                          const std::string& proc_root = "/proc");
 Result<NetnsTarget> target_for_path(const std::string& path);
 
-// The nsfs inode of a network namespace file; an error when it is not one.
+// What a path in a namespace directory is: a network namespace (its nsfs inode), or why not.
+struct NetnsEntry {
+  std::optional<std::uint64_t> inode;
+  EntryProblem problem = EntryProblem::unreadable;  // when no inode
+  int error = 0;                                    // the errno behind it, when one
+  bool vanished = false;  // the name is gone (removed while it was read): not a problem
+};
+NetnsEntry check_netns_entry(const std::string& path);
+
+// The nsfs inode of a network namespace file; an error when it is not one (check_netns_entry
+// worded).
 Result<std::uint64_t> netns_inode(const std::string& path);
 
 }  // namespace imds

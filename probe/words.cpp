@@ -141,4 +141,106 @@ std::string result_words(const HttpResult& r) {
   return "unknown outcome";
 }
 
+std::string entry_problem_words(EntryProblem problem) {
+  switch (problem) {
+    case EntryProblem::not_mounted_here:
+      return "an empty file: a namespace bind mount that this mount namespace does not see, or "
+             "a stale name";
+    case EntryProblem::dangling_link:
+      return "a symbolic link to nothing";
+    case EntryProblem::not_a_namespace_file:
+      return "not on the namespace file system";
+    case EntryProblem::other_namespace_type:
+      return "a namespace of another type";
+    case EntryProblem::permission_denied:
+      return "permission denied";
+    case EntryProblem::unreadable:
+      return "unreadable";
+  }
+  return "unreadable";
+}
+
+std::string_view entry_problem_label(EntryProblem problem) {
+  switch (problem) {
+    case EntryProblem::not_mounted_here:
+      return "not mounted here";
+    case EntryProblem::dangling_link:
+      return "dangling link";
+    case EntryProblem::not_a_namespace_file:
+      return "not a namespace file";
+    case EntryProblem::other_namespace_type:
+      return "other namespace type";
+    case EntryProblem::permission_denied:
+      return "permission denied";
+    case EntryProblem::unreadable:
+      return "unreadable";
+  }
+  return "unreadable";
+}
+
+std::string_view entry_problem_key(EntryProblem problem) {
+  switch (problem) {
+    case EntryProblem::not_mounted_here:
+      return "not_mounted_here";
+    case EntryProblem::dangling_link:
+      return "dangling_link";
+    case EntryProblem::not_a_namespace_file:
+      return "not_a_namespace_file";
+    case EntryProblem::other_namespace_type:
+      return "other_namespace_type";
+    case EntryProblem::permission_denied:
+      return "permission_denied";
+    case EntryProblem::unreadable:
+      return "unreadable";
+  }
+  return "unreadable";
+}
+
+std::string entry_problem_counts(const NetnsDirLook& dir) {
+  std::string out;
+  for (std::size_t i = 0; i < kEntryProblems; ++i) {
+    if (dir.unusable.at(i) == 0) continue;
+    out += (out.empty() ? "" : ", ") + std::to_string(dir.unusable.at(i)) + " " +
+           std::string(entry_problem_label(static_cast<EntryProblem>(i)));
+  }
+  return out;
+}
+
+std::string describe_discovery(const DiscoveryLook& look) {
+  std::string out;
+  const auto part = [&](const std::string& text) {
+    if (!out.empty()) out += "; ";
+    out += text;
+  };
+  for (const NetnsDirLook& d : look.dirs) {
+    const std::string dir = printable(d.dir, 120);
+    if (d.state == NetnsDirLook::State::absent) {
+      part(dir + ": absent");
+    } else if (d.state == NetnsDirLook::State::unreadable) {
+      part(dir + ": unreadable (" + printable(d.error) + ")");
+    } else if (d.entries == 0) {
+      part(dir + ": none");
+    } else {
+      part(dir + ": " + std::to_string(d.entries) + (d.entries == 1 ? " entry, " : " entries, ") +
+           std::to_string(d.usable) + " usable" +
+           (d.unusable_total() > 0 ? " (" + entry_problem_counts(d) + ")" : ""));
+    }
+  }
+  if (!look.proc_scanned) {
+    part("/proc: skipped");
+  } else {
+    part("/proc: " + std::to_string(look.proc_namespaces) + " more");
+  }
+  if (look.unlisted_container_namespaces > 0) {
+    part(std::to_string(look.unlisted_container_namespaces) +
+         " container namespaces not listed");
+  }
+  if (!look.runtimes.empty()) {
+    std::string names;
+    for (const auto& r : look.runtimes) names += (names.empty() ? "" : ", ") + r;
+    part("runtimes: " + names);
+  }
+  return out;
+}
+
 }  // namespace imds

@@ -41,4 +41,16 @@ std::string result_words(const HttpResult& result);
 // Why a request was not sent (its SkipReason, with the prediction's numbers).
 std::string skip_words(const HttpResult& result);
 
+// Why a namespace directory entry is not usable, in a sentence: "an empty file: ...".
+std::string entry_problem_words(EntryProblem problem);
+// The same as a short label after a count: "not mounted here", "dangling link", ...
+std::string_view entry_problem_label(EntryProblem problem);
+// Its stable key for JSON and metrics: "not_mounted_here", "dangling_link", ...
+std::string_view entry_problem_key(EntryProblem problem);
+// "2 not mounted here, 1 dangling link": a directory's unusable entries by problem.
+std::string entry_problem_counts(const NetnsDirLook& dir);
+// What discovery looked at, in one line: "/run/docker/netns: 2 entries, 2 usable; /run/netns:
+// none; /proc: skipped".
+std::string describe_discovery(const DiscoveryLook& look);
+
 }  // namespace imds

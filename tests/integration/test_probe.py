@@ -15,6 +15,7 @@ import json
 import os
 import pty
 import re
+import shutil
 import signal
 import socketserver
 import subprocess
@@ -30,11 +31,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lab"))
 
 from lab import (TOKEN_LIKE, Lab, Netns, build_dir_from_argv,  # noqa: E402
-                 skip_unless_lab_possible)
+                 skip_unless_lab_possible, start_agent, stop_process, unix_http)
 
 
 BUILD_DIR = build_dir_from_argv(HERE.parents[1] / "build")
 PROBE = str(BUILD_DIR / "probe" / "imds-probe")
+AGENT = str(BUILD_DIR / "agent" / "imds-agent")
 
 # The emulator's tokens: 56 characters of the URL-safe base64 alphabet.
 ANSI = re.compile(r"\x1b\[")
@@ -692,6 +694,145 @@ def host_state(lab: Lab) -> dict[str, str]:
     state["netns names"] = "\n".join(sorted(
         n for n in os.listdir("/run/netns") if not re.match(r"^il[0-9a-z]+-", n)))
     return state
+
+
+class NamespacesDiscoveryCannotSee(LabCase):
+    """Docker's /run/docker/netns as another mount namespace sees it: a container's namespace
+    is bind-mounted onto a file of the directory in a mount namespace of its own (as dockerd
+    does in its own, without propagation to the probe's), so from the probe's mount namespace
+    the file is empty. That run must say so and never be healthy; the run inside the mount
+    namespace that has the mounts finds the container and gives its verdict."""
+
+    emulator_args = ["--http-tokens", "required", "--hop-limit", "1"]
+
+    @classmethod
+    def build(cls, lab: Lab) -> None:
+        cls.c1 = lab.add_bridge_container("c1")
+        cls.dir = lab.dir / "docker-netns"
+        cls.dir.mkdir()
+        (cls.dir / "4f2b8c1d9e0a").touch()  # the mount point, as dockerd makes it
+        # Our own child, in a private mount namespace with the bind mount; ended by its pid.
+        cls.holder = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+             f"mount --bind {cls.c1.path} {cls.dir}/4f2b8c1d9e0a && echo ready && exec sleep 600"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert cls.holder.stdout is not None
+        line = cls.holder.stdout.readline()
+        if line.strip() != "ready":
+            cls.holder.kill()
+            raise AssertionError(f"the bind mount failed: {cls.holder.stderr.read()}")
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.holder.kill()
+        cls.holder.communicate()
+        super().tearDownClass()
+
+    def discover(self, *argv_prefix: str) -> ProbeRun:
+        self.lab.set_options(http_tokens="required", hop_limit=1)
+        argv = [*argv_prefix, PROBE, "--timeout", "1s", "--json=short", "--all-containers",
+                "--netns-dir", str(self.dir), "--no-proc-scan",
+                "--exclude-netns", f"/proc/{os.getpid()}/ns/net"]
+        proc = self.lab.exec(self.lab.host, argv, timeout=30)
+        self.outputs += [proc.stdout, proc.stderr]
+        run = ProbeRun(proc)
+        self.assertIsNotNone(run.doc, proc.stderr)
+        return run
+
+    def test_invisible_bind_mounts_are_a_warning_and_never_healthy(self) -> None:
+        run = self.discover()
+        doc = run.doc
+        assert doc is not None
+        self.assertEqual(run.rc, 1, run.stdout)
+        self.assertFalse(doc["healthy"])
+        self.assertEqual(doc["discovery"]["containers_found"], 0)
+        [look] = doc["discovery"]["netns_dirs"]
+        self.assertEqual((look["entries"], look["usable"], look["unusable"]),
+                         (1, 0, {"not_mounted_here": 1}))
+        blind = [f for f in doc["findings"] if f["id"] == "discovery-blind"]
+        self.assertEqual(len(blind), 1, doc["findings"])
+        self.assertEqual(blind[0]["severity"], "warning")
+        self.assertIn(f"{self.dir}: 1 of 1 entry is not a network namespace", blind[0]["summary"])
+        self.assertIn("rslave", blind[0]["fix"])
+        # The text report says what discovery looked at.
+        text = self.lab.exec(self.lab.host, [
+            PROBE, "--timeout", "1s", "--all-containers", "--netns-dir", str(self.dir),
+            "--no-proc-scan", "--exclude-netns", f"/proc/{os.getpid()}/ns/net"], timeout=30)
+        self.outputs += [text.stdout, text.stderr]
+        self.assertEqual(text.returncode, 1)
+        self.assertIn(f"containers: 0 found ({self.dir}: 1 entry, 0 usable (1 not mounted here); "
+                      "/proc: skipped", text.stdout)
+        self.assertNotIn("verdict: healthy", text.stdout)
+
+    def test_the_mount_namespace_with_the_mounts_finds_the_container_and_its_verdict(self) -> None:
+        run = self.discover("nsenter", "-t", str(self.holder.pid), "-m", "--")
+        doc = run.doc
+        assert doc is not None
+        self.assertEqual(doc["discovery"]["containers_found"], 1)
+        [look] = doc["discovery"]["netns_dirs"]
+        self.assertEqual((look["entries"], look["usable"], look["unusable"]), (1, 1, {}))
+        self.assertEqual([f for f in doc["findings"] if f["id"].startswith("discovery-")], [])
+        v = verdicts(doc)["4f2b8c1d9e0a"]
+        self.assertEqual((v["distance"], v["imdsv2"]), (1, "no"), v)
+        self.assertEqual(run.rc, 1, "the container gets no token at hop limit 1")
+
+    def test_the_agent_reports_the_same_in_its_status_metrics_and_one_event_per_change(
+            self) -> None:
+        work = Path(tempfile.mkdtemp(prefix="imds-discovery-agent-"))
+        sock = str(work / "agent.sock")
+        (work / "agent.conf").write_text(
+            "interval = 1s\njitter = 0\nv1-interval = never\nrequest-timeout = 1s\n"
+            f"proc-scan = no\nnetns-dir = {self.dir}\nsocket = {sock}\nwatch-callers = no\n")
+        agent = start_agent(self.lab, AGENT, work / "agent.conf", work / "conf.d")
+
+        def events() -> list[str]:
+            with agent.lock:
+                return [line for line in agent.lines if "IMDS_EVENT=discovery-changed" in line]
+
+        def wait(what: str, pred: Any, timeout: float = 20) -> Any:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                try:
+                    if value := pred():
+                        return value
+                except (OSError, ValueError, KeyError):
+                    pass
+                if agent.proc.poll() is not None:
+                    break
+                time.sleep(0.2)
+            with agent.lock:
+                log = "\n".join(agent.lines[-20:])
+            raise AssertionError(f"never: {what}\n{log}")
+
+        def status() -> dict[str, Any]:
+            code, _, body = unix_http(sock, "GET", "/v1/status", timeout=5)
+            assert code == 200, body
+            return json.loads(body)
+
+        try:
+            doc = wait("a first cycle", lambda: (d := status())["agent"]["cycles"] >= 1 and d)
+            [look] = doc["discovery"]["netns_dirs"]
+            self.assertEqual(look["unusable"], {"not_mounted_here": 1})
+            self.assertIn("discovery-blind", [f["id"] for f in doc["findings"]])
+            code, _, metrics = unix_http(sock, "GET", "/metrics", timeout=5)
+            self.assertEqual(code, 200)
+            self.assertIn(f'imds_discovery_unusable_entries{{dir="{self.dir}",'
+                          'problem="not_mounted_here"} 1\n', metrics)
+            first = wait("the discovery-changed event", events)
+            self.assertIn("IMDS_UNUSABLE_ENTRIES=1", first[0])
+            # A second invisible container: one more event; then nothing while it holds.
+            (self.dir / "6f5e4d3c2b1a").touch()
+            wait("the second event", lambda: len(events()) == 2)
+            self.assertIn("IMDS_UNUSABLE_ENTRIES=2", events()[1])
+            cycles = status()["agent"]["cycles"]
+            wait("three more cycles", lambda: status()["agent"]["cycles"] >= cycles + 3)
+            self.assertEqual(len(events()), 2, "no event while nothing changes")
+        finally:
+            (self.dir / "6f5e4d3c2b1a").unlink(missing_ok=True)
+            stop_process(agent.proc, timeout=20)
+            if agent.proc.stdout is not None:
+                agent.proc.stdout.close()
+            shutil.rmtree(work, ignore_errors=True)
 
 
 class SimulatedContainer(LabCase):

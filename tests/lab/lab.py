@@ -334,6 +334,21 @@ class Lab:
         _run(["ip", "-n", ns.name, "-batch", "-"], f"configuring {ns.label} ({ns.name})",
              "\n".join(commands) + "\n")
 
+    def _wait_port_forwarding(self, parent: Netns, port: str, timeout: float = 5.0) -> None:
+        """Until `port` of parent's br0 has its carrier and forwards, so that a namespace is
+        named only once a SYN from it can cross the bridge (the kernel brings a new port up
+        when it has processed the carrier change, which can lag `link set up`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            out = subprocess.run(["bridge", "-n", parent.name, "link", "show", "dev", port],
+                                 capture_output=True, text=True, check=False).stdout
+            if "state forwarding" in out and "LOWER_UP" in out:
+                return
+            if time.monotonic() > deadline:
+                raise LabError(f"bridge port {port} of {parent.name} not forwarding after "
+                               f"{timeout:.0f}s: {out.strip()!r}")
+            time.sleep(0.002)
+
     def _sysctl(self, ns: Netns, values: dict[str, str]) -> None:
         _run(["ip", "netns", "exec", ns.name, "sysctl", "-q", "-w",
               *(f"{k}={v}" for k, v in values.items())], f"sysctl in {ns.label}")
@@ -428,6 +443,7 @@ table inet {NFT_TABLE} {{
         if "v6" in families:
             commands.append(f"route add default via {v6_base}::1")
         self._ip(ns, commands)
+        self._wait_port_forwarding(parent, f"vb{index}")
         self._labels[label] = ns
         (Path(self.netns_dir) / label).symlink_to(ns.path)
         return ns
@@ -517,6 +533,7 @@ table inet {NFT_TABLE} {{
              "\n".join(inside) + "\n")
         if reachable:
             self._ip(self.host, [f"link set vi{n} master br0 up"])
+            self._wait_port_forwarding(self.host, f"vi{n}")
         link = Path(self.netns_dir) / label
         tmp = Path(self.netns_dir) / f".{label}.{n}"
         tmp.symlink_to(ns.path)

@@ -127,6 +127,55 @@ TEST(Diff, UnreachableAtStartIsReportedWithTheVerdict) {
   EXPECT_EQ(events[1].priority, Priority::err);
 }
 
+TEST(Diff, WhatDiscoveryCannotSeeIsReportedOncePerChange) {
+  Tracker t;
+  auto d = diagnosis(HttpTokens::required, exact(2), {{"c1", 11}});
+  DiscoveryLook look;
+  NetnsDirLook dir;
+  dir.dir = "/run/docker/netns";
+  dir.state = NetnsDirLook::State::read;
+  dir.entries = 1;
+  dir.usable = 1;
+  look.dirs = {dir};
+  d.discovery = look;
+  EXPECT_EQ(kinds(t.feed(d)), std::vector{EventKind::first_verdict}) << "all seen: nothing more";
+  EXPECT_TRUE(t.feed(d).empty());
+  // Two containers' namespace files turn invisible (the agent lost the mount propagation).
+  look.dirs[0].entries = 3;
+  look.dirs[0].unusable.at(static_cast<std::size_t>(EntryProblem::not_mounted_here)) = 2;
+  d.discovery = look;
+  auto events = t.feed(d);
+  ASSERT_EQ(kinds(events), std::vector{EventKind::discovery_changed});
+  EXPECT_EQ(events[0].priority, Priority::warning);
+  EXPECT_EQ(field(events[0], "IMDS_UNUSABLE_ENTRIES"), "2");
+  EXPECT_NE(field(events[0], "IMDS_DISCOVERY").find("2 not mounted here"), std::string::npos)
+      << field(events[0], "IMDS_DISCOVERY");
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(t.feed(d).empty()) << "no repeat while it holds";
+  // A diagnosis without a discovery (a demand probe of one namespace) changes nothing.
+  auto without = d;
+  without.discovery.reset();
+  EXPECT_TRUE(t.feed(without).empty());
+  look.dirs[0].unusable = {};
+  look.dirs[0].entries = 1;
+  d.discovery = look;
+  events = t.feed(d);
+  ASSERT_EQ(kinds(events), std::vector{EventKind::discovery_changed});
+  EXPECT_EQ(events[0].priority, Priority::notice) << "it sees everything again";
+}
+
+TEST(Diff, ADiscoveryThatCannotSeeAllFromTheStartIsReportedWithTheVerdict) {
+  Tracker t;
+  auto d = diagnosis(HttpTokens::required, exact(2), {});
+  DiscoveryLook look;
+  look.unlisted_container_processes = 4;
+  look.unlisted_container_namespaces = 2;
+  d.discovery = look;
+  auto events = t.feed(d);
+  ASSERT_EQ(kinds(events), (std::vector{EventKind::first_verdict, EventKind::discovery_changed}));
+  EXPECT_EQ(field(events[1], "IMDS_UNLISTED_NAMESPACES"), "2");
+  EXPECT_EQ(events[1].priority, Priority::warning);
+}
+
 TEST(Diff, RepeatedIdenticalDiagnosesReportNothing) {
   Tracker t;
   auto d = diagnosis(HttpTokens::required, exact(2), {{"c1", 11}, {"c2", 12, Tristate::no, 2}});

@@ -200,6 +200,38 @@ TEST(Metrics, ANamespaceNameThatIsNotUtf8StaysAValidScrape) {
   EXPECT_NE(text.find("bad\xef\xbf\xbd\xef\xbf\xbdname"), std::string::npos) << text;
 }
 
+TEST(Metrics, WhatDiscoveryCouldNotUseIsCountedByDirectoryAndProblem) {
+  Snapshot s;
+  s.probed = true;
+  EngineStats engine;
+  NetnsDirLook docker;
+  docker.dir = "/run/docker/netns";
+  docker.state = NetnsDirLook::State::read;
+  docker.entries = 2;
+  docker.unusable.at(static_cast<std::size_t>(EntryProblem::not_mounted_here)) = 2;
+  NetnsDirLook named;
+  named.dir = "/run/netns";
+  engine.look.dirs = {named, docker};
+  engine.look.unlisted_container_namespaces = 3;
+  const std::string text = render_metrics(s, HostImdsv2{}, ProbeStats{}, "0.1.0", &engine);
+  const auto parsed = parse_exposition(text);
+  ASSERT_EQ(parsed.error, "") << text;
+  std::size_t series = 0;
+  double hidden = -1;
+  for (const auto& sample : parsed.samples) {
+    if (sample.name != "imds_discovery_unusable_entries") continue;
+    ++series;
+    if (sample.labels.at("dir") == "/run/docker/netns" &&
+        sample.labels.at("problem") == "not_mounted_here") {
+      hidden = sample.value;
+    }
+  }
+  EXPECT_EQ(series, 2 * kEntryProblems) << "every problem of every directory, zeros included";
+  EXPECT_EQ(hidden, 2);
+  EXPECT_NE(text.find("\nimds_discovery_unlisted_container_namespaces 3\n"), std::string::npos);
+  EXPECT_NE(text.find("\nimds_discovery_unreadable_dirs 0\n"), std::string::npos);
+}
+
 TEST(Metrics, AnExactHopLimitIsOneGaugeInsteadOfBounds) {
   Snapshot s;
   s.probed = true;

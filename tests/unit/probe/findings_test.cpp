@@ -66,6 +66,66 @@ TEST(Findings, NamespacesLeftOutOfARunAreAWarningThatSaysHowManyAndWhen) {
   EXPECT_EQ(find_finding(d, "discovery-truncated"), nullptr);
 }
 
+TEST(Findings, WhatDiscoveryCouldNotSeeIsAWarningPerDirectoryNeverHealthy) {
+  World w;
+  w.tokens = HttpTokens::required;
+  w.hop_limit = 2;
+  Diagnosis d = world_diagnosis(w, {{"c1", 1}});
+  d.targets[1].target.source = TargetSource::netns_dir;
+  DiscoveryLook look;
+  NetnsDirLook fine;
+  fine.dir = "/run/netns";
+  fine.state = NetnsDirLook::State::read;
+  fine.entries = 1;
+  fine.usable = 1;
+  look.dirs = {fine};
+  d.discovery = look;
+  d = finish(std::move(d));
+  ASSERT_TRUE(is_healthy(d)) << "a discovery that saw everything adds nothing";
+  EXPECT_EQ(find_finding(d, "discovery-blind"), nullptr);
+
+  NetnsDirLook stale;
+  stale.dir = "/var/run/netns";
+  stale.state = NetnsDirLook::State::read;
+  stale.entries = 3;
+  stale.usable = 1;
+  stale.unusable.at(static_cast<std::size_t>(EntryProblem::dangling_link)) = 1;
+  stale.unusable.at(static_cast<std::size_t>(EntryProblem::permission_denied)) = 1;
+  stale.examples = {"old", "locked"};
+  NetnsDirLook locked;
+  locked.dir = "/run/docker/netns";
+  locked.state = NetnsDirLook::State::unreadable;
+  locked.error = "Permission denied";
+  look.dirs = {fine, stale, locked};
+  look.unlisted_container_processes = 3;
+  look.unlisted_container_namespaces = 2;
+  d.discovery = look;
+  d = finish(std::move(d));
+  EXPECT_FALSE(is_healthy(d));
+  EXPECT_EQ(exit_code(d), 1);
+  std::vector<const Finding*> blind;
+  for (const auto& f : d.findings) {
+    if (f.id == "discovery-blind") blind.push_back(&f);
+  }
+  ASSERT_EQ(blind.size(), 2U);
+  EXPECT_EQ(blind[0]->severity, Severity::warning);
+  EXPECT_TRUE(contains(blind[0]->summary, "/var/run/netns: 2 of 3 entries")) << blind[0]->summary;
+  EXPECT_TRUE(contains(blind[0]->summary, "1 dangling link, 1 permission denied"))
+      << blind[0]->summary;
+  EXPECT_TRUE(contains(blind[0]->detail, "old, locked")) << blind[0]->detail;
+  EXPECT_TRUE(contains(blind[0]->fix, "sudo")) << blind[0]->fix;
+  EXPECT_TRUE(contains(blind[1]->summary, "cannot read /run/docker/netns: Permission denied"))
+      << blind[1]->summary;
+  const Finding* unlisted = find_finding(d, "discovery-unlisted-containers");
+  ASSERT_NE(unlisted, nullptr);
+  EXPECT_EQ(unlisted->severity, Severity::warning);
+  EXPECT_TRUE(contains(unlisted->summary, "3 processes of containers run in 2 network namespaces"))
+      << unlisted->summary;
+  EXPECT_TRUE(contains(unlisted->fix, "--no-proc-scan")) << unlisted->fix;
+  EXPECT_EQ(find_finding(d, "discovery-runtime-without-containers"), nullptr)
+      << "no runtime socket in this look";
+}
+
 TEST(Findings, OptionalTokensAreAWarningWithTheFilledInFixAndTheAmiRoute) {
   World w;
   w.hop_limit = 2;

@@ -98,6 +98,28 @@ Diagnosis bounds_interceptor_proxy() {
   return finish(std::move(d));
 }
 
+// Discovery in a mount namespace that lacks Docker's bind mounts (a tool container without
+// mount propagation): the netns files are empty, the host alone is probed. Never healthy.
+Diagnosis invisible_docker_namespaces() {
+  World w;
+  w.tokens = HttpTokens::required;
+  w.hop_limit = 1;
+  Diagnosis d = diagnosis({observe_host(w)}, w);
+  DiscoveryLook look;
+  NetnsDirLook run_netns;
+  run_netns.dir = "/run/netns";
+  NetnsDirLook docker;
+  docker.dir = "/run/docker/netns";
+  docker.state = NetnsDirLook::State::read;
+  docker.entries = 2;
+  docker.unusable.at(static_cast<std::size_t>(EntryProblem::not_mounted_here)) = 2;
+  docker.examples = {"1a2b3c4d5e6f", "6f5e4d3c2b1a"};
+  look.dirs = {run_netns, docker};
+  look.runtimes = {"docker"};
+  d.discovery = look;
+  return finish(std::move(d));
+}
+
 // Not on EC2: the connection is refused.
 Diagnosis not_on_ec2() {
   World w;
@@ -127,6 +149,17 @@ TEST(Golden, BoundsInterceptorProxyText) {
 
 TEST(Golden, NotOnEc2Json) { expect_golden_json("not-on-ec2.json", not_on_ec2()); }
 
+TEST(Golden, InvisibleDockerNamespacesText) {
+  const Diagnosis d = invisible_docker_namespaces();
+  EXPECT_FALSE(is_healthy(d));
+  EXPECT_EQ(exit_code(d), 1);
+  expect_golden("invisible-docker-namespaces.txt", render_text(d, false));
+}
+
+TEST(Golden, InvisibleDockerNamespacesJson) {
+  expect_golden_json("invisible-docker-namespaces.json", invisible_docker_namespaces());
+}
+
 // Every finding id the scenarios here produce is listed in docs/json-schema.md.
 TEST(Golden, EveryFindingIdIsDocumentedInTheSchema) {
   std::ifstream in(IMDS_SCHEMA_DOC);
@@ -146,6 +179,7 @@ TEST(Golden, EveryFindingIdIsDocumentedInTheSchema) {
       broken_bridge_containers(),
       bounds_interceptor_proxy(),
       not_on_ec2(),
+      invisible_docker_namespaces(),
       expecting(std::move(excess),
                 {"imds-support=v2.0", "ipv6=enabled", "tags=enabled", "endpoint=disabled"}),
   };

@@ -3,10 +3,13 @@
 #include "targets.hpp"
 
 #include "netns.hpp"
+#include "words.hpp"
 
 #include <gtest/gtest.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -289,6 +292,100 @@ TEST_F(RealNamespaces, TheSameNamespaceUnderTwoNamesIsOneTarget) {
   EXPECT_EQ(d.found, 1U);
   ASSERT_EQ(d.targets.size(), 1U);
   EXPECT_EQ(d.targets[0].name, "x");
+}
+
+TEST_F(RealNamespaces, EveryEntryThatIsNotAUsableNamespaceIsCountedByItsProblem) {
+  add_namespace("a");
+  add_namespace("b");
+  std::ofstream(dir_ / "ghost").close();                 // a bind mount not visible here
+  fs::create_symlink("/nonexistent/ns/net", dir_ / "gone");  // a dangling link
+  ASSERT_EQ(::mkfifo((dir_ / "fifo").c_str(), 0600), 0);     // must not block the open
+  std::ofstream(dir_ / "text") << "not a namespace\n";
+  fs::create_directories(dir_ / "sub");
+  fs::create_symlink("/proc/self/ns/uts", dir_ / "uts");    // a namespace of another type
+  fs::create_symlink("/proc/self/ns/net", dir_ / "self");   // the host's own: usable, excluded
+  const Discovery d = discover(16, 0);
+  ASSERT_EQ(d.targets.size(), 2U);
+  ASSERT_EQ(d.look.dirs.size(), 1U);
+  const NetnsDirLook& look = d.look.dirs[0];
+  EXPECT_EQ(look.state, NetnsDirLook::State::read);
+  EXPECT_EQ(look.entries, 9U);
+  EXPECT_EQ(look.usable, 3U);
+  const auto count = [&](EntryProblem p) { return look.unusable.at(static_cast<std::size_t>(p)); };
+  EXPECT_EQ(count(EntryProblem::not_mounted_here), 1U);
+  EXPECT_EQ(count(EntryProblem::dangling_link), 1U);
+  EXPECT_EQ(count(EntryProblem::not_a_namespace_file), 3U);  // fifo, text, sub
+  EXPECT_EQ(count(EntryProblem::other_namespace_type), 1U);
+  EXPECT_EQ(look.unusable_total(), 6U);
+  EXPECT_EQ(look.examples.size(), kMaxLookExamples);
+  EXPECT_FALSE(d.look.proc_scanned);
+}
+
+TEST_F(RealNamespaces, AnAbsentDirectoryIsSaidAndAnEmptyOneIsNone) {
+  DiscoveryConfig config;
+  config.netns_dirs = {(dir_ / "missing").string(), dir_.string()};
+  config.proc_scan = false;
+  const Discovery d = discover_containers(config);
+  ASSERT_EQ(d.look.dirs.size(), 2U);
+  EXPECT_EQ(d.look.dirs[0].state, NetnsDirLook::State::absent);
+  EXPECT_EQ(d.look.dirs[1].state, NetnsDirLook::State::read);
+  EXPECT_EQ(d.look.dirs[1].entries, 0U);
+  EXPECT_EQ(describe_discovery(d.look),
+            (dir_ / "missing").string() + ": absent; " + dir_.string() + ": none; /proc: skipped");
+}
+
+// With the /proc scan off, container processes in namespaces that no directory lists are
+// counted (their containers were not probed); those in listed namespaces only label them.
+TEST_F(RealNamespaces, ContainerProcessesInUnlistedNamespacesAreCountedWithTheScanOff) {
+  add_namespace("listed");
+  add_namespace("hidden");
+  const fs::path proc = dir_ / "proc";
+  const auto fake_process = [&](int pid, const fs::path& netns, const std::string& cgroup) {
+    fs::create_directories(proc / std::to_string(pid) / "ns");
+    fs::create_symlink(netns, proc / std::to_string(pid) / "ns" / "net");
+    std::ofstream(proc / std::to_string(pid) / "cgroup") << cgroup;
+  };
+  const std::string docker = "0::/system.slice/docker-" + kId + ".scope\n";
+  fake_process(10, fs::read_symlink(dir_ / "listed"), docker);
+  fake_process(20, fs::read_symlink(dir_ / "hidden"), "0::/system.slice/docker-" + kOtherId + ".scope\n");
+  fake_process(21, fs::read_symlink(dir_ / "hidden"), "0::/system.slice/docker-" + kOtherId + ".scope\n");
+  fake_process(30, fs::read_symlink(dir_ / "hidden"), "0::/user.slice\n");  // not a container
+  fs::remove(dir_ / "hidden");
+  DiscoveryConfig config;
+  config.netns_dirs = {dir_.string()};
+  config.proc_scan = false;
+  config.proc_root = proc.string();
+  const Discovery d = discover_containers(config);
+  ASSERT_EQ(d.targets.size(), 1U);
+  EXPECT_EQ(d.targets[0].container_id, kId) << "the listed one is labelled";
+  EXPECT_EQ(d.look.unlisted_container_processes, 2U);
+  EXPECT_EQ(d.look.unlisted_container_namespaces, 1U);
+  // With the scan on, the hidden one is found instead, and nothing is unlisted.
+  config.proc_scan = true;
+  const Discovery scanned = discover_containers(config);
+  EXPECT_EQ(scanned.targets.size(), 2U);
+  EXPECT_EQ(scanned.look.proc_namespaces, 1U);
+  EXPECT_EQ(scanned.look.unlisted_container_namespaces, 0U);
+}
+
+TEST_F(RealNamespaces, ARuntimeIsSeenByItsApiSocket) {
+  fs::create_directories(dir_ / "run");
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const std::string path = (dir_ / "run" / "docker.sock").string();
+  ASSERT_LT(path.size(), sizeof addr.sun_path);
+  std::copy(path.begin(), path.end(), addr.sun_path);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr), 0);
+  std::ofstream(dir_ / "run" / "crio").close();  // not a socket: not a runtime
+  DiscoveryConfig config;
+  config.netns_dirs = {};
+  config.proc_scan = false;
+  config.run_root = dir_.string();
+  const Discovery d = discover_containers(config);
+  ::close(fd);
+  EXPECT_EQ(d.look.runtimes, (std::vector<std::string>{"docker"}));
 }
 
 }  // namespace
