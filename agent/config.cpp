@@ -126,6 +126,14 @@ const std::vector<KeyEntry>& key_table() {
          }
          return {};
        }},
+      {{"docker-root", "DIR",
+        "Docker's data root, whose containers/ID/config.v2.json give container names (default "
+        "/var/lib/docker; empty: no names)"},
+       [](AgentConfig& c, const std::string& v) -> Status {
+         if (!v.empty() && !v.starts_with("/")) return Error{"'" + v + "' is not an absolute path"};
+         c.docker_root = v;
+         return {};
+       }},
       {{"proc-scan", "BOOL", "find namespaces of every process in /proc each cycle (default yes)"},
        [](AgentConfig& c, const std::string& v) -> Status {
          auto b = parse_bool(v);

@@ -27,6 +27,7 @@ struct AgentConfig {
   std::vector<std::string> netns_dirs{"/run/netns", "/run/docker/netns"};
   bool netns_dirs_are_defaults = true;
   bool proc_scan = true;
+  std::string docker_root = "/var/lib/docker";  // container names; "" for none
   std::string socket = "/run/imds-agent/imds-agent.sock";
   std::string socket_group = "imds-agent";
   std::string endpoint = "http://169.254.169.254";

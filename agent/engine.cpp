@@ -49,6 +49,7 @@ Engine make_engine() {
     DiscoveryConfig dc;
     dc.netns_dirs = config.netns_dirs;
     dc.proc_scan = config.proc_scan;
+    dc.docker_root = config.docker_root;
     // As many as a cycle may probe (max-namespaces) and the collector takes, so discovery
     // does not cut the list short of what the configuration allows.
     dc.max_targets = kMaxTargets - 1;  // the host is one more target

@@ -47,6 +47,7 @@ void add_container_fields(std::vector<JournalField>& f, const ContainerState& c)
   f.push_back({"IMDS_TARGET", c.name});
   f.push_back({"IMDS_NETNS", c.path});
   if (c.container_id) f.push_back({"IMDS_CONTAINER_ID", *c.container_id});
+  if (c.container_name) f.push_back({"IMDS_CONTAINER_NAME", *c.container_name});
   if (c.distance) f.push_back({"IMDS_DISTANCE", std::to_string(*c.distance)});
   f.push_back({"IMDS_IMDSV2", tristate_text(c.imdsv2)});
   f.push_back({"IMDS_VERDICT", c.verdict.empty() ? tristate_text(c.imdsv2) : c.verdict});
@@ -158,6 +159,7 @@ Snapshot observe(const Snapshot& previous, const Diagnosis& d,
     c.name = t.name;
     c.path = t.path;
     if (t.container_id) c.container_id = t.container_id;
+    c.container_name = t.container_name;  // follows `docker rename`
     // Container verdicts only mean something while the IMDS answers the host: an outage
     // or a disabled endpoint is reported once, as such, not as every container losing v2.
     if (const auto found = verdicts.find(key); answering && found != verdicts.end()) {

@@ -29,6 +29,7 @@ struct ContainerState {
   std::string name;  // NetnsTarget::name
   std::string path;
   std::optional<std::string> container_id;
+  std::optional<std::string> container_name;  // Docker's, when its state is readable
   Tristate imdsv2 = Tristate::unknown;  // last known, IPv4 (the headline)
   std::optional<int> distance;
   std::string verdict;                       // the IPv4 verdict's summary

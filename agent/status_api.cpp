@@ -141,6 +141,8 @@ nlohmann::json Agent::status_json() const {
          {"netns", c.path},
          {"container_id",
           c.container_id ? nlohmann::json(*c.container_id) : nlohmann::json(nullptr)},
+         {"container_name",
+          c.container_name ? nlohmann::json(*c.container_name) : nlohmann::json(nullptr)},
          {"imdsv2", tristate_json(c.imdsv2)},
          {"distance", c.distance ? nlohmann::json(*c.distance) : nlohmann::json(nullptr)},
          {"verdict", c.verdict},

@@ -51,8 +51,9 @@ std::vector<NetnsTarget> resolve_targets(const ProbeOptions& options,
     targets.push_back(std::move(r.value()));
   };
   for (const auto& path : options.netns_paths) add(target_for_path(path));
-  for (const pid_t pid : options.pids) add(target_for_pid(pid));
-  for (const auto& id : options.containers) add(target_for_container(id));
+  const std::string& docker_root = options.discovery.docker_root;
+  for (const pid_t pid : options.pids) add(target_for_pid(pid, "/proc", docker_root));
+  for (const auto& id : options.containers) add(target_for_container(id, "/proc", docker_root));
 
   if (options.all_containers) {
     auto found = discover_containers(options.discovery);

@@ -142,6 +142,7 @@ constexpr std::array kOptionModes{
     OptionModes{"timeout", kDiagnose},               OptionModes{"deadline", kDiagnose},
     OptionModes{"expect", kDiagnose},                OptionModes{"netns-dir", kDiagnose | kWatch},
     OptionModes{"exclude-netns", kDiagnose | kWatch}, OptionModes{"no-proc-scan", kDiagnose | kWatch},
+    OptionModes{"docker-root", kDiagnose},
     OptionModes{"endpoint", kDiagnose | kWatch},     OptionModes{"endpoint-v6", kDiagnose | kWatch},
     OptionModes{"no-ipv6", kDiagnose | kWatch},      OptionModes{"watch", kWatch},
     OptionModes{"no-process-lookup", kWatch},        OptionModes{"socket", kStatus | kRecord},
@@ -173,7 +174,8 @@ int main(int argc, char** argv) {
   curl_global_init(CURL_GLOBAL_DEFAULT);
   std::string json_text = "off";
   std::vector<std::string> netns, containers, netns_dirs, excludes, expects, pids;
-  std::string endpoint, endpoint_v6, timeout, deadline, watch, socket_path = kDefaultSocket;
+  std::string endpoint, endpoint_v6, timeout, deadline, watch, docker_root;
+  std::string socket_path = kDefaultSocket;
 
   // clang-format off
   po::options_description targets("Targets (the host namespace is always probed)");
@@ -193,6 +195,9 @@ int main(int argc, char** argv) {
     ("exclude-netns", po::value(&excludes)->value_name("PATH"),
      "with --all-containers: skip the namespace at PATH; repeatable")
     ("no-proc-scan", "with --all-containers: do not look at /proc/*/ns/net")
+    ("docker-root", po::value(&docker_root)->value_name("DIR"),
+     "Docker's data root, whose containers/ID/config.v2.json give container names "
+     "(default /var/lib/docker; empty: no names)")
     ("simulate-container",
      "also probe from a temporary bridge namespace one hop away (veth, forwarding, "
      "masquerade in its own nftables table), removed afterwards; needs root");
@@ -358,6 +363,12 @@ int main(int argc, char** argv) {
     }
     options.discovery.exclude_paths = excludes;
     options.discovery.proc_scan = vm.count("no-proc-scan") == 0;
+    if (vm.count("docker-root") != 0) {
+      if (!docker_root.empty() && !docker_root.starts_with("/")) {
+        throw UsageError("--docker-root: expected an absolute path, or empty for no names");
+      }
+      options.discovery.docker_root = docker_root;
+    }
     options.netns_paths = netns;
     for (const auto& p : pids) options.pids.push_back(parse_pid(p));
     options.containers = containers;

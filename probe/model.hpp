@@ -106,6 +106,7 @@ struct NetnsTarget {
   TargetSource source = TargetSource::path;
   std::optional<std::string> container_id;  // from /proc/PID/cgroup, when found
   std::optional<std::string> runtime;       // "docker", "containerd", "podman", "kubepods"
+  std::optional<std::string> container_name;  // Docker's, from its on-disk state when readable
   bool is_host = false;
 };
 

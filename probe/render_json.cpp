@@ -73,6 +73,7 @@ json target_json(const TargetObservations& t) {
       {"inode", t.target.inode},
       {"source", to_string(t.target.source)},
       {"container_id", optional_text(t.target.container_id)},
+      {"container_name", optional_text(t.target.container_name)},
       {"runtime", optional_text(t.target.runtime)},
       {"is_host", t.target.is_host},
       {"distance", optional_value(t.distance)},

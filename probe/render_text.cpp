@@ -136,9 +136,14 @@ std::string targets_block(const Diagnosis& d, const Palette& p) {
   if (verdicts.empty()) return {};
   std::size_t width = 4;
   std::vector<std::string> names;
-  for (const auto& v : verdicts) {
+  for (std::size_t i = 0; i < verdicts.size(); ++i) {
+    const auto& v = verdicts[i];
     std::string name = v.target.empty() ? "(unnamed)" : safe(v.target);
-    if (name.size() > 24) name = name.substr(0, 21) + "...";
+    // Docker's name beside the id: "4f2b8c1d9e0a web".
+    if (i < d.targets.size() && d.targets[i].target.container_name) {
+      name += " " + safe(*d.targets[i].target.container_name);
+    }
+    if (name.size() > 32) name = name.substr(0, 29) + "...";
     width = std::max(width, name.size());
     names.push_back(std::move(name));
   }

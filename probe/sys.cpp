@@ -35,7 +35,8 @@ std::string random_chars(std::size_t n, std::string_view alphabet) {
 }
 
 std::optional<std::string> read_capped(const std::string& path, std::size_t cap) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  // O_NONBLOCK: a FIFO planted where a file is expected must not block the reader.
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
   if (!fd.valid()) return std::nullopt;
   std::string out;
   std::array<char, 4096> buf{};

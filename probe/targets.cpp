@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
@@ -94,10 +95,13 @@ std::optional<ContainerLabel> label_for_pid(const std::string& proc_root, pid_t 
 
 std::string short_id(const std::string& id) { return id.substr(0, 12); }
 
-void apply_label(NetnsTarget& t, const ContainerLabel& label) {
+void apply_label(NetnsTarget& t, const ContainerLabel& label, const std::string& docker_root) {
   t.container_id = label.container_id;
   t.runtime = label.runtime;
   t.name = short_id(label.container_id);
+  if (label.runtime == "docker" && !docker_root.empty()) {
+    t.container_name = docker_container_name(docker_root, label.container_id);
+  }
 }
 
 std::string basename_of(const std::string& path) {
@@ -386,7 +390,7 @@ Discovery discover_containers(const DiscoveryConfig& config) {
     const auto label = label_for_pid(config.proc_root, pid);
     if (known != by_inode.end()) {
       if (label) {
-        apply_label(found[known->second], *label);
+        apply_label(found[known->second], *label, config.docker_root);
         labelled.insert(ino);
       }
       continue;
@@ -405,7 +409,7 @@ Discovery discover_containers(const DiscoveryConfig& config) {
     t.inode = ino;
     t.source = TargetSource::proc;
     if (label) {
-      apply_label(t, *label);
+      apply_label(t, *label, config.docker_root);
       labelled.insert(ino);
     }
     by_inode.emplace(ino, found.size());
@@ -437,7 +441,62 @@ Discovery discover_containers(const DiscoveryConfig& config) {
   return out;
 }
 
-Result<NetnsTarget> target_for_pid(pid_t pid, const std::string& proc_root) {
+std::optional<std::string> docker_container_name(const std::string& docker_root,
+                                                 std::string_view id) {
+  constexpr std::size_t kMaxConfigBytes = std::size_t{1} << 20;
+  if (id.size() != 64 || !is_lower_hex(id)) return std::nullopt;
+  const std::string path = docker_root + "/containers/" + std::string(id) + "/config.v2.json";
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
+      static_cast<std::size_t>(st.st_size) > kMaxConfigBytes) {
+    return std::nullopt;
+  }
+  // Read again only when the file changed (`docker rename` rewrites it): discovery runs every
+  // cycle of the agent, and the file can be tens of KiB.
+  struct Cached {
+    std::int64_t mtime_ns;
+    std::int64_t size;
+    std::optional<std::string> name;
+  };
+  static std::mutex cache_mutex;
+  static std::map<std::string, Cached, std::less<>> cache;
+  const std::int64_t mtime_ns =
+      static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+  {
+    std::lock_guard lock(cache_mutex);
+    const auto hit = cache.find(path);
+    if (hit != cache.end() && hit->second.mtime_ns == mtime_ns &&
+        hit->second.size == static_cast<std::int64_t>(st.st_size)) {
+      return hit->second.name;
+    }
+  }
+  const auto remember = [&](std::optional<std::string> name) {
+    std::lock_guard lock(cache_mutex);
+    if (cache.size() >= 4096) cache.clear();
+    cache[path] = Cached{mtime_ns, static_cast<std::int64_t>(st.st_size), name};
+    return name;
+  };
+  const auto text = read_capped(path, kMaxConfigBytes);
+  if (!text) return std::nullopt;
+  const auto doc = nlohmann::json::parse(*text, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object()) return remember(std::nullopt);
+  const auto name = doc.find("Name");
+  if (name == doc.end() || !name->is_string()) return remember(std::nullopt);
+  std::string_view n = name->get_ref<const std::string&>();
+  if (n.starts_with('/')) n.remove_prefix(1);
+  // Docker's own rule for names: [a-zA-Z0-9][a-zA-Z0-9_.-]+
+  const auto name_char = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '.' || c == '-';
+  };
+  if (n.size() < 2 || n.size() > 128 || std::isalnum(static_cast<unsigned char>(n[0])) == 0 ||
+      !std::all_of(n.begin(), n.end(), name_char)) {
+    return remember(std::nullopt);
+  }
+  return remember(std::string(n));
+}
+
+Result<NetnsTarget> target_for_pid(pid_t pid, const std::string& proc_root,
+                                   const std::string& docker_root) {
   if (pid <= 0) return Result<NetnsTarget>::failure("--pid must be a positive number");
   const std::string dir = proc_root + "/" + std::to_string(pid);
   struct stat st {};
@@ -452,11 +511,12 @@ Result<NetnsTarget> target_for_pid(pid_t pid, const std::string& proc_root) {
   t.path = path;
   t.inode = ino.value();
   t.source = TargetSource::pid;
-  if (auto label = label_for_pid(proc_root, pid)) apply_label(t, *label);
+  if (auto label = label_for_pid(proc_root, pid)) apply_label(t, *label, docker_root);
   return t;
 }
 
-Result<NetnsTarget> target_for_container(const std::string& id, const std::string& proc_root) {
+Result<NetnsTarget> target_for_container(const std::string& id, const std::string& proc_root,
+                                         const std::string& docker_root) {
   std::string prefix = id;
   std::transform(prefix.begin(), prefix.end(), prefix.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
@@ -487,10 +547,10 @@ Result<NetnsTarget> target_for_container(const std::string& id, const std::strin
         "/*/cgroup; container names are not visible there, pass the id from `docker ps "
         "--no-trunc`)");
   }
-  auto t = target_for_pid(*found_pid, proc_root);
+  auto t = target_for_pid(*found_pid, proc_root, docker_root);
   if (!t) return t;
   t.value().source = TargetSource::container;
-  apply_label(t.value(), *found);
+  apply_label(t.value(), *found, docker_root);
   return t;
 }
 

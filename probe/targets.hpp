@@ -33,12 +33,16 @@ inline constexpr std::array<RuntimeSocket, 5> kRuntimeSockets = {{
     {"k3s", "/run/k3s/containerd/containerd.sock"},
 }};
 
+// Docker's data root: containers/ID/config.v2.json holds each container's name.
+inline const std::string kDefaultDockerRoot = "/var/lib/docker";
+
 struct DiscoveryConfig {
   std::vector<std::string> netns_dirs = kDefaultNetnsDirs;  // --netns-dir replaces these
   bool proc_scan = true;                                    // /proc/*/ns/net
   std::vector<std::string> exclude_paths;                   // --exclude-netns, by inode
   std::string proc_root = "/proc";                          // tests point this elsewhere
   std::string run_root;  // tests: a prefix for the runtime sockets' paths
+  std::string docker_root = kDefaultDockerRoot;  // "" looks up no names
   // At most this many are kept, starting at the `start`th namespace found (in discovery
   // order: netns dirs by name, then /proc by pid) and wrapping around: a caller that moves
   // `start` on (the agent) gets to every namespace over several discoveries.
@@ -76,10 +80,18 @@ Result<NetnsTarget> host_target();
 // Discovery::found says how many there were and a note says so.
 Discovery discover_containers(const DiscoveryConfig& config);
 
-Result<NetnsTarget> target_for_pid(pid_t pid, const std::string& proc_root = "/proc");
+// The name Docker gave container `id` (a full 64-hex id), from `docker_root`'s
+// containers/ID/config.v2.json ("Name": "/web" -> "web"); nothing when that is unreadable,
+// too big (1 MiB), not JSON or not a valid name.
+std::optional<std::string> docker_container_name(const std::string& docker_root,
+                                                 std::string_view id);
+
+Result<NetnsTarget> target_for_pid(pid_t pid, const std::string& proc_root = "/proc",
+                                   const std::string& docker_root = kDefaultDockerRoot);
 // `id` is a container id or a unique prefix of one (hex, at least 4 characters).
 Result<NetnsTarget> target_for_container(const std::string& id,
-                                         const std::string& proc_root = "/proc");
+                                         const std::string& proc_root = "/proc",
+                                         const std::string& docker_root = kDefaultDockerRoot);
 Result<NetnsTarget> target_for_path(const std::string& path);
 
 // What a path in a namespace directory is: a network namespace (its nsfs inode), or why not.

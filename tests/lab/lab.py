@@ -334,19 +334,27 @@ class Lab:
         _run(["ip", "-n", ns.name, "-batch", "-"], f"configuring {ns.label} ({ns.name})",
              "\n".join(commands) + "\n")
 
-    def _wait_port_forwarding(self, parent: Netns, port: str, timeout: float = 5.0) -> None:
-        """Until `port` of parent's br0 has its carrier and forwards, so that a namespace is
-        named only once a SYN from it can cross the bridge (the kernel brings a new port up
-        when it has processed the carrier change, which can lag `link set up`)."""
+    def _wait_link_ready(self, parent: Netns, port: str, ns: Netns,
+                         timeout: float = 5.0) -> None:
+        """Until `port` of parent's br0 forwards and the container's eth0 is operationally up,
+        so that a namespace is named only once a SYN from it can leave and cross the bridge.
+        The kernel activates a link's queueing (until then a noop qdisc drops every packet)
+        and a bridge port's forwarding when it has processed the carrier change (linkwatch),
+        which can lag `link set up` on a busy machine; a SYN sent in between is lost and the
+        connect times out."""
         deadline = time.monotonic() + timeout
         while True:
-            out = subprocess.run(["bridge", "-n", parent.name, "link", "show", "dev", port],
-                                 capture_output=True, text=True, check=False).stdout
-            if "state forwarding" in out and "LOWER_UP" in out:
+            port_state = subprocess.run(
+                ["bridge", "-n", parent.name, "link", "show", "dev", port],
+                capture_output=True, text=True, check=False).stdout
+            inside = subprocess.run(["ip", "-n", ns.name, "-o", "link", "show", "dev", "eth0"],
+                                    capture_output=True, text=True, check=False).stdout
+            if ("state forwarding" in port_state and "LOWER_UP" in port_state and
+                    "state UP" in inside and "qdisc noop" not in inside):
                 return
             if time.monotonic() > deadline:
-                raise LabError(f"bridge port {port} of {parent.name} not forwarding after "
-                               f"{timeout:.0f}s: {out.strip()!r}")
+                raise LabError(f"{ns.name}: link not ready after {timeout:.0f}s: "
+                               f"{port_state.strip()!r} {inside.strip()!r}")
             time.sleep(0.002)
 
     def _sysctl(self, ns: Netns, values: dict[str, str]) -> None:
@@ -443,7 +451,7 @@ table inet {NFT_TABLE} {{
         if "v6" in families:
             commands.append(f"route add default via {v6_base}::1")
         self._ip(ns, commands)
-        self._wait_port_forwarding(parent, f"vb{index}")
+        self._wait_link_ready(parent, f"vb{index}", ns)
         self._labels[label] = ns
         (Path(self.netns_dir) / label).symlink_to(ns.path)
         return ns
@@ -533,7 +541,7 @@ table inet {NFT_TABLE} {{
              "\n".join(inside) + "\n")
         if reachable:
             self._ip(self.host, [f"link set vi{n} master br0 up"])
-            self._wait_port_forwarding(self.host, f"vi{n}")
+            self._wait_link_ready(self.host, f"vi{n}", ns)
         link = Path(self.netns_dir) / label
         tmp = Path(self.netns_dir) / f".{label}.{n}"
         tmp.symlink_to(ns.path)

@@ -76,6 +76,7 @@ Diagnosis broken_bridge_containers() {
   web.target.source = TargetSource::container;
   web.target.container_id = "4f2b8c1d9e0a";
   web.target.runtime = "docker";
+  web.target.container_name = "shop-api";  // Docker's name, from config.v2.json
   return expecting(diagnosis({observe_host(w), std::move(web), observe_container(w, "dind", 2),
                               cut_off(target("ecs-task", 1), Outcome::unreachable)},
                              w),

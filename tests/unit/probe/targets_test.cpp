@@ -14,12 +14,14 @@
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace imds {
@@ -191,6 +193,39 @@ TEST_F(FakeProc, PidTargetsCarryTheContainerLabel) {
   const auto gone = target_for_pid(99, root_.string());
   ASSERT_FALSE(gone);
   EXPECT_NE(gone.error().message.find("no process with pid 99"), std::string::npos);
+}
+
+TEST_F(FakeProc, DockersNameComesFromItsStateAndBadStateGivesNone) {
+  const fs::path docker = root_ / "docker";
+  const auto config = [&](const std::string& id, const std::string& text) {
+    fs::create_directories(docker / "containers" / id);
+    std::ofstream(docker / "containers" / id / "config.v2.json") << text;
+  };
+  config(kId, R"({"ID":")" + kId + R"(","Name":"/shop-api","State":{"Running":true}})");
+  EXPECT_EQ(docker_container_name(docker.string(), kId), "shop-api");
+  EXPECT_FALSE(docker_container_name(docker.string(), kId.substr(0, 12))) << "full ids only";
+  EXPECT_FALSE(docker_container_name(docker.string(), "../../../../etc/passwd"));
+  EXPECT_FALSE(docker_container_name((root_ / "nowhere").string(), kId));
+  config(kOtherId, R"({"Name":"/bad name[31m"})");
+  EXPECT_FALSE(docker_container_name(docker.string(), kOtherId)) << "not a Docker name";
+  config(kOtherId, "{not json");
+  EXPECT_FALSE(docker_container_name(docker.string(), kOtherId));
+  config(kOtherId, R"({"Name":"/)" + std::string(2 << 20, 'a') + R"("})");
+  EXPECT_FALSE(docker_container_name(docker.string(), kOtherId)) << "over 1 MiB";
+  // A rename rewrites the file: the new name is read (the cache follows the file).
+  std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  config(kId, R"({"Name":"/shop-api-v2"})");
+  EXPECT_EQ(docker_container_name(docker.string(), kId), "shop-api-v2");
+  // A FIFO planted there does not block.
+  fs::remove(docker / "containers" / kOtherId / "config.v2.json");
+  ASSERT_EQ(::mkfifo((docker / "containers" / kOtherId / "config.v2.json").c_str(), 0600), 0);
+  EXPECT_FALSE(docker_container_name(docker.string(), kOtherId));
+  // --container and --pid targets carry the name.
+  add_process(20, "0::/system.slice/docker-" + kId + ".scope\n");
+  const auto t = target_for_container(kId.substr(0, 8), root_.string(), docker.string());
+  ASSERT_TRUE(t) << t.error().message;
+  EXPECT_EQ(t.value().container_name, "shop-api-v2");
+  EXPECT_EQ(t.value().name, kId.substr(0, 12)) << "the id stays the label";
 }
 
 TEST_F(FakeProc, DiscoveryNeverReturnsTheHostNamespace) {

@@ -132,14 +132,14 @@ Diagnosis observe(const Case& c) {
   d.packet_ttl_available = c.packet_ttl;
 
   TargetObservations host;
-  host.target = {"host", "/proc/self/ns/net", 4026531840ULL, TargetSource::host, {}, {}, true};
+  host.target = {"host", "/proc/self/ns/net", 4026531840ULL, TargetSource::host, {}, {}, {}, true};
   host.distance = 0;
   add_family(host, c, Family::v4, 0, std::nullopt);
   add_family(host, c, Family::v6, 0,
              c.v6 == V6::disabled ? std::optional(Outcome::refused) : std::nullopt);
 
   TargetObservations ns;
-  ns.target = {"ns", "/run/netns/ns", 4026532001ULL, TargetSource::netns_dir, {}, {}, false};
+  ns.target = {"ns", "/run/netns/ns", 4026532001ULL, TargetSource::netns_dir, {}, {}, {}, false};
   // Collection knows a distance only from SYN-ACK TTLs.
   if (c.packet_ttl) ns.distance = c.distance;
   add_family(ns, c, Family::v4, c.distance,
