@@ -516,12 +516,7 @@ void discovery_findings(const Diagnosis& d, const DiscoveryLook& look, FindingLi
             "imds-probe --all-containers   # without --no-proc-scan (imds-agent: proc-scan = yes)\n"
             "imds-probe --all-containers --netns-dir DIR   # or the runtime's namespace directory");
   }
-  std::size_t discovered = 0;
-  for (const auto& t : d.targets) {
-    if (t.target.source == TargetSource::netns_dir || t.target.source == TargetSource::proc) {
-      ++discovered;
-    }
-  }
+  const std::size_t discovered = discovered_targets(d);
   if (!look.runtimes.empty() && discovered == 0 && !look.proc_scanned) {
     std::string names;
     for (const auto& r : look.runtimes) names += (names.empty() ? "" : ", ") + r;

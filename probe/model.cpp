@@ -191,4 +191,12 @@ std::string_view to_string(Severity value) {
   return "unknown";
 }
 
+std::size_t discovered_targets(const Diagnosis& d) {
+  std::size_t n = 0;
+  for (const auto& t : d.targets) {
+    if (t.target.source == TargetSource::netns_dir || t.target.source == TargetSource::proc) ++n;
+  }
+  return n;
+}
+
 }  // namespace imds

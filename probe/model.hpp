@@ -337,4 +337,7 @@ std::string_view to_string(EndpointState value);
 std::string_view to_string(UnreachableReason value);
 std::string_view to_string(Severity value);
 
+// How many of a diagnosis's targets came from discovery (a netns directory or /proc).
+std::size_t discovered_targets(const Diagnosis& d);
+
 }  // namespace imds

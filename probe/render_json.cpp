@@ -166,12 +166,7 @@ json finding_json(const Finding& f) {
 json discovery_json(const Diagnosis& d) {
   if (!d.discovery) return nullptr;
   const DiscoveryLook& look = *d.discovery;
-  std::size_t found = 0;
-  for (const auto& t : d.targets) {
-    if (t.target.source == TargetSource::netns_dir || t.target.source == TargetSource::proc) {
-      ++found;
-    }
-  }
+  const std::size_t found = discovered_targets(d);
   json dirs = json::array();
   for (const NetnsDirLook& dir : look.dirs) {
     json unusable = json::object();

@@ -202,12 +202,7 @@ std::string findings_block(const Diagnosis& d, const Palette& p) {
 // skipped)": what discovery looked at, when it ran.
 std::string discovery_line(const Diagnosis& d) {
   if (!d.discovery) return "";
-  std::size_t found = 0;
-  for (const auto& t : d.targets) {
-    if (t.target.source == TargetSource::netns_dir || t.target.source == TargetSource::proc) {
-      ++found;
-    }
-  }
+  const std::size_t found = discovered_targets(d);
   return "containers: " + std::to_string(found) + " found (" +
          safe(describe_discovery(*d.discovery)) + ")\n";
 }
