@@ -151,7 +151,7 @@ std::string render_metrics(const Snapshot& s, const HostImdsv2& host_imdsv2,
       const std::string label = escape_label_value(valid_utf8(dir.dir));
       for (std::size_t i = 0; i < kEntryProblems; ++i) {
         out += fmt::format("imds_discovery_unusable_entries{{dir=\"{}\",problem=\"{}\"}} {}\n",
-                           label, entry_problem_key(static_cast<EntryProblem>(i)),
+                           label, to_string(static_cast<EntryProblem>(i)),
                            dir.unusable.at(i));
       }
     }

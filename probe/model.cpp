@@ -191,6 +191,36 @@ std::string_view to_string(Severity value) {
   return "unknown";
 }
 
+std::string_view to_string(EntryProblem problem) {
+  switch (problem) {
+    case EntryProblem::not_mounted_here:
+      return "not_mounted_here";
+    case EntryProblem::dangling_link:
+      return "dangling_link";
+    case EntryProblem::not_a_namespace_file:
+      return "not_a_namespace_file";
+    case EntryProblem::other_namespace_type:
+      return "other_namespace_type";
+    case EntryProblem::permission_denied:
+      return "permission_denied";
+    case EntryProblem::unreadable:
+      return "unreadable";
+  }
+  return "unreadable";
+}
+
+std::string_view to_string(NetnsDirLook::State value) {
+  switch (value) {
+    case NetnsDirLook::State::absent:
+      return "absent";
+    case NetnsDirLook::State::unreadable:
+      return "unreadable";
+    case NetnsDirLook::State::read:
+      return "read";
+  }
+  return "absent";
+}
+
 std::size_t discovered_targets(const Diagnosis& d) {
   std::size_t n = 0;
   for (const auto& t : d.targets) {

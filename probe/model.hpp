@@ -336,6 +336,8 @@ std::string_view to_string(HttpTokens value);
 std::string_view to_string(EndpointState value);
 std::string_view to_string(UnreachableReason value);
 std::string_view to_string(Severity value);
+std::string_view to_string(EntryProblem value);  // "not_mounted_here", "dangling_link", ...
+std::string_view to_string(NetnsDirLook::State value);  // "absent", "unreadable", "read"
 
 // How many of a diagnosis's targets came from discovery (a netns directory or /proc).
 std::size_t discovered_targets(const Diagnosis& d);

@@ -1,5 +1,4 @@
 // The versioned JSON document of a Diagnosis (docs/json-schema.md) and the exit code.
-#include <array>
 
 #include <nlohmann/json.hpp>
 
@@ -172,15 +171,14 @@ json discovery_json(const Diagnosis& d) {
     json unusable = json::object();
     for (std::size_t i = 0; i < kEntryProblems; ++i) {
       if (dir.unusable.at(i) > 0) {
-        unusable[std::string(entry_problem_key(static_cast<EntryProblem>(i)))] = dir.unusable.at(i);
+        unusable[std::string(to_string(static_cast<EntryProblem>(i)))] = dir.unusable.at(i);
       }
     }
     json examples = json::array();
     for (const auto& e : dir.examples) examples.push_back(text(e));
-    constexpr std::array<std::string_view, 3> kStates = {"absent", "unreadable", "read"};
     dirs.push_back({
         {"dir", text(dir.dir)},
-        {"state", kStates.at(static_cast<std::size_t>(dir.state))},
+        {"state", to_string(dir.state)},
         {"error", dir.error.empty() ? json(nullptr) : json(text(dir.error))},
         {"entries", dir.entries},
         {"usable", dir.usable},

@@ -186,6 +186,14 @@ std::optional<ContainerLabel> parse_cgroup(std::string_view text) {
   return std::nullopt;
 }
 
+namespace {
+
+EntryProblem problem_of(int err) {
+  return err == EACCES || err == EPERM ? EntryProblem::permission_denied : EntryProblem::unreadable;
+}
+
+}  // namespace
+
 NetnsEntry check_netns_entry(const std::string& path) {
   NetnsEntry out;
   const auto fail = [&](EntryProblem problem, int err) {
@@ -201,9 +209,7 @@ NetnsEntry check_netns_entry(const std::string& path) {
       out.vanished = true;
       return fail(EntryProblem::unreadable, err);
     }
-    return fail(err == EACCES || err == EPERM ? EntryProblem::permission_denied
-                                              : EntryProblem::unreadable,
-                err);
+    return fail(problem_of(err), err);
   }
   // nsfs files are regular files; refuse FIFOs and devices before opening (an open of a
   // FIFO planted in a netns directory would block, a device open can have side effects).
@@ -211,9 +217,7 @@ NetnsEntry check_netns_entry(const std::string& path) {
   if (::stat(path.c_str(), &pre) != 0) {
     const int err = errno;
     if (S_ISLNK(link.st_mode) && err == ENOENT) return fail(EntryProblem::dangling_link, err);
-    return fail(err == EACCES || err == EPERM ? EntryProblem::permission_denied
-                                              : EntryProblem::unreadable,
-                err);
+    return fail(problem_of(err), err);
   }
   if (!S_ISREG(pre.st_mode)) return fail(EntryProblem::not_a_namespace_file, 0);
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
@@ -223,9 +227,7 @@ NetnsEntry check_netns_entry(const std::string& path) {
       out.vanished = true;
       return fail(EntryProblem::unreadable, err);
     }
-    return fail(err == EACCES || err == EPERM ? EntryProblem::permission_denied
-                                              : EntryProblem::unreadable,
-                err);
+    return fail(problem_of(err), err);
   }
   struct statfs fs {};
   if (::fstatfs(fd.get(), &fs) != 0) return fail(EntryProblem::unreadable, errno);

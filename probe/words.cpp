@@ -178,24 +178,6 @@ std::string_view entry_problem_label(EntryProblem problem) {
   return "unreadable";
 }
 
-std::string_view entry_problem_key(EntryProblem problem) {
-  switch (problem) {
-    case EntryProblem::not_mounted_here:
-      return "not_mounted_here";
-    case EntryProblem::dangling_link:
-      return "dangling_link";
-    case EntryProblem::not_a_namespace_file:
-      return "not_a_namespace_file";
-    case EntryProblem::other_namespace_type:
-      return "other_namespace_type";
-    case EntryProblem::permission_denied:
-      return "permission_denied";
-    case EntryProblem::unreadable:
-      return "unreadable";
-  }
-  return "unreadable";
-}
-
 std::string entry_problem_counts(const NetnsDirLook& dir) {
   std::string out;
   for (std::size_t i = 0; i < kEntryProblems; ++i) {

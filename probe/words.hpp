@@ -45,8 +45,6 @@ std::string skip_words(const HttpResult& result);
 std::string entry_problem_words(EntryProblem problem);
 // The same as a short label after a count: "not mounted here", "dangling link", ...
 std::string_view entry_problem_label(EntryProblem problem);
-// Its stable key for JSON and metrics: "not_mounted_here", "dangling_link", ...
-std::string_view entry_problem_key(EntryProblem problem);
 // "2 not mounted here, 1 dangling link": a directory's unusable entries by problem.
 std::string entry_problem_counts(const NetnsDirLook& dir);
 // What discovery looked at, in one line: "/run/docker/netns: 2 entries, 2 usable; /run/netns:
