@@ -30,8 +30,7 @@ std::string sdk_text(const CallerKey& key) {
 
 WatchOptions watch_options_of(const AgentConfig& config) {
   WatchOptions options;
-  options.discovery.netns_dirs = config.netns_dirs;
-  options.discovery.proc_scan = config.proc_scan;
+  options.discovery = discovery_config_of(config);
   // The configuration was validated when it was read: these parse.
   if (auto v4 = parse_endpoint(config.endpoint, Family::v4)) options.imds.push_back(v4->address);
   if (config.ipv6) {
@@ -162,6 +161,7 @@ std::vector<Event> CallerEvents::announce(const WatchReport& report,
       e.fields.push_back({"IMDS_SDK", sdk_text(key)});
       if (!key.sdk_product.empty()) e.fields.push_back({"IMDS_SDK_PRODUCT", key.sdk_product});
       if (s.container_id) e.fields.push_back({"IMDS_CONTAINER_ID", *s.container_id});
+      if (s.container_name) e.fields.push_back({"IMDS_CONTAINER_NAME", *s.container_name});
       if (s.netns_inode != 0) e.fields.push_back({"IMDS_NETNS_INODE", std::to_string(s.netns_inode)});
     };
     if (s.imdsv1 > 0 && once('1')) {

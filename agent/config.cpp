@@ -384,6 +384,14 @@ Status apply_setting(AgentConfig& config, const std::string& key, const std::str
   return entry->set(config, trim(value));
 }
 
+DiscoveryConfig discovery_config_of(const AgentConfig& config) {
+  DiscoveryConfig dc;
+  dc.netns_dirs = config.netns_dirs;
+  dc.proc_scan = config.proc_scan;
+  dc.docker_root = config.docker_root;
+  return dc;
+}
+
 const std::vector<KeyDoc>& config_keys() {
   static const std::vector<KeyDoc> docs = [] {
     std::vector<KeyDoc> out;

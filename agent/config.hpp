@@ -11,6 +11,7 @@
 
 #include "model.hpp"
 #include "result.hpp"
+#include "targets.hpp"
 
 namespace imds::agent {
 
@@ -69,6 +70,10 @@ Result<AgentConfig, ConfigError> load_config(const ConfigSources& sources);
 
 // Applies one KEY=VALUE to `config`; the error has no location.
 Status apply_setting(AgentConfig& config, const std::string& key, const std::string& value);
+
+// What discovery reads, from the configuration: one rule for the probe cycle and the
+// caller watch (which namespace directories, the /proc scan, Docker's data root).
+DiscoveryConfig discovery_config_of(const AgentConfig& config);
 
 // Every key a file may hold, with its one-line description (for --help and docs tests).
 struct KeyDoc {

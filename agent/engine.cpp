@@ -46,10 +46,7 @@ Engine make_engine() {
   state->bucket = std::make_shared<RequestBucket>(RequestRate{});
   Engine e;
   e.discover = [state](const AgentConfig& config) {
-    DiscoveryConfig dc;
-    dc.netns_dirs = config.netns_dirs;
-    dc.proc_scan = config.proc_scan;
-    dc.docker_root = config.docker_root;
+    DiscoveryConfig dc = discovery_config_of(config);
     // As many as a cycle may probe (max-namespaces) and the collector takes, so discovery
     // does not cut the list short of what the configuration allows.
     dc.max_targets = kMaxTargets - 1;  // the host is one more target

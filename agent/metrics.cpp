@@ -83,20 +83,28 @@ std::string render_metrics(const Snapshot& s, const HostImdsv2& host_imdsv2,
   family(out, "imds_target_imdsv2_ok", "gauge",
          "1 when the namespace gets an IMDSv2 token and data over the address family, 0 when "
          "it does not.");
+  // container_name: Docker's name where readable (validated and at most 128 bytes, one per
+  // container: the label set stays as bounded as the containers are).
   const auto target_line = [&out](std::string_view netns, std::string_view container_id,
-                                  std::string_view family_name, bool ok) {
-    out += fmt::format("imds_target_imdsv2_ok{{netns=\"{}\",container_id=\"{}\",family=\"{}\"}} {}\n",
-                       escape_label_value(std::string(netns)),
-                       escape_label_value(std::string(container_id)), family_name, ok ? 1 : 0);
+                                  std::string_view container_name, std::string_view family_name,
+                                  bool ok) {
+    out += fmt::format(
+        "imds_target_imdsv2_ok{{netns=\"{}\",container_id=\"{}\",container_name=\"{}\","
+        "family=\"{}\"}} {}\n",
+        escape_label_value(std::string(netns)), escape_label_value(std::string(container_id)),
+        escape_label_value(std::string(container_name)), family_name, ok ? 1 : 0);
   };
-  if (host_imdsv2.ipv4) target_line("host", "", "ipv4", *host_imdsv2.ipv4);
-  if (host_imdsv2.ipv6) target_line("host", "", "ipv6", *host_imdsv2.ipv6);
+  if (host_imdsv2.ipv4) target_line("host", "", "", "ipv4", *host_imdsv2.ipv4);
+  if (host_imdsv2.ipv6) target_line("host", "", "", "ipv6", *host_imdsv2.ipv6);
   for (const auto& [key, c] : s.containers) {
     const std::string netns = c.path.empty() ? c.name : c.path;
     const std::string id = c.container_id.value_or("");
-    if (c.imdsv2 != Tristate::unknown) target_line(netns, id, "ipv4", c.imdsv2 == Tristate::yes);
+    const std::string name = c.container_name.value_or("");
+    if (c.imdsv2 != Tristate::unknown) {
+      target_line(netns, id, name, "ipv4", c.imdsv2 == Tristate::yes);
+    }
     if (c.imdsv2_ipv6 != Tristate::unknown) {
-      target_line(netns, id, "ipv6", c.imdsv2_ipv6 == Tristate::yes);
+      target_line(netns, id, name, "ipv6", c.imdsv2_ipv6 == Tristate::yes);
     }
   }
   family(out, "imds_container_namespaces", "gauge", "Container network namespaces known.");

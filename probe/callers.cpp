@@ -491,6 +491,7 @@ void CallerBook::add(const CallerPlace& place, const Exchange& exchange,
     if (it->second.first_seen == std::chrono::system_clock::time_point{}) {
       it->second.first_seen = now;
       it->second.container_id = place.container_id;
+      it->second.container_name = place.container_name;
       it->second.netns_inode = place.netns_inode;
     }
   }

@@ -212,6 +212,7 @@ struct TokenlessEvidence {
 
 struct CallerStats {
   std::optional<std::string> container_id;
+  std::optional<std::string> container_name;
   std::uint64_t netns_inode = 0;
   std::uint64_t imdsv1 = 0;            // tokenless GETs, deliberate ones
   std::uint64_t imdsv1_fallback = 0;   // ... sent after one of the caller's token PUTs went unanswered
@@ -240,6 +241,7 @@ struct CallerPlace {
   std::string where;
   std::optional<std::string> container_id;
   std::uint64_t netns_inode = 0;
+  std::optional<std::string> container_name;  // Docker's, where its data root is readable
 };
 
 // The callers seen, bounded: beyond max_callers, new ones are counted under "other callers".

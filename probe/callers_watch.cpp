@@ -139,7 +139,7 @@ void NamespaceAddresses::refresh(const DiscoveryConfig& discovery,
     if (addresses.empty()) continue;
     ++namespaces;
     paths.emplace(target.inode, target.path);
-    CallerPlace place{target.name, target.container_id, target.inode};
+    CallerPlace place{target.name, target.container_id, target.inode, target.container_name};
     for (const auto& address : addresses) {
       // Loopback and link-local addresses name no namespace (every one has 127.0.0.1, ::1).
       const auto& a = address.second;
@@ -152,7 +152,7 @@ void NamespaceAddresses::refresh(const DiscoveryConfig& discovery,
       // Two namespaces with one address (two bridges with one subnet): neither is named.
       const auto [it, inserted] = by_address.try_emplace(address, place);
       if (!inserted && it->second.netns_inode != place.netns_inode) {
-        it->second = CallerPlace{"ambiguous address", std::nullopt, 0};
+        it->second = CallerPlace{"ambiguous address", std::nullopt, 0, std::nullopt};
       }
     }
   }
@@ -172,13 +172,13 @@ const std::string* NamespaceAddresses::path_of(std::uint64_t inode) const {
 }
 
 CallerPlace NamespaceAddresses::place_of(const FlowOrigin& origin) const {
-  if (origin.local) return CallerPlace{"host", std::nullopt, 0};
+  if (origin.local) return CallerPlace{"host", std::nullopt, 0, std::nullopt};
   const auto found = by_address_.find({origin.client.family, origin.client.address});
   if (found != by_address_.end()) return found->second;
   std::array<char, IF_NAMESIZE> name{};
   const bool named = ::if_indextoname(static_cast<unsigned>(origin.ifindex), name.data()) != nullptr;
   return CallerPlace{address_text(origin.client) + (named ? std::string(" via ") + name.data() : ""),
-                     std::nullopt, 0};
+                     std::nullopt, 0, std::nullopt};
 }
 
 Result<std::unique_ptr<CallerWatcher>> CallerWatcher::open(WatchOptions options) {
@@ -377,6 +377,7 @@ nlohmann::json callers_to_json(const WatchReport& report, std::size_t max_listed
     callers.push_back({
         {"where", key.where},
         {"container_id", s.container_id ? json(*s.container_id) : json(nullptr)},
+        {"container_name", s.container_name ? json(*s.container_name) : json(nullptr)},
         {"netns_inode", s.netns_inode == 0 ? json(nullptr) : json(s.netns_inode)},
         {"sdk", key.sdk_product.empty()
                     ? json(nullptr)
@@ -477,7 +478,11 @@ std::string render_callers_text(const nlohmann::json& doc) {
       process = text(*it, "comm", "?") + "[" + std::to_string(number(*it, "pid")) + "]";
       if (it->contains("unit") && !(*it)["unit"].is_null()) process += " " + text(*it, "unit", "");
     }
-    rows.push_back({text(c, "where", "?"), text(c, "container_id", "-").substr(0, 12), sdk, v1,
+    std::string container = text(c, "container_id", "-").substr(0, 12);
+    if (c.contains("container_name") && c["container_name"].is_string()) {
+      container += " " + text(c, "container_name", "");
+    }
+    rows.push_back({text(c, "where", "?"), container, sdk, v1,
                     std::to_string(number(c, "imdsv1_fallback_calls")),
                     std::to_string(number(c, "imdsv2_calls")),
                     std::to_string(number(c, "token_puts")), lost, text(c, "last_seen", "?"),

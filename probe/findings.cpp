@@ -124,7 +124,8 @@ class FindingList {
 
   void add_for(const TargetObservations& t, std::string id, Severity severity,
                std::string summary, std::string detail, std::string fix = {}) {
-    FindingSubject subject{t.target.name, t.target.container_id, t.distance};
+    FindingSubject subject{t.target.name, t.target.container_id, t.distance,
+                           t.target.container_name};
     for (auto& item : items_) {
       Finding& f = item.finding;
       if (!f.subjects.empty() && item.host == t.target.is_host && f.id == id &&
@@ -145,7 +146,7 @@ class FindingList {
       Finding& f = item.finding;
       // The host's findings name it in their own words.
       if (f.subjects.size() == 1 && !item.host) {
-        f.summary = subject_label(f.subjects.front().name) + ": " + f.summary;
+        f.summary = subject_label(f.subjects.front()) + ": " + f.summary;
       } else if (f.subjects.size() > 1) {
         f.summary = std::to_string(f.subjects.size()) + " namespaces: " + f.summary;
       }
@@ -157,8 +158,8 @@ class FindingList {
   }
 
  private:
-  static std::string subject_label(const std::string& name) {
-    return name.empty() ? "(unnamed namespace)" : printable(name, 64);
+  static std::string subject_label(const FindingSubject& s) {
+    return s.name.empty() ? "(unnamed namespace)" : namespace_label(s.name, s.container_name);
   }
   struct Item {
     Finding finding;
@@ -462,9 +463,31 @@ void discovery_findings(const Diagnosis& d, const DiscoveryLook& look, FindingLi
               "sudo imds-probe --all-containers   # reading a namespace directory needs root");
       continue;
     }
-    const std::size_t bad = dir.unusable_total();
-    if (bad == 0) continue;
     const auto count = [&](EntryProblem p) { return dir.unusable.at(static_cast<std::size_t>(p)); };
+    const std::size_t stale = count(EntryProblem::stale);
+    if (stale > 0) {
+      // Not a gap, but said: if these files outlive the runtime's clean-up, they are mounts
+      // this mount namespace stopped receiving (a bind without propagation taken earlier).
+      std::string summary = name;
+      summary += ": " + std::to_string(stale);
+      summary += stale == 1 ? " empty file" : " empty files";
+      summary += " that no running container claims (removed containers, not cleaned up yet)";
+      std::string fix = "ls -l ";
+      fix += name;
+      fix += "   # a minute from now: files still there mean missing mounts\ndocker run -v ";
+      fix += name;
+      fix += ':';
+      fix += name;
+      fix += ":rslave ...   # a tool container: let the host's mounts propagate";
+      out.add("discovery-stale-entries", Severity::notice, std::move(summary),
+              "Docker unlinks a removed container's namespace file about a minute after the "
+              "container goes. Files that stay longer belong to containers started after this "
+              "mount namespace stopped receiving the runtime's mounts (a bind mount without "
+              "propagation): those containers are not probed.",
+              std::move(fix));
+    }
+    const std::size_t bad = dir.unusable_total() - stale;
+    if (bad == 0) continue;
     std::string examples;
     for (const auto& e : dir.examples) examples += (examples.empty() ? "" : ", ") + e;
     std::string detail;

@@ -142,7 +142,7 @@ constexpr std::array kOptionModes{
     OptionModes{"timeout", kDiagnose},               OptionModes{"deadline", kDiagnose},
     OptionModes{"expect", kDiagnose},                OptionModes{"netns-dir", kDiagnose | kWatch},
     OptionModes{"exclude-netns", kDiagnose | kWatch}, OptionModes{"no-proc-scan", kDiagnose | kWatch},
-    OptionModes{"docker-root", kDiagnose},
+    OptionModes{"docker-root", kDiagnose | kWatch},
     OptionModes{"endpoint", kDiagnose | kWatch},     OptionModes{"endpoint-v6", kDiagnose | kWatch},
     OptionModes{"no-ipv6", kDiagnose | kWatch},      OptionModes{"watch", kWatch},
     OptionModes{"no-process-lookup", kWatch},        OptionModes{"socket", kStatus | kRecord},
@@ -296,6 +296,21 @@ int main(int argc, char** argv) {
                       : status_command ? kStatus
                                        : kDiagnose;
     check_modes(vm, mode);
+    // Discovery's settings, the same for the diagnosis and the caller watch.
+    const auto apply_discovery = [&](imds::DiscoveryConfig& discovery) {
+      for (const auto& d : netns_dirs) {
+        if (d.empty()) throw UsageError("--netns-dir needs a directory");
+      }
+      if (!netns_dirs.empty()) discovery.netns_dirs = netns_dirs;
+      discovery.exclude_paths = excludes;
+      discovery.proc_scan = vm.count("no-proc-scan") == 0;
+      if (vm.count("docker-root") != 0) {
+        if (!docker_root.empty() && !docker_root.starts_with("/")) {
+          throw UsageError("--docker-root: expected an absolute path, or empty for no names");
+        }
+        discovery.docker_root = docker_root;
+      }
+    };
     if (callers_command) {
       if (mode == kRecord) {
         if (socket_path.empty() || socket_path.size() > 107) {
@@ -306,12 +321,7 @@ int main(int argc, char** argv) {
       }
       imds::WatchOptions options;
       options.duration = duration_flag("--watch", watch, 1s, 24h);
-      for (const auto& d : netns_dirs) {
-        if (d.empty()) throw UsageError("--netns-dir needs a directory");
-      }
-      if (!netns_dirs.empty()) options.discovery.netns_dirs = netns_dirs;
-      options.discovery.exclude_paths = excludes;
-      options.discovery.proc_scan = vm.count("no-proc-scan") == 0;
+      apply_discovery(options.discovery);
       options.processes = vm.count("no-process-lookup") == 0;
       const std::string v4 = endpoint.empty() ? "http://169.254.169.254" : endpoint;
       const std::string v6 = endpoint_v6.empty() ? "http://[fd00:ec2::254]" : endpoint_v6;
@@ -357,18 +367,7 @@ int main(int argc, char** argv) {
         if (vm.count(f) != 0) throw UsageError(std::string("--") + f + " needs --all-containers");
       }
     }
-    if (!netns_dirs.empty()) options.discovery.netns_dirs = netns_dirs;
-    for (const auto& d : netns_dirs) {
-      if (d.empty()) throw UsageError("--netns-dir needs a directory");
-    }
-    options.discovery.exclude_paths = excludes;
-    options.discovery.proc_scan = vm.count("no-proc-scan") == 0;
-    if (vm.count("docker-root") != 0) {
-      if (!docker_root.empty() && !docker_root.starts_with("/")) {
-        throw UsageError("--docker-root: expected an absolute path, or empty for no names");
-      }
-      options.discovery.docker_root = docker_root;
-    }
+    apply_discovery(options.discovery);
     options.netns_paths = netns;
     for (const auto& p : pids) options.pids.push_back(parse_pid(p));
     options.containers = containers;

@@ -195,6 +195,8 @@ std::string_view to_string(EntryProblem problem) {
   switch (problem) {
     case EntryProblem::not_mounted_here:
       return "not_mounted_here";
+    case EntryProblem::stale:
+      return "stale";
     case EntryProblem::dangling_link:
       return "dangling_link";
     case EntryProblem::not_a_namespace_file:

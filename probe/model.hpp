@@ -165,6 +165,7 @@ struct FindingSubject {
   std::string name;  // NetnsTarget::name
   std::optional<std::string> container_id;
   std::optional<int> distance;
+  std::optional<std::string> container_name;  // NetnsTarget::container_name
   bool operator==(const FindingSubject&) const = default;
 };
 
@@ -261,8 +262,11 @@ enum class EntryProblem : std::uint8_t {
   other_namespace_type,  // a namespace, but not a network one
   permission_denied,
   unreadable,  // any other error
+  // An empty file beside mounted ones, which no running Docker container claims: a removed
+  // container whose file the runtime has not removed yet (Docker: within a minute).
+  stale,
 };
-inline constexpr std::size_t kEntryProblems = 6;
+inline constexpr std::size_t kEntryProblems = 7;
 
 struct NetnsDirLook {
   enum class State : std::uint8_t { absent, unreadable, read };

@@ -153,6 +153,7 @@ json finding_json(const Finding& f) {
   for (const auto& s : f.subjects) {
     subjects.push_back({{"name", text(s.name)},
                         {"container_id", optional_text(s.container_id)},
+                        {"container_name", optional_text(s.container_name)},
                         {"distance", optional_value(s.distance)}});
   }
   return {

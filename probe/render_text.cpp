@@ -138,11 +138,12 @@ std::string targets_block(const Diagnosis& d, const Palette& p) {
   std::vector<std::string> names;
   for (std::size_t i = 0; i < verdicts.size(); ++i) {
     const auto& v = verdicts[i];
-    std::string name = v.target.empty() ? "(unnamed)" : safe(v.target);
     // Docker's name beside the id: "4f2b8c1d9e0a web".
-    if (i < d.targets.size() && d.targets[i].target.container_name) {
-      name += " " + safe(*d.targets[i].target.container_name);
-    }
+    std::string name =
+        v.target.empty() ? "(unnamed)"
+                         : namespace_label(v.target, i < d.targets.size()
+                                                         ? d.targets[i].target.container_name
+                                                         : std::nullopt);
     if (name.size() > 32) name = name.substr(0, 29) + "...";
     width = std::max(width, name.size());
     names.push_back(std::move(name));
@@ -170,7 +171,7 @@ std::string subjects_text(const std::vector<FindingSubject>& subjects) {
   std::string out = "namespaces:";
   for (std::size_t i = 0; i < subjects.size() && i < kShown; ++i) {
     const FindingSubject& s = subjects[i];
-    out += (i == 0 ? " " : ", ") + printable(s.name, 40);
+    out += (i == 0 ? " " : ", ") + namespace_label(s.name, s.container_name);
     if (s.distance) out += " (" + hops(*s.distance) + ")";
   }
   if (subjects.size() > kShown) out += " and " + std::to_string(subjects.size() - kShown) + " more";

@@ -260,6 +260,7 @@ Result<std::uint64_t> netns_inode(const std::string& path) {
     case EntryProblem::other_namespace_type:
       return Result<std::uint64_t>::failure(path + " is not a network namespace");
     case EntryProblem::not_mounted_here:
+    case EntryProblem::stale:
     case EntryProblem::dangling_link:
     case EntryProblem::not_a_namespace_file:
       break;
@@ -360,6 +361,21 @@ Discovery discover_containers(const DiscoveryConfig& config) {
       }
     }
   }
+  // An empty file is a mount this mount namespace does not see (a warning: containers are
+  // missing), unless it is a removed container's that the runtime has not cleaned up yet
+  // (Docker unlinks it a minute later). Stale only with evidence: where Docker's state names
+  // the directory, the file is no running container's SandboxKey; elsewhere, the same
+  // directory holds mounted namespaces (so this mount namespace does see the runtime's
+  // mounts). With neither, it stays "not mounted here".
+  std::optional<std::optional<DockerSandboxes>> sandboxes;
+  const auto is_stale = [&](std::size_t dir_index, const std::string& name) {
+    const NetnsDirLook& look = out.look.dirs[dir_index];
+    if (!sandboxes) sandboxes = docker_sandboxes(config.docker_root);
+    if (*sandboxes && (*sandboxes)->dirs.count(look.dir) != 0) {
+      return (*sandboxes)->files.count(name) == 0;
+    }
+    return look.usable > 0;
+  };
   if (!retries.empty()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     for (const Retry& r : retries) {
@@ -370,7 +386,11 @@ Discovery discover_containers(const DiscoveryConfig& config) {
       } else if (entry.inode) {
         add_entry(r.dir, r.name, r.path, *entry.inode);
       } else {
-        ++look.unusable.at(static_cast<std::size_t>(entry.problem));
+        EntryProblem problem = entry.problem;
+        if (problem == EntryProblem::not_mounted_here && is_stale(r.dir, r.name)) {
+          problem = EntryProblem::stale;
+        }
+        ++look.unusable.at(static_cast<std::size_t>(problem));
         if (look.examples.size() < kMaxLookExamples) look.examples.push_back(printable(r.name, 64));
       }
     }
@@ -443,8 +463,50 @@ Discovery discover_containers(const DiscoveryConfig& config) {
   return out;
 }
 
-std::optional<std::string> docker_container_name(const std::string& docker_root,
-                                                 std::string_view id) {
+namespace {
+
+// What one containers/ID/config.v2.json says, as far as discovery needs it.
+struct DockerConfig {
+  std::optional<std::string> name;  // validated
+  std::string sandbox_key;          // NetworkSettings.SandboxKey, "" when none
+  bool running = false;             // State.Running
+};
+
+std::optional<DockerConfig> parse_docker_config(const std::string& text) {
+  const auto doc = nlohmann::json::parse(text, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object()) return std::nullopt;
+  DockerConfig out;
+  const auto state = doc.find("State");
+  if (state != doc.end() && state->is_object()) {
+    const auto running = state->find("Running");
+    out.running = running != state->end() && running->is_boolean() && running->get<bool>();
+  }
+  const auto settings = doc.find("NetworkSettings");
+  if (settings != doc.end() && settings->is_object()) {
+    const auto key = settings->find("SandboxKey");
+    if (key != settings->end() && key->is_string() && key->get_ref<const std::string&>().size() <
+                                                          4096) {
+      out.sandbox_key = key->get<std::string>();
+    }
+  }
+  const auto name = doc.find("Name");
+  if (name == doc.end() || !name->is_string()) return out;
+  std::string_view n = name->get_ref<const std::string&>();
+  if (n.starts_with('/')) n.remove_prefix(1);
+  // Docker's own rule for names: [a-zA-Z0-9][a-zA-Z0-9_.-]+
+  const auto name_char = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '.' || c == '-';
+  };
+  if (n.size() >= 2 && n.size() <= 128 && std::isalnum(static_cast<unsigned char>(n[0])) != 0 &&
+      std::all_of(n.begin(), n.end(), name_char)) {
+    out.name = std::string(n);
+  }
+  return out;
+}
+
+// containers/ID/config.v2.json, read again only when it changed (`docker rename`, a start or
+// a stop rewrite it): discovery runs every cycle of the agent, and the file can be tens of KiB.
+std::optional<DockerConfig> docker_config(const std::string& docker_root, std::string_view id) {
   constexpr std::size_t kMaxConfigBytes = std::size_t{1} << 20;
   if (id.size() != 64 || !is_lower_hex(id)) return std::nullopt;
   const std::string path = docker_root + "/containers/" + std::string(id) + "/config.v2.json";
@@ -453,12 +515,10 @@ std::optional<std::string> docker_container_name(const std::string& docker_root,
       static_cast<std::size_t>(st.st_size) > kMaxConfigBytes) {
     return std::nullopt;
   }
-  // Read again only when the file changed (`docker rename` rewrites it): discovery runs every
-  // cycle of the agent, and the file can be tens of KiB.
   struct Cached {
     std::int64_t mtime_ns;
     std::int64_t size;
-    std::optional<std::string> name;
+    std::optional<DockerConfig> config;
   };
   static std::mutex cache_mutex;
   static std::map<std::string, Cached, std::less<>> cache;
@@ -469,32 +529,46 @@ std::optional<std::string> docker_container_name(const std::string& docker_root,
     const auto hit = cache.find(path);
     if (hit != cache.end() && hit->second.mtime_ns == mtime_ns &&
         hit->second.size == static_cast<std::int64_t>(st.st_size)) {
-      return hit->second.name;
+      return hit->second.config;
     }
   }
-  const auto remember = [&](std::optional<std::string> name) {
-    std::lock_guard lock(cache_mutex);
-    if (cache.size() >= 4096) cache.clear();
-    cache[path] = Cached{mtime_ns, static_cast<std::int64_t>(st.st_size), name};
-    return name;
-  };
   const auto text = read_capped(path, kMaxConfigBytes);
   if (!text) return std::nullopt;
-  const auto doc = nlohmann::json::parse(*text, nullptr, false);
-  if (doc.is_discarded() || !doc.is_object()) return remember(std::nullopt);
-  const auto name = doc.find("Name");
-  if (name == doc.end() || !name->is_string()) return remember(std::nullopt);
-  std::string_view n = name->get_ref<const std::string&>();
-  if (n.starts_with('/')) n.remove_prefix(1);
-  // Docker's own rule for names: [a-zA-Z0-9][a-zA-Z0-9_.-]+
-  const auto name_char = [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '.' || c == '-';
-  };
-  if (n.size() < 2 || n.size() > 128 || std::isalnum(static_cast<unsigned char>(n[0])) == 0 ||
-      !std::all_of(n.begin(), n.end(), name_char)) {
-    return remember(std::nullopt);
+  auto config = parse_docker_config(*text);
+  std::lock_guard lock(cache_mutex);
+  if (cache.size() >= 4096) cache.clear();
+  cache[path] = Cached{mtime_ns, static_cast<std::int64_t>(st.st_size), config};
+  return config;
+}
+
+}  // namespace
+
+std::optional<std::string> docker_container_name(const std::string& docker_root,
+                                                 std::string_view id) {
+  auto config = docker_config(docker_root, id);
+  return config ? config->name : std::nullopt;
+}
+
+std::optional<DockerSandboxes> docker_sandboxes(const std::string& docker_root) {
+  constexpr std::size_t kMaxContainers = 4096;
+  const std::string dir_path = docker_root + "/containers";
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir(dir_path.c_str()), ::closedir);
+  if (!dir) return std::nullopt;
+  DockerSandboxes out;
+  std::size_t seen = 0;
+  while (const dirent* e = ::readdir(dir.get())) {
+    if (++seen > kMaxContainers) break;
+    const auto config = docker_config(docker_root, e->d_name);
+    if (!config || !config->running || config->sandbox_key.empty()) continue;
+    const std::string& key = config->sandbox_key;
+    const auto slash = key.rfind('/');
+    if (slash == std::string::npos || slash == 0) continue;
+    std::string parent = key.substr(0, slash);
+    out.files.insert(key.substr(slash + 1));
+    if (parent.starts_with("/var/run/")) out.dirs.insert(parent.substr(4));  // /var/run -> /run
+    out.dirs.insert(std::move(parent));
   }
-  return remember(std::string(n));
+  return out;
 }
 
 Result<NetnsTarget> target_for_pid(pid_t pid, const std::string& proc_root,

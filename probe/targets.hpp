@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -85,6 +86,15 @@ Discovery discover_containers(const DiscoveryConfig& config);
 // too big (1 MiB), not JSON or not a valid name.
 std::optional<std::string> docker_container_name(const std::string& docker_root,
                                                  std::string_view id);
+
+// What Docker's on-disk state says of the network namespace files it made: for the running
+// containers under `docker_root`, the directory and file names of their SandboxKey
+// ("/run/docker/netns/4f2b8c1d9e0a"). Nothing when the data root cannot be read.
+struct DockerSandboxes {
+  std::set<std::string> dirs;   // as written, and without a leading /var ("/var/run/..")
+  std::set<std::string> files;  // base names
+};
+std::optional<DockerSandboxes> docker_sandboxes(const std::string& docker_root);
 
 Result<NetnsTarget> target_for_pid(pid_t pid, const std::string& proc_root = "/proc",
                                    const std::string& docker_root = kDefaultDockerRoot);

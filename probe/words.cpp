@@ -146,6 +146,9 @@ std::string entry_problem_words(EntryProblem problem) {
     case EntryProblem::not_mounted_here:
       return "an empty file: a namespace bind mount that this mount namespace does not see, or "
              "a stale name";
+    case EntryProblem::stale:
+      return "an empty file beside mounted ones that no running container claims: a removed "
+             "container's, not cleaned up yet";
     case EntryProblem::dangling_link:
       return "a symbolic link to nothing";
     case EntryProblem::not_a_namespace_file:
@@ -164,6 +167,8 @@ std::string_view entry_problem_label(EntryProblem problem) {
   switch (problem) {
     case EntryProblem::not_mounted_here:
       return "not mounted here";
+    case EntryProblem::stale:
+      return "stale";
     case EntryProblem::dangling_link:
       return "dangling link";
     case EntryProblem::not_a_namespace_file:
@@ -185,6 +190,12 @@ std::string entry_problem_counts(const NetnsDirLook& dir) {
     out += (out.empty() ? "" : ", ") + std::to_string(dir.unusable.at(i)) + " " +
            std::string(entry_problem_label(static_cast<EntryProblem>(i)));
   }
+  return out;
+}
+
+std::string namespace_label(std::string_view name, const std::optional<std::string>& container) {
+  std::string out = printable(name, 64);
+  if (container) out += " " + printable(*container, 64);
   return out;
 }
 

@@ -51,4 +51,8 @@ std::string entry_problem_counts(const NetnsDirLook& dir);
 // none; /proc: skipped".
 std::string describe_discovery(const DiscoveryLook& look);
 
+// How reports name a namespace: its name (a container's 12-hex id), then Docker's name when
+// known, "4f2b8c1d9e0a web"; printable, each part at most 64 characters.
+std::string namespace_label(std::string_view name, const std::optional<std::string>& container);
+
 }  // namespace imds

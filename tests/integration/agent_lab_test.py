@@ -165,7 +165,8 @@ class AgentInLab(unittest.TestCase):
         self.assertTrue(ctype.startswith("text/plain; version=0.0.4"), ctype)
         check_prometheus_text(body)
         self.assertIn("imds_http_tokens_required 0\n", body)
-        self.assertRegex(body, r'imds_target_imdsv2_ok\{netns="[^"]*/c1",container_id="",family="ipv4"\} 0\n')
+        self.assertRegex(body, r'imds_target_imdsv2_ok\{netns="[^"]*/c1",container_id="",'
+                               r'container_name="",family="ipv4"\} 0\n')
         self.assertEqual(self.api("GET", "/nothing")[0], 404)
         self.assertEqual(self.api("PUT", "/v1/status")[0], 405)
 

@@ -425,8 +425,9 @@ class EndpointStatesFaultsAndPolicy(LabCase):
             ("callers", "--agent"): "--agent does not go with `callers`",
             ("callers", "--watch", "0s"): "--watch: '0s' is out of range",
             ("--docker-root", "var/lib/docker"): "--docker-root: expected an absolute path",
-            ("callers", "--watch", "5s", "--docker-root", "/d"):
-                "--docker-root does not go with `callers --watch`",
+            ("callers", "--watch", "5s", "--docker-root", "d"):
+                "--docker-root: expected an absolute path",
+            ("callers", "--docker-root", "/d"): "--docker-root does not go with `callers`",
         }
         for args, needle in exact.items():
             with self.subTest(args=args):

@@ -294,6 +294,7 @@ class Lab:
         self._emulator: subprocess.Popen[bytes] | None = None
         self._history: list[dict[str, Any]] = []
         self._children: list[subprocess.Popen[str]] = []
+        self._closers: list[Any] = []  # on_close(): run first, last registered first
         self._closed = False
         self.imds: Netns
         self.host: Netns
@@ -748,12 +749,23 @@ table inet {NFT_TABLE} {{
 
     # ----- teardown --------------------------------------------------------------------
 
+    def on_close(self, closer: Any) -> None:
+        """Call `closer()` when the lab closes (also on a signal), before its processes and
+        namespaces go: for what lives in them, such as a Docker engine (docker_lab.py)."""
+        self._closers.append(closer)
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         _live_labs.discard(self)
         errors = []
+        for closer in reversed(self._closers):
+            try:
+                closer()
+            except Exception as e:  # noqa: BLE001 - teardown goes on whatever one part says
+                errors.append(f"{closer!r}: {e}")
+        self._closers.clear()
         for proc in self._children:
             if proc.poll() is None:
                 self._kill_group(proc)

@@ -32,7 +32,7 @@ TEST(CallerEvents, EachCallerAndKindIsAnnouncedOnce) {
   WatchReport r;
   const auto t = WatchClock::now();
   const auto wall = std::chrono::system_clock::now();
-  r.book.add({"legacy", std::string(64, 'a'), 11}, exchange(RequestKind::imdsv1, t, true, 200, "curl"), wall);
+  r.book.add({"legacy", std::string(64, 'a'), 11, std::nullopt}, exchange(RequestKind::imdsv1, t, true, 200, "curl"), wall);
   CallerEvents events;
   const auto now = std::chrono::steady_clock::now();
   auto first = events.announce(r, now);
@@ -48,13 +48,13 @@ TEST(CallerEvents, EachCallerAndKindIsAnnouncedOnce) {
   EXPECT_EQ(entry.message.find('?'), std::string::npos) << entry.message;
 
   // More calls of the same caller: nothing new.
-  r.book.add({"legacy", std::nullopt, 11}, exchange(RequestKind::imdsv1, t + 1s, true, 200, "curl"), wall);
+  r.book.add({"legacy", std::nullopt, 11, std::nullopt}, exchange(RequestKind::imdsv1, t + 1s, true, 200, "curl"), wall);
   EXPECT_TRUE(events.announce(r, now + 10s).empty());
 }
 
 TEST(CallerEvents, ACallerRefusedWithTokensRequiredIsAWarning) {
   WatchReport r;
-  r.book.add({"old", std::nullopt, 3}, exchange(RequestKind::imdsv1, WatchClock::now(), true, 401),
+  r.book.add({"old", std::nullopt, 3, std::nullopt}, exchange(RequestKind::imdsv1, WatchClock::now(), true, 401),
              std::chrono::system_clock::now());
   CallerEvents events;
   auto got = events.announce(r, std::chrono::steady_clock::now());
@@ -71,8 +71,8 @@ TEST(CallerEvents, LostTokenPutsSayWhereTheAnswerStopped) {
   put.reached_here = true;  // reached the host, not forwarded
   put.arrival_ttl = 1;
   put.status = 200;
-  r.book.add({"boto", std::nullopt, 5}, put, wall);
-  r.book.add({"boto", std::nullopt, 5}, exchange(RequestKind::imdsv1, t + 1s, true, 200), wall);
+  r.book.add({"boto", std::nullopt, 5, std::nullopt}, put, wall);
+  r.book.add({"boto", std::nullopt, 5, std::nullopt}, exchange(RequestKind::imdsv1, t + 1s, true, 200), wall);
   CallerEvents events;
   auto got = events.announce(r, std::chrono::steady_clock::now());
   ASSERT_EQ(got.size(), 1U) << "a fallback is not a deliberate IMDSv1 caller";
@@ -88,7 +88,7 @@ TEST(CallerEvents, AFloodOfNewCallersIsRateLimitedAndCounted) {
   const auto t = WatchClock::now();
   const auto wall = std::chrono::system_clock::now();
   for (int i = 0; i < 30; ++i) {
-    r.book.add({"c" + std::to_string(i), std::nullopt, static_cast<std::uint64_t>(100 + i)},
+    r.book.add({"c" + std::to_string(i), std::nullopt, static_cast<std::uint64_t>(100 + i), std::nullopt},
                exchange(RequestKind::imdsv1, t, true), wall);
   }
   CallerEvents events;
@@ -97,7 +97,7 @@ TEST(CallerEvents, AFloodOfNewCallersIsRateLimitedAndCounted) {
   EXPECT_EQ(events.suppressed(), 30 - CallerEvents::kBurst);
   // Three minutes later, three new callers get three tokens' worth of events.
   for (int i = 30; i < 35; ++i) {
-    r.book.add({"c" + std::to_string(i), std::nullopt, static_cast<std::uint64_t>(100 + i)},
+    r.book.add({"c" + std::to_string(i), std::nullopt, static_cast<std::uint64_t>(100 + i), std::nullopt},
                exchange(RequestKind::imdsv1, t, true), wall);
   }
   EXPECT_EQ(events.announce(r, now + 3min + 1s).size(), 3U);
@@ -111,12 +111,12 @@ TEST(CallerEvents, TheSummaryCountsWhatHappenedSinceTheLastOneAndIsQuietOtherwis
   const auto t = WatchClock::now();
   const auto wall = std::chrono::system_clock::now();
   CallerEvents events;
-  r.book.add({"host", std::nullopt, 0}, exchange(RequestKind::imdsv2, t, true), wall);
+  r.book.add({"host", std::nullopt, 0, std::nullopt}, exchange(RequestKind::imdsv2, t, true), wall);
   EXPECT_FALSE(events.summary(r, 1h).has_value()) << "IMDSv2 only: nothing to summarise";
   for (int i = 0; i < 4; ++i) {
-    r.book.add({"legacy", std::nullopt, 2}, exchange(RequestKind::imdsv1, t + 1s, true), wall);
+    r.book.add({"legacy", std::nullopt, 2, std::nullopt}, exchange(RequestKind::imdsv1, t + 1s, true), wall);
   }
-  r.book.add({"boto", std::nullopt, 3}, exchange(RequestKind::token_put, t, false), wall);
+  r.book.add({"boto", std::nullopt, 3, std::nullopt}, exchange(RequestKind::token_put, t, false), wall);
   const auto first = events.summary(r, 1h);
   ASSERT_TRUE(first.has_value());
   EXPECT_EQ(*field(*first, "IMDS_V1_CALLS"), "4");
@@ -124,7 +124,7 @@ TEST(CallerEvents, TheSummaryCountsWhatHappenedSinceTheLastOneAndIsQuietOtherwis
   EXPECT_EQ(*field(*first, "IMDS_PUTS_LOST"), "1");
   EXPECT_EQ(*field(*first, "IMDS_PERIOD"), "1h");
   EXPECT_FALSE(events.summary(r, 1h).has_value()) << "nothing new since";
-  r.book.add({"legacy", std::nullopt, 2}, exchange(RequestKind::imdsv1, t + 2s, true), wall);
+  r.book.add({"legacy", std::nullopt, 2, std::nullopt}, exchange(RequestKind::imdsv1, t + 2s, true), wall);
   const auto second = events.summary(r, 1h);
   ASSERT_TRUE(second.has_value());
   EXPECT_EQ(*field(*second, "IMDS_V1_CALLS"), "1");
@@ -137,7 +137,7 @@ TEST(CallerMetrics, LabelsStayBoundedAndTheTextIsWellFormed) {
   const auto t = WatchClock::now();
   const auto wall = std::chrono::system_clock::now();
   for (int i = 0; i < 200; ++i) {
-    report->book.add({"ns" + std::to_string(i), std::nullopt, static_cast<std::uint64_t>(i + 1)},
+    report->book.add({"ns" + std::to_string(i), std::nullopt, static_cast<std::uint64_t>(i + 1), std::nullopt},
                      exchange(i % 2 ? RequestKind::imdsv1 : RequestKind::imdsv2, t, true, 200,
                               i % 3 ? "botocore" : "Weird-Client" + std::to_string(i)),
                      wall);
@@ -183,10 +183,10 @@ TEST(CallersDocument, AttentionFirstAndBoundedWithWhatWasLeftOut) {
   const auto t = WatchClock::now();
   const auto wall = std::chrono::system_clock::now();
   for (int i = 0; i < 300; ++i) {
-    report->book.add({"a" + std::to_string(1000 + i), std::nullopt, static_cast<std::uint64_t>(i + 1)},
+    report->book.add({"a" + std::to_string(1000 + i), std::nullopt, static_cast<std::uint64_t>(i + 1), std::nullopt},
                      exchange(RequestKind::imdsv2, t, true), wall);
   }
-  report->book.add({"z-legacy", std::nullopt, 999}, exchange(RequestKind::imdsv1, t, true), wall);
+  report->book.add({"z-legacy", std::nullopt, 999, std::nullopt}, exchange(RequestKind::imdsv1, t, true), wall);
   view.report = report;
   const auto doc = callers_document(view);
   EXPECT_EQ(doc["callers"].size(), kMaxListedCallers);

@@ -108,7 +108,7 @@ TEST(Diff, TheVerdictCarriesOneFindingFieldPerWarningOrWorse) {
   Tracker t;
   auto d = diagnosis(HttpTokens::optional, exact(1), {{"c1", 11, Tristate::no}});
   d.findings = {{"tokens-optional", Severity::warning, {}, "", "", ""},
-                {"container-no-token", Severity::error, {{"c1", std::nullopt, 1}}, "", "", ""},
+                {"container-no-token", Severity::error, {{"c1", std::nullopt, 1, std::nullopt}}, "", "", ""},
                 {"hop-limit-info", Severity::info, {}, "", "", ""}};
   auto events = t.feed(d);
   ASSERT_EQ(events.size(), 1U);

@@ -259,5 +259,23 @@ TEST(Metrics, PromtoolAcceptsTheRenderedMetrics) {
   EXPECT_EQ(status, 0) << output;
 }
 
+TEST(Metrics, ATargetSeriesCarriesDockersNameWhenKnown) {
+  Snapshot prev;
+  auto d = diagnosis(HttpTokens::required, exact(1),
+                     {{"c1", 11, Tristate::no}, {"c2", 12, Tristate::yes}});
+  d.targets[1].target.container_name = "web";
+  auto s = observe(prev, d, nullptr, Expectations{}, std::chrono::system_clock::now());
+  const auto parsed = parse_exposition(render_metrics(s, HostImdsv2{}, ProbeStats{}, "0.1.0"));
+  ASSERT_EQ(parsed.error, "");
+  std::map<std::string, std::string> names;  // netns -> container_name
+  for (const auto& sample : parsed.samples) {
+    if (sample.name == "imds_target_imdsv2_ok") {
+      names[sample.labels.at("netns")] = sample.labels.at("container_name");
+    }
+  }
+  EXPECT_EQ(names, (std::map<std::string, std::string>{
+                       {"/run/netns/c1", "web"}, {"/run/netns/c2", ""}}));
+}
+
 }  // namespace
 }  // namespace imds::agent

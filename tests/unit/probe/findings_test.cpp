@@ -126,6 +126,42 @@ TEST(Findings, WhatDiscoveryCouldNotSeeIsAWarningPerDirectoryNeverHealthy) {
       << "no runtime socket in this look";
 }
 
+TEST(Findings, StaleEntriesAreANoticeAndNeverMakeARunUnhealthy) {
+  World w;
+  w.tokens = HttpTokens::required;
+  w.hop_limit = 2;
+  Diagnosis d = world_diagnosis(w, {{"c1", 1}});
+  d.targets[1].target.source = TargetSource::netns_dir;
+  NetnsDirLook dir;
+  dir.dir = "/run/docker/netns";
+  dir.state = NetnsDirLook::State::read;
+  dir.entries = 3;
+  dir.usable = 1;
+  dir.unusable.at(static_cast<std::size_t>(EntryProblem::stale)) = 2;
+  DiscoveryLook look;
+  look.dirs = {dir};
+  d.discovery = look;
+  d = finish(std::move(d));
+  EXPECT_TRUE(is_healthy(d)) << "a removed container's file hides nothing";
+  EXPECT_EQ(find_finding(d, "discovery-blind"), nullptr);
+  const Finding* stale = find_finding(d, "discovery-stale-entries");
+  ASSERT_NE(stale, nullptr);
+  EXPECT_EQ(stale->severity, Severity::notice);
+  EXPECT_TRUE(contains(stale->summary, "/run/docker/netns: 2 empty files")) << stale->summary;
+  EXPECT_TRUE(contains(stale->fix, "rslave")) << stale->fix;
+
+  // Beside a hidden one, the hidden one still counts (and only it).
+  dir.unusable.at(static_cast<std::size_t>(EntryProblem::not_mounted_here)) = 1;
+  dir.entries = 4;
+  look.dirs = {dir};
+  d.discovery = look;
+  d = finish(std::move(d));
+  EXPECT_FALSE(is_healthy(d));
+  const Finding* blind = find_finding(d, "discovery-blind");
+  ASSERT_NE(blind, nullptr);
+  EXPECT_TRUE(contains(blind->summary, "1 of 4 entries")) << blind->summary;
+}
+
 TEST(Findings, OptionalTokensAreAWarningWithTheFilledInFixAndTheAmiRoute) {
   World w;
   w.hop_limit = 2;

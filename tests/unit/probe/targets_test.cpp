@@ -246,6 +246,18 @@ class RealNamespaces : public ::testing::Test {
     std::string tmpl = "/tmp/imds-discovery-test-XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
     dir_ = tmpl;
+    // An empty /proc and /run: the machine's own containers and runtimes stay out of counts.
+    nothing_ = dir_.string() + "-nothing";
+    fs::create_directories(nothing_);
+  }
+  // Discovery of dir_ alone, with the /proc scan off.
+  [[nodiscard]] DiscoveryConfig hermetic() const {
+    DiscoveryConfig config;
+    config.netns_dirs = {dir_.string()};
+    config.proc_scan = false;
+    config.proc_root = nothing_.string();
+    config.run_root = nothing_.string();
+    return config;
   }
   void TearDown() override {
     for (const pid_t pid : children_) {
@@ -253,6 +265,7 @@ class RealNamespaces : public ::testing::Test {
       ::waitpid(pid, nullptr, 0);
     }
     if (!dir_.empty()) fs::remove_all(dir_);
+    if (!nothing_.empty()) fs::remove_all(nothing_);
   }
 
   // A child in a new network namespace, linked as dir_/name.
@@ -277,15 +290,14 @@ class RealNamespaces : public ::testing::Test {
   }
 
   [[nodiscard]] Discovery discover(std::size_t max_targets, std::size_t start) const {
-    DiscoveryConfig config;
-    config.netns_dirs = {dir_.string()};
-    config.proc_scan = false;
+    DiscoveryConfig config = hermetic();
     config.max_targets = max_targets;
     config.start = start;
     return discover_containers(config);
   }
 
   fs::path dir_;
+  fs::path nothing_;
   std::vector<pid_t> children_;
 };
 
@@ -332,7 +344,7 @@ TEST_F(RealNamespaces, TheSameNamespaceUnderTwoNamesIsOneTarget) {
 TEST_F(RealNamespaces, EveryEntryThatIsNotAUsableNamespaceIsCountedByItsProblem) {
   add_namespace("a");
   add_namespace("b");
-  std::ofstream(dir_ / "ghost").close();                 // a bind mount not visible here
+  std::ofstream(dir_ / "ghost").close();  // empty, beside mounted ones: stale (no Docker here)
   fs::create_symlink("/nonexistent/ns/net", dir_ / "gone");  // a dangling link
   ASSERT_EQ(::mkfifo((dir_ / "fifo").c_str(), 0600), 0);     // must not block the open
   std::ofstream(dir_ / "text") << "not a namespace\n";
@@ -347,7 +359,8 @@ TEST_F(RealNamespaces, EveryEntryThatIsNotAUsableNamespaceIsCountedByItsProblem)
   EXPECT_EQ(look.entries, 9U);
   EXPECT_EQ(look.usable, 3U);
   const auto count = [&](EntryProblem p) { return look.unusable.at(static_cast<std::size_t>(p)); };
-  EXPECT_EQ(count(EntryProblem::not_mounted_here), 1U);
+  EXPECT_EQ(count(EntryProblem::stale), 1U);
+  EXPECT_EQ(count(EntryProblem::not_mounted_here), 0U);
   EXPECT_EQ(count(EntryProblem::dangling_link), 1U);
   EXPECT_EQ(count(EntryProblem::not_a_namespace_file), 3U);  // fifo, text, sub
   EXPECT_EQ(count(EntryProblem::other_namespace_type), 1U);
@@ -356,10 +369,48 @@ TEST_F(RealNamespaces, EveryEntryThatIsNotAUsableNamespaceIsCountedByItsProblem)
   EXPECT_FALSE(d.look.proc_scanned);
 }
 
+// An empty file is a mount this mount namespace lacks, or a removed container's file that
+// the runtime has not unlinked yet: which one, from the evidence there is.
+TEST_F(RealNamespaces, AnEmptyFileIsStaleOnlyWithEvidence) {
+  const auto problems = [&](const std::string& docker_root) {
+    DiscoveryConfig config = hermetic();
+    config.docker_root = docker_root;
+    const NetnsDirLook look = discover_containers(config).look.dirs.at(0);
+    return std::pair{look.unusable.at(static_cast<std::size_t>(EntryProblem::not_mounted_here)),
+                     look.unusable.at(static_cast<std::size_t>(EntryProblem::stale))};
+  };
+  const std::string no_docker = (dir_ / "no-docker").string();
+  std::ofstream(dir_ / "4f2b8c1d9e0a").close();
+  // Nothing mounted beside it, no Docker state: it may hide a container.
+  EXPECT_EQ(problems(no_docker), std::pair(std::size_t{1}, std::size_t{0}));
+  // A mounted namespace beside it: this mount namespace sees the runtime's mounts.
+  add_namespace("a");
+  EXPECT_EQ(problems(no_docker), std::pair(std::size_t{0}, std::size_t{1}));
+  // Docker's state names this directory: a running container's SandboxKey is hidden, whatever
+  // else is mounted; a file no running container claims is stale, even alone.
+  const fs::path docker = dir_ / "docker";
+  const auto container = [&](const std::string& id, const std::string& key, bool running) {
+    fs::create_directories(docker / "containers" / id);
+    std::ofstream(docker / "containers" / id / "config.v2.json")
+        << R"({"Name":"/web","State":{"Running":)" << (running ? "true" : "false")
+        << R"(},"NetworkSettings":{"SandboxKey":")" << key << R"("}})";
+  };
+  const std::string id(64, 'c');
+  container(id, dir_.string() + "/4f2b8c1d9e0a", true);
+  container(std::string(64, 'd'), dir_.string() + "/0000aaaa0000", true);
+  EXPECT_EQ(problems(docker.string()), std::pair(std::size_t{1}, std::size_t{0}));
+  container(id, dir_.string() + "/4f2b8c1d9e0a", false);  // stopped: its file is stale
+  fs::remove(dir_ / "a");
+  EXPECT_EQ(problems(docker.string()), std::pair(std::size_t{0}, std::size_t{1}));
+  const auto sandboxes = docker_sandboxes(docker.string());
+  ASSERT_TRUE(sandboxes);
+  EXPECT_EQ(sandboxes->files, (std::set<std::string>{"0000aaaa0000"}));
+  EXPECT_FALSE(docker_sandboxes(no_docker));
+}
+
 TEST_F(RealNamespaces, AnAbsentDirectoryIsSaidAndAnEmptyOneIsNone) {
-  DiscoveryConfig config;
+  DiscoveryConfig config = hermetic();
   config.netns_dirs = {(dir_ / "missing").string(), dir_.string()};
-  config.proc_scan = false;
   const Discovery d = discover_containers(config);
   ASSERT_EQ(d.look.dirs.size(), 2U);
   EXPECT_EQ(d.look.dirs[0].state, NetnsDirLook::State::absent);

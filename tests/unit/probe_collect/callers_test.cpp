@@ -331,7 +331,7 @@ TEST_F(Tracker, NewConnectionsAreOfferedOnceAndTheirProcessGoesToTheirExchanges)
     EXPECT_EQ(e.process->comm, "python3");
   }
   CallerBook book;
-  book.add({"c", std::nullopt, 1}, done[0], std::chrono::system_clock::now());
+  book.add({"c", std::nullopt, 1, std::nullopt}, done[0], std::chrono::system_clock::now());
   EXPECT_EQ(book.callers().begin()->second.process->pid, 42);
 }
 
@@ -419,7 +419,7 @@ TEST(CallerBook, AnImdsv1RequestAfterAnUnansweredPutIsAFallback) {
   CallerBook book;
   const auto t = WatchClock::now();
   const auto now = std::chrono::system_clock::now();
-  const CallerPlace place{"boto", std::nullopt, 7};
+  const CallerPlace place{"boto", std::nullopt, 7, std::nullopt};
   book.add(place, exchange(RequestKind::token_put, t, false), now);
   book.add(place, exchange(RequestKind::imdsv1, t + 1s, true, 200), now);
   const CallerStats& s = book.callers().begin()->second;
@@ -433,7 +433,7 @@ TEST(CallerBook, AFallbackCountedBeforeThePutTimedOutIsRecounted) {
   CallerBook book;
   const auto t = WatchClock::now();
   const auto now = std::chrono::system_clock::now();
-  const CallerPlace place{"boto", std::nullopt, 7};
+  const CallerPlace place{"boto", std::nullopt, 7, std::nullopt};
   book.add(place, exchange(RequestKind::imdsv1, t - 5s, true, 200), now);  // before the PUT
   book.add(place, exchange(RequestKind::imdsv1, t + 1s, true, 200), now);
   book.add(place, exchange(RequestKind::token_put, t, false), now);
@@ -446,10 +446,10 @@ TEST(CallerBook, AnsweredPutsAndOtherCallersAreNotFallbacks) {
   CallerBook book(2);
   const auto t = WatchClock::now();
   const auto now = std::chrono::system_clock::now();
-  book.add({"a", std::nullopt, 1}, exchange(RequestKind::token_put, t, true, 200), now);
-  book.add({"b", std::nullopt, 2}, exchange(RequestKind::token_put, t, false), now);
-  book.add({"a", std::nullopt, 1}, exchange(RequestKind::imdsv1, t + 1s, true, 401), now);
-  book.add({"c", std::nullopt, 3}, exchange(RequestKind::imdsv1, t + 1s, true, 200), now);
+  book.add({"a", std::nullopt, 1, std::nullopt}, exchange(RequestKind::token_put, t, true, 200), now);
+  book.add({"b", std::nullopt, 2, std::nullopt}, exchange(RequestKind::token_put, t, false), now);
+  book.add({"a", std::nullopt, 1, std::nullopt}, exchange(RequestKind::imdsv1, t + 1s, true, 401), now);
+  book.add({"c", std::nullopt, 3, std::nullopt}, exchange(RequestKind::imdsv1, t + 1s, true, 200), now);
   const auto& callers = book.callers();
   ASSERT_EQ(callers.size(), 3U);
   EXPECT_EQ(callers.at({"a", "botocore", "1.29.27"}).imdsv1, 1U);
@@ -464,21 +464,21 @@ TEST(CallerBook, OnlyAnswersSeenArrivingFromTheImdsAreEvidenceOfHttpTokens) {
   const auto now = std::chrono::system_clock::now();
   Exchange proxied = exchange(RequestKind::imdsv1, t, true, 200);
   proxied.seen_arriving = false;  // a proxy's answer
-  book.add({"c1", std::nullopt, 1}, proxied, now);
+  book.add({"c1", std::nullopt, 1, std::nullopt}, proxied, now);
   EXPECT_FALSE(book.latest_tokenless().has_value());
   Exchange real = exchange(RequestKind::imdsv1, t, true, 401);
   real.seen_arriving = true;
-  book.add({"c2", std::nullopt, 2}, real, now + 1s);
+  book.add({"c2", std::nullopt, 2, std::nullopt}, real, now + 1s);
   ASSERT_TRUE(book.latest_tokenless().has_value());
   EXPECT_EQ(book.latest_tokenless()->status, 401);
   EXPECT_EQ(book.latest_tokenless()->where, "c2");
   Exchange older = exchange(RequestKind::imdsv1, t, true, 200);
   older.seen_arriving = true;
-  book.add({"c3", std::nullopt, 3}, older, now);  // booked late, but requested earlier
+  book.add({"c3", std::nullopt, 3, std::nullopt}, older, now);  // booked late, but requested earlier
   EXPECT_EQ(book.latest_tokenless()->status, 401);
   Exchange v2 = exchange(RequestKind::imdsv2, t, true, 200);
   v2.seen_arriving = true;
-  book.add({"c4", std::nullopt, 4}, v2, now + 2s);
+  book.add({"c4", std::nullopt, 4, std::nullopt}, v2, now + 2s);
   EXPECT_EQ(book.latest_tokenless()->where, "c2") << "a request with a token proves nothing";
 }
 
