@@ -106,7 +106,9 @@ struct NetnsTarget {
   TargetSource source = TargetSource::path;
   std::optional<std::string> container_id;  // from /proc/PID/cgroup, when found
   std::optional<std::string> runtime;       // "docker", "containerd", "podman", "kubepods"
-  std::optional<std::string> container_name;  // Docker's, from its on-disk state when readable
+  // Docker's name, from its on-disk state, or a Kubernetes pod's "namespace/pod", from the
+  // runtime's bundle annotations; when readable
+  std::optional<std::string> container_name;
   bool is_host = false;
 };
 

@@ -95,11 +95,14 @@ std::optional<ContainerLabel> label_for_pid(const std::string& proc_root, pid_t 
 
 std::string short_id(const std::string& id) { return id.substr(0, 12); }
 
-void apply_label(NetnsTarget& t, const ContainerLabel& label, const std::string& docker_root) {
+void apply_label(NetnsTarget& t, const ContainerLabel& label, const std::string& docker_root,
+                 const std::string& run_root = "") {
   t.container_id = label.container_id;
   t.runtime = label.runtime;
   t.name = short_id(label.container_id);
-  if (label.runtime == "docker" && !docker_root.empty()) {
+  if (label.pod_uid) {
+    t.container_name = kubernetes_pod_name(run_root, label.container_id);
+  } else if (label.runtime == "docker" && !docker_root.empty()) {
     t.container_name = docker_container_name(docker_root, label.container_id);
   }
 }
@@ -412,7 +415,7 @@ Discovery discover_containers(const DiscoveryConfig& config) {
     const auto label = label_for_pid(config.proc_root, pid);
     if (known != by_inode.end()) {
       if (label) {
-        apply_label(found[known->second], *label, config.docker_root);
+        apply_label(found[known->second], *label, config.docker_root, config.run_root);
         labelled.insert(ino);
       }
       continue;
@@ -431,7 +434,7 @@ Discovery discover_containers(const DiscoveryConfig& config) {
     t.inode = ino;
     t.source = TargetSource::proc;
     if (label) {
-      apply_label(t, *label, config.docker_root);
+      apply_label(t, *label, config.docker_root, config.run_root);
       labelled.insert(ino);
     }
     by_inode.emplace(ino, found.size());
@@ -504,21 +507,22 @@ std::optional<DockerConfig> parse_docker_config(const std::string& text) {
   return out;
 }
 
-// containers/ID/config.v2.json, read again only when it changed (`docker rename`, a start or
-// a stop rewrite it): discovery runs every cycle of the agent, and the file can be tens of KiB.
-std::optional<DockerConfig> docker_config(const std::string& docker_root, std::string_view id) {
-  constexpr std::size_t kMaxConfigBytes = std::size_t{1} << 20;
-  if (id.size() != 64 || !is_lower_hex(id)) return std::nullopt;
-  const std::string path = docker_root + "/containers/" + std::string(id) + "/config.v2.json";
+// A runtime's JSON state file, parsed by `parse`, read again only when it changed (its mtime
+// or size): discovery runs every cycle of the agent, and the files can be tens of KiB. At
+// most 1 MiB each; regular files only (never a FIFO or a device).
+template <typename T>
+std::optional<T> cached_state_file(const std::string& path,
+                                   std::optional<T> (*parse)(const std::string&)) {
+  constexpr std::size_t kMaxStateBytes = std::size_t{1} << 20;
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
-      static_cast<std::size_t>(st.st_size) > kMaxConfigBytes) {
+      static_cast<std::size_t>(st.st_size) > kMaxStateBytes) {
     return std::nullopt;
   }
   struct Cached {
     std::int64_t mtime_ns;
     std::int64_t size;
-    std::optional<DockerConfig> config;
+    std::optional<T> value;
   };
   static std::mutex cache_mutex;
   static std::map<std::string, Cached, std::less<>> cache;
@@ -529,16 +533,57 @@ std::optional<DockerConfig> docker_config(const std::string& docker_root, std::s
     const auto hit = cache.find(path);
     if (hit != cache.end() && hit->second.mtime_ns == mtime_ns &&
         hit->second.size == static_cast<std::int64_t>(st.st_size)) {
-      return hit->second.config;
+      return hit->second.value;
     }
   }
-  const auto text = read_capped(path, kMaxConfigBytes);
+  const auto text = read_capped(path, kMaxStateBytes);
   if (!text) return std::nullopt;
-  auto config = parse_docker_config(*text);
+  auto value = parse(*text);
   std::lock_guard lock(cache_mutex);
   if (cache.size() >= 4096) cache.clear();
-  cache[path] = Cached{mtime_ns, static_cast<std::int64_t>(st.st_size), config};
-  return config;
+  cache[path] = Cached{mtime_ns, static_cast<std::int64_t>(st.st_size), value};
+  return value;
+}
+
+// containers/ID/config.v2.json (`docker rename`, a start or a stop rewrite it).
+std::optional<DockerConfig> docker_config(const std::string& docker_root, std::string_view id) {
+  if (id.size() != 64 || !is_lower_hex(id)) return std::nullopt;
+  return cached_state_file<DockerConfig>(
+      docker_root + "/containers/" + std::string(id) + "/config.v2.json", parse_docker_config);
+}
+
+// A Kubernetes name: lowercase letters, digits, '-' and (subdomain) '.', starting and
+// ending with a letter or digit.
+bool kubernetes_name(std::string_view n, std::size_t max, bool dots) {
+  const auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (n.empty() || n.size() > max || !alnum(n.front()) || !alnum(n.back())) return false;
+  return std::all_of(n.begin(), n.end(),
+                     [&](char c) { return alnum(c) || c == '-' || (dots && c == '.'); });
+}
+
+// "namespace/pod" from an OCI bundle's config.json annotations, as containerd's CRI plugin
+// (io.kubernetes.cri.sandbox-*) or CRI-O (io.kubernetes.pod.*) write them.
+std::optional<std::string> parse_pod_annotations(const std::string& text) {
+  const auto doc = nlohmann::json::parse(text, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object()) return std::nullopt;
+  const auto annotations = doc.find("annotations");
+  if (annotations == doc.end() || !annotations->is_object()) return std::nullopt;
+  const auto get = [&](const char* key) -> std::string_view {
+    const auto it = annotations->find(key);
+    return it != annotations->end() && it->is_string()
+               ? std::string_view(it->get_ref<const std::string&>())
+               : std::string_view();
+  };
+  for (const auto& [ns_key, pod_key] :
+       {std::pair{"io.kubernetes.cri.sandbox-namespace", "io.kubernetes.cri.sandbox-name"},
+        std::pair{"io.kubernetes.pod.namespace", "io.kubernetes.pod.name"}}) {
+    const std::string_view ns = get(ns_key);
+    const std::string_view pod = get(pod_key);
+    if (kubernetes_name(ns, 63, false) && kubernetes_name(pod, 253, true)) {
+      return std::string(ns) + "/" + std::string(pod);
+    }
+  }
+  return std::nullopt;
 }
 
 }  // namespace
@@ -547,6 +592,23 @@ std::optional<std::string> docker_container_name(const std::string& docker_root,
                                                  std::string_view id) {
   auto config = docker_config(docker_root, id);
   return config ? config->name : std::nullopt;
+}
+
+std::optional<std::string> kubernetes_pod_name(const std::string& run_root, std::string_view id) {
+  if (id.size() != 64 || !is_lower_hex(id)) return std::nullopt;
+  // containerd's CRI plugin, then CRI-O.
+  constexpr std::array<std::pair<std::string_view, std::string_view>, 2> kBundles{{
+      {"/run/containerd/io.containerd.runtime.v2.task/k8s.io/", "/config.json"},
+      {"/run/containers/storage/overlay-containers/", "/userdata/config.json"},
+  }};
+  for (const auto& [dir, file] : kBundles) {
+    std::string path = run_root;
+    path += dir;
+    path += id;
+    path += file;
+    if (auto name = cached_state_file<std::string>(path, parse_pod_annotations)) return name;
+  }
+  return std::nullopt;
 }
 
 std::optional<DockerSandboxes> docker_sandboxes(const std::string& docker_root) {

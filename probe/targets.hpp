@@ -87,6 +87,13 @@ Discovery discover_containers(const DiscoveryConfig& config);
 std::optional<std::string> docker_container_name(const std::string& docker_root,
                                                  std::string_view id);
 
+// The pod of Kubernetes container `id` (a full 64-hex id) as "namespace/pod", from the OCI
+// bundle's config.json annotations that containerd's CRI plugin
+// (run/containerd/io.containerd.runtime.v2.task/k8s.io/ID/) or CRI-O
+// (run/containers/storage/overlay-containers/ID/userdata/) keep under `run_root` ("" for
+// the real /run); nothing when unreadable, over 1 MiB or not valid Kubernetes names.
+std::optional<std::string> kubernetes_pod_name(const std::string& run_root, std::string_view id);
+
 // What Docker's on-disk state says of the network namespace files it made: for the running
 // containers under `docker_root`, the directory and file names of their SandboxKey
 // ("/run/docker/netns/4f2b8c1d9e0a"). Nothing when the data root cannot be read.

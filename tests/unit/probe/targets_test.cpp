@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <string>
 #include <thread>
@@ -452,6 +453,55 @@ TEST_F(RealNamespaces, ContainerProcessesInUnlistedNamespacesAreCountedWithTheSc
   EXPECT_EQ(scanned.targets.size(), 2U);
   EXPECT_EQ(scanned.look.proc_namespaces, 1U);
   EXPECT_EQ(scanned.look.unlisted_container_namespaces, 0U);
+}
+
+// Kubernetes pods by "namespace/pod", from the OCI bundle annotations containerd's CRI
+// plugin and CRI-O keep under /run (real-shaped paths and keys; the cgroup paths are the
+// systemd driver's of each).
+TEST_F(RealNamespaces, KubernetesPodsAreNamedFromTheRuntimesBundleAnnotations) {
+  add_namespace("cni-1a2b3c4d");
+  add_namespace("cni-5e6f7a8b");
+  const fs::path proc = nothing_ / "proc";
+  const fs::path run = nothing_ / "root";
+  const auto fake_process = [&](int pid, const fs::path& netns, const std::string& cgroup) {
+    fs::create_directories(proc / std::to_string(pid) / "ns");
+    fs::create_symlink(netns, proc / std::to_string(pid) / "ns" / "net");
+    std::ofstream(proc / std::to_string(pid) / "cgroup") << cgroup;
+  };
+  const auto bundle = [&](const fs::path& dir, const std::string& annotations) {
+    fs::create_directories(dir);
+    std::ofstream(dir / "config.json")
+        << R"({"ociVersion":"1.0.2-dev","process":{"args":["/pause"]},"annotations":{)"
+        << annotations << "}}";
+  };
+  fake_process(10, fs::read_symlink(dir_ / "cni-1a2b3c4d"),
+               "0::/kubepods.slice/kubepods-burstable.slice/"
+               "kubepods-burstable-pod1a2b3c4d_5e6f_7a8b_9c0d_1e2f3a4b5c6d.slice/cri-containerd-" +
+                   kId + ".scope\n");
+  bundle(run / "run/containerd/io.containerd.runtime.v2.task/k8s.io" / kId,
+         R"("io.kubernetes.cri.container-type":"sandbox",)"
+         R"("io.kubernetes.cri.sandbox-name":"coredns-5d78c9869d-x7bqp",)"
+         R"("io.kubernetes.cri.sandbox-namespace":"kube-system")");
+  fake_process(20, fs::read_symlink(dir_ / "cni-5e6f7a8b"),
+               "0::/kubepods.slice/kubepods-besteffort.slice/"
+               "kubepods-besteffort-pod5e6f7a8b_1a2b_3c4d_5e6f_7a8b9c0d1e2f.slice/crio-" +
+                   kOtherId + ".scope\n");
+  bundle(run / "run/containers/storage/overlay-containers" / kOtherId / "userdata",
+         R"("io.kubernetes.pod.name":"web-0","io.kubernetes.pod.namespace":"shop")");
+  DiscoveryConfig config = hermetic();
+  config.proc_root = proc.string();
+  config.run_root = run.string();
+  std::map<std::string, std::optional<std::string>> names;
+  for (const auto& t : discover_containers(config).targets) names[t.name] = t.container_name;
+  EXPECT_EQ(names, (std::map<std::string, std::optional<std::string>>{
+                       {kId.substr(0, 12), "kube-system/coredns-5d78c9869d-x7bqp"},
+                       {kOtherId.substr(0, 12), "shop/web-0"}}));
+  // Not Kubernetes names (upper case, an escape, a slash): no name at all.
+  bundle(run / "run/containers/storage/overlay-containers" / kOtherId / "userdata",
+         R"("io.kubernetes.pod.name":"Web\u001b[31m","io.kubernetes.pod.namespace":"a/b")");
+  EXPECT_FALSE(kubernetes_pod_name(run.string(), kOtherId));
+  EXPECT_FALSE(kubernetes_pod_name(run.string(), "../../etc")) << "full ids only";
+  EXPECT_FALSE(kubernetes_pod_name((nothing_ / "none").string(), kId));
 }
 
 TEST_F(RealNamespaces, ARuntimeIsSeenByItsApiSocket) {
