@@ -6,6 +6,10 @@
 - containers `boto` (IPv4) and `boto6` (IPv6): botocore's region lookup, whose token PUT
   answer reaches the host with TTL 1 and is never forwarded, so it falls back to IMDSv1:
   reported as a fallback with the dropped PUT, not as a deliberate IMDSv1 caller;
+- container `jssdk`: the AWS SDK for JavaScript v3's IMDS client
+  (`@aws-sdk/ec2-metadata-service`, installed from npm into the build directory by this
+  test), whose token PUT times out behind the hop limit: a fallback too; it sends no
+  User-Agent, so no SDK is named (never guessed);
 - container `quiet`: sends nothing and must not appear.
 
 Every exchange must be attributed to the namespace that sent it, with its SDK; no token any
@@ -45,6 +49,22 @@ AGENT = str(BUILD_DIR / "agent" / "imds-agent")
 BOTOCORE_CLIENT = str(HERE.parent / "fidelity" / "botocore_client.py")
 WATCH_SECONDS = 14
 
+
+def install_js_sdk() -> Path:
+    """@aws-sdk/ec2-metadata-service from the npm registry, once per build directory; its
+    prefix. Needs npm and the registry: a failure fails the test (CI must run it)."""
+    prefix = BUILD_DIR / "js-sdk"
+    if (prefix / "node_modules" / "@aws-sdk" / "ec2-metadata-service").is_dir():
+        return prefix
+    npm = shutil.which("npm")
+    if npm is None:
+        raise AssertionError("npm is not installed (packaging/install-deps --release-tools)")
+    r = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix),
+                        "@aws-sdk/ec2-metadata-service@3"], capture_output=True, text=True,
+                       timeout=300, check=False)
+    if r.returncode != 0:
+        raise AssertionError(f"npm install @aws-sdk/ec2-metadata-service: {r.stderr[-800:]}")
+    return prefix
 
 class AgentBeside(unittest.TestCase):
     """A lab (cls.lab), a work dir (cls.work) and perhaps an imds-agent (cls.agent) in it:
@@ -98,7 +118,8 @@ class CallersWatch(AgentBeside):
         cls.work = Path(tempfile.mkdtemp(prefix="imds-callers-"))
         cls.agent = None
         try:
-            for label in ("legacy", "boto", "boto6", "quiet"):
+            cls.js_prefix = install_js_sdk()
+            for label in ("legacy", "boto", "boto6", "jssdk", "quiet"):
                 cls.lab.add_bridge_container(label)
             cls.tokens: list[str] = []
             cls.start_agent()
@@ -150,6 +171,10 @@ class CallersWatch(AgentBeside):
                               "--endpoint-mode", mode, "--session-user-agent"], timeout=20)
             assert r.returncode == 0, r.stderr
             cls.boto_out = getattr(cls, "boto_out", []) + [json.loads(r.stdout)]
+        jssdk = next(ns for ns in lab.containers if ns.label == "jssdk")
+        r = lab.exec(jssdk, ["node", str(HERE / "js_sdk_client.mjs"), str(cls.js_prefix)],
+                     timeout=30)
+        cls.js_out = r.stdout
         out, err = watch.communicate(timeout=WATCH_SECONDS + 30)
         cls.watch_rc, cls.watch_out, cls.watch_err = watch.returncode, out, err
         cls.report = json.loads(out) if watch.returncode == 0 else {}
@@ -195,6 +220,17 @@ class CallersWatch(AgentBeside):
         # botocore did get its region, by IMDSv1.
         self.assertTrue(all(o["value"] for o in self.boto_out), self.boto_out)
 
+    def test_the_js_sdk_behind_the_hop_limit_is_a_fallback_without_a_guessed_sdk(self) -> None:
+        self.assertEqual(json.loads(self.js_out), {"instance_id": "i-0123456789abcdef0"},
+                         "the JS SDK got its answer, by IMDSv1")
+        c = self.caller("jssdk")
+        self.assertIsNone(c["sdk"], "it sends no User-Agent: no SDK is named")
+        self.assertEqual((c["token_puts"], c["token_puts_unanswered"],
+                          c["token_puts_dropped_here"], c["dropped_put_ttl"]), (1, 1, 1, 1), c)
+        self.assertEqual((c["imdsv1_fallback_calls"], c["imdsv1_calls"]), (1, 0), c)
+        self.assertIsNotNone(c["process"], "its socket waited a second for the PUT's answer")
+        self.assertEqual(c["process"]["comm"], "node", c)
+
     def test_the_process_behind_a_connection_is_named_when_it_is_still_there(self) -> None:
         # botocore waits a second for its token PUT: its socket is there to be looked up.
         for where in ("boto", "boto6"):
@@ -212,7 +248,7 @@ class CallersWatch(AgentBeside):
 
     def test_nothing_else_is_reported(self) -> None:
         self.assertEqual(sorted(c["where"] for c in self.report["callers"]),
-                         ["boto", "boto6", "host", "legacy"], self.report)
+                         ["boto", "boto6", "host", "jssdk", "legacy"], self.report)
         self.assertEqual(self.report["packets"]["malformed"], 0, self.report)
 
     def test_a_signal_ends_a_long_watch_with_the_text_report_of_what_was_seen(self) -> None:
