@@ -15,7 +15,8 @@ constexpr std::chrono::milliseconds kCallersStopBound{1000};
 // The settings the watch depends on: a reload that changes one restarts it.
 std::string watch_key(const AgentConfig& c) {
   std::string key = c.endpoint + '\n' + c.endpoint_v6 + '\n' + (c.ipv6 ? "6" : "-") +
-                    (c.proc_scan ? "p" : "-");
+                    (c.proc_scan ? "p" : "-") + (c.caller_processes ? "o" : "-") + '\n' +
+                    c.docker_root;
   for (const auto& d : c.netns_dirs) key += '\n' + d;
   return key;
 }

@@ -31,6 +31,7 @@ std::string sdk_text(const CallerKey& key) {
 WatchOptions watch_options_of(const AgentConfig& config) {
   WatchOptions options;
   options.discovery = discovery_config_of(config);
+  options.processes = config.caller_processes;
   // The configuration was validated when it was read: these parse.
   if (auto v4 = parse_endpoint(config.endpoint, Family::v4)) options.imds.push_back(v4->address);
   if (config.ipv6) {

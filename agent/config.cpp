@@ -245,6 +245,16 @@ const std::vector<KeyEntry>& key_table() {
          c.watch_callers = *b;
          return {};
        }},
+      {{"caller-processes", "BOOL",
+        "with watch-callers: look up the process behind each IMDS connection (sock_diag, then "
+        "/proc/*/fd) and name it in /v1/callers and the journal (default yes; no: callers are "
+        "named by namespace, container and SDK only)"},
+       [](AgentConfig& c, const std::string& v) -> Status {
+         auto b = parse_bool(v);
+         if (!b) return Error{"'" + v + "' is not a boolean (yes/no)"};
+         c.caller_processes = *b;
+         return {};
+       }},
       {{"callers-summary-interval", "DURATION|never",
         "how often the journal gets a summary of the IMDSv1 callers and lost token PUTs seen "
         "(default 1h; only when there were some)"},

@@ -46,6 +46,7 @@ struct AgentConfig {
   std::size_t request_burst = 20;  // sent at once before the rate paces them
   // The passive watch of who calls the IMDS (agent/callers.hpp); nothing is sent for it.
   bool watch_callers = true;
+  bool caller_processes = true;  // the caller watch looks up each connection's process
   std::optional<Millis> callers_summary_interval{std::chrono::hours(1)};  // nullopt = never
 
   std::vector<std::string> sources;  // files read, in order

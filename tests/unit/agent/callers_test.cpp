@@ -254,6 +254,14 @@ TEST(WatchOptions, FollowTheAgentsEndpointsAndLeaveItsOwnRequestsOut) {
   EXPECT_EQ(o.ignore_product, "imds-agent");
   c.ipv6 = true;
   EXPECT_EQ(watch_options_of(c).imds.size(), 2U);
+  // Discovery as the probe cycle has it (names from Docker's root), process lookup switchable.
+  EXPECT_EQ(o.discovery.docker_root, "/var/lib/docker");
+  EXPECT_TRUE(o.processes);
+  ASSERT_TRUE(apply_setting(c, "caller-processes", "no"));
+  ASSERT_TRUE(apply_setting(c, "docker-root", "/srv/docker"));
+  EXPECT_FALSE(watch_options_of(c).processes);
+  EXPECT_EQ(watch_options_of(c).discovery.docker_root, "/srv/docker");
+  EXPECT_FALSE(apply_setting(c, "caller-processes", "maybe"));
 }
 
 // Passive evidence saves the agent's own tokenless GET only when it agrees with the agent's
