@@ -110,6 +110,15 @@ class Run:
     # ----- building ----------------------------------------------------------------------
 
     def setup(self, builddir: Path, options: list[str]) -> None:
+        info = builddir / "meson-info" / "meson-info.json"
+        if info.exists():
+            # A build of another source tree (an earlier run with another --source) would
+            # test that tree: start this one afresh.
+            configured = json.loads(info.read_text())["directories"]["source"]
+            if Path(configured).resolve() != self.source.resolve():
+                log(f"{builddir} was configured for {configured}: set up again for "
+                    f"{self.source}")
+                shutil.rmtree(builddir)
         if (builddir / "build.ninja").exists():
             # Brought up to date before anything reads its introspection: the targets and
             # tests to build come from it, and a meson.build changed since (a new test) would
@@ -197,10 +206,15 @@ class Run:
     # ----- meson test in a sanitizer dir ---------------------------------------------------
 
     def meson_test(self, name: str, builddir: Path, args: list[str],
-                   extra_env: dict[str, str] | None = None) -> None:
+                   extra_env: dict[str, str] | None = None, expected: int | None = None) -> None:
+        """`meson test` in builddir; a failure unless it exits 0, leaves no sanitizer report
+        and runs at least one test (exactly `expected` when given)."""
         reports = builddir / "sanitizer-reports"
         for old in reports_in(reports) if reports.exists() else []:
             old.unlink()
+        # The counts come from this run's log only: a run that ran nothing must not pass on
+        # the figures of the one before.
+        (builddir / "meson-logs" / "testlog.json").unlink(missing_ok=True)
         t = time.monotonic()
         r = subprocess.run(["meson", "test", "-C", str(builddir), "--no-rebuild",
                             "--print-errorlogs", *args],
@@ -212,6 +226,11 @@ class Run:
             log(f"==== sanitizer report {report}:\n{report.read_text(errors='replace')}")
         if r.returncode != 0:
             self.failures.append(f"{name}: meson test exited {r.returncode}")
+        ran = sum(counts.values())
+        if ran == 0 or (expected is not None and ran != expected):
+            self.failures.append(f"{name}: {ran} test(s) ran, expected "
+                                 f"{expected if expected is not None else 'at least 1'} (a name "
+                                 f"unknown to the build in {builddir}?)")
         if found:
             self.failures.append(f"{name}: {len(found)} sanitizer report(s) in {reports}")
         summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
@@ -259,7 +278,8 @@ class Run:
         self.meson_test("lab under asan+ubsan", self.asan, args,
                         {"GTEST_FILTER": ASAN_GTEST_FILTER,
                          "ASAN_OPTIONS": asan + ":quarantine_size_mb=8"
-                                                ":detect_stack_use_after_return=0"})
+                                                ":detect_stack_use_after_return=0"},
+                        expected=len(self.lab_tests) if self.lab_tests else None)
 
     # ----- fuzzing ---------------------------------------------------------------------------
 
