@@ -30,7 +30,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lab"))
 
-from lab import (TOKEN_LIKE, Lab, Netns, build_dir_from_argv,  # noqa: E402
+from lab import (Lab, Netns, build_dir_from_argv,  # noqa: E402
                  skip_unless_lab_possible, start_agent, stop_process, unix_http)
 
 
@@ -182,10 +182,7 @@ class LabCase(unittest.TestCase):
     def tearDown(self) -> None:
         if self.lab.emulator_running():
             self.lab.set_faults()
-        self.assertEqual(self.lab.forbidden_requests(), [],
-                         "the probe asked for credentials or user data")
-        for text in self.outputs:
-            self.assertIsNone(TOKEN_LIKE.search(text), "a token-like string was printed")
+        self.lab.assert_nothing_secret(self, self.outputs)
 
     def probe(self, *args: str, containers: bool = True, ns: Netns | None = None,
               env: dict[str, str] | None = None, timeout: float = 30) -> ProbeRun:

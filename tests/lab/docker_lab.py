@@ -24,7 +24,6 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import io
-import json
 import os
 import re
 import shutil
@@ -96,14 +95,6 @@ def _die_with_parent() -> None:
     # its child), and this must end it whatever it does.
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-
-
-def _status_fields(pid: int) -> dict[str, str]:
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return {}
-    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
 
 
 class DockerEngine:
@@ -288,30 +279,6 @@ class DockerEngine:
             proc.communicate()
             raise
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-    def pid_of(self, c: Container) -> int:
-        """The container's main process, as this test's PID namespace numbers it."""
-        inspected = json.loads(self.docker("inspect", c.id))
-        inner = str(inspected[0]["State"]["Pid"])  # as dockerd's PID namespace numbers it
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            fields = _status_fields(int(entry))
-            # NSpid: our number, dockerd's namespace's, then the container's own.
-            nspid = fields.get("NSpid", "").split()
-            if len(nspid) >= 2 and nspid[1] == inner and self._descends(int(entry)):
-                return int(entry)
-        raise LabError(f"no process of container {c.name} found")
-
-    def _descends(self, pid: int) -> bool:
-        for _ in range(64):
-            if pid == self.init_pid:
-                return True
-            ppid = _status_fields(pid).get("PPid", "0").strip()
-            if not ppid.isdigit() or int(ppid) <= 1:
-                return False
-            pid = int(ppid)
-        return False
 
     # ----- teardown --------------------------------------------------------------------
 

@@ -742,6 +742,14 @@ table inet {NFT_TABLE} {{
         current = self.requests() if self.emulator_running() else []
         return self._history + current
 
+    def assert_nothing_secret(self, case: Any, outputs: Iterable[str]) -> None:
+        """The checks after every lab test (`case` a unittest.TestCase): no request for
+        credentials or user data reached the emulator, and no output holds a token."""
+        case.assertEqual(self.forbidden_requests(), [],
+                         "the probe asked for credentials or user data")
+        for text in outputs:
+            case.assertIsNone(TOKEN_LIKE.search(text), "a token-like string was printed")
+
     def forbidden_requests(self) -> list[dict[str, Any]]:
         """Requests for credentials or user data: must always be empty."""
         return [r for r in self.all_requests()
