@@ -41,7 +41,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lab"))
 
 from lab import (IMDS_V4, IMDS_V6, Lab, TOKEN_LIKE, build_dir_from_argv,  # noqa: E402
-                 skip_unless_lab_possible, start_agent, stop_process, unix_http)
+                 skip_unless_lab_possible, start_agent, stop_process, unix_http,
+                 wait_packet_sockets)
 
 BUILD_DIR = build_dir_from_argv(HERE.parents[1] / "build")
 PROBE = str(BUILD_DIR / "probe" / "imds-probe")
@@ -154,7 +155,7 @@ class CallersWatch(AgentBeside):
         watch = lab.popen(lab.host, [PROBE, "callers", "--watch", f"{WATCH_SECONDS}s", "--json",
                                      "--netns-dir", lab.netns_dir, "--no-proc-scan"],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(1.5)  # the sockets are open well before this
+        wait_packet_sockets(watch, 2)  # IPv4 and IPv6: it captures from here on
         for base in (f"http://{IMDS_V4}", f"http://[{IMDS_V6}]"):
             token = cls.curl(lab.host, "-X", "PUT", "-H",
                              "X-aws-ec2-metadata-token-ttl-seconds: 60", f"{base}/latest/api/token")
@@ -257,7 +258,7 @@ class CallersWatch(AgentBeside):
                                      lab.netns_dir, "--no-proc-scan"],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            time.sleep(1.5)
+            wait_packet_sockets(watch, 2)
             legacy = next(ns for ns in lab.containers if ns.label == "legacy")
             self.curl(legacy, f"http://{IMDS_V4}/latest/meta-data/ami-id")
             started = time.monotonic()

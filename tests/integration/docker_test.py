@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE.parent / "lab"))
 
 from docker_lab import DockerEngine, skip_unless_docker_possible  # noqa: E402
 from lab import (Lab, LoggedProcess, build_dir_from_argv,  # noqa: E402
-                 skip_unless_lab_possible, stop_process, unix_http)
+                 skip_unless_lab_possible, stop_process, unix_http, wait_packet_sockets)
 
 BUILD_DIR = build_dir_from_argv(HERE.parents[1] / "build")
 PROBE = str(BUILD_DIR / "probe" / "imds-probe")
@@ -277,7 +277,8 @@ class RealDockerContainers(unittest.TestCase):
         watch = self.engine.popen([*argv, "--json"], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE)
         table = self.engine.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(2)  # the watch's sockets and its namespace map are ready well before this
+        for w in (watch, table):
+            wait_packet_sockets(w, 2)  # IPv4 and IPv6: each captures from here on
         for _ in range(3):
             r = self.engine.client(["exec", self.web.id, "wget", "-q", "-O", "-",
                                     "http://169.254.169.254/latest/meta-data/ami-id"], timeout=20)

@@ -190,6 +190,37 @@ def stop_process(proc: subprocess.Popen, timeout: float) -> int | None:
     return proc.returncode
 
 
+def wait_packet_sockets(proc: subprocess.Popen[Any], count: int, timeout: float = 15) -> None:
+    """Wait until `proc` (a caller watch) holds `count` bound packet sockets: from then on
+    it captures every IMDS packet of its namespace (the kernel queues them for it), so a
+    client may start. A fixed sleep raced the watch's start on a loaded machine."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise LabError(f"the watch exited ({proc.returncode}) before it was ready")
+        # The process itself, or (nsenter -p forks) its child.
+        pids = [str(proc.pid)]
+        try:
+            pids += Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        except OSError:
+            pass
+        for pid in pids:
+            try:
+                owned = set()
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        owned.add(target[8:-1])
+                with open(f"/proc/{pid}/net/packet") as f:
+                    bound = {line.split()[-1] for line in f.readlines()[1:] if line.split()}
+            except OSError:
+                continue
+            if len(owned & bound) >= count:
+                return
+        time.sleep(0.05)
+    raise LabError(f"the watch (pid {proc.pid}) held no {count} packet sockets in {timeout} s")
+
+
 class LoggedProcess:
     """A process of the test's whose merged stdout/stderr a thread collects line by line
     into `lines` (read under `lock`): the agent's human log and events, in the lab."""
