@@ -3,6 +3,7 @@
 #include "agent.hpp"
 
 #include <grp.h>
+#include <unistd.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/post.hpp>
@@ -198,6 +199,11 @@ void Agent::stop() {
   signals_.clear(ignored);
   netns_watcher_.close();
   stop_callers_watch();  // wakes every 200 ms: stops within its bound
+  // Metrics are about now: a stopped agent's file would be scraped as current for ever. The
+  // inventory file stays: it says when it was captured.
+  if (!textfile_out_.path.empty() && textfile_out_.written) {
+    ::unlink(textfile_out_.path.c_str());
+  }
 }
 
 void Agent::reload() {
@@ -396,6 +402,7 @@ void Agent::probe_done(std::optional<Diagnosis> d, const std::vector<NetnsTarget
     status = "READY=1\n" + status;
   }
   notifier_.notify(status);
+  write_fleet_files();
   for (auto& w : waiting_) {
     w(error.empty() ? json_response(200, status_json())
                     : error_response(500, "probe failed: " + error));

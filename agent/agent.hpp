@@ -133,6 +133,9 @@ class Agent {
   void handle(const ApiRequest& req, std::function<void(ApiResponse)> respond);
   [[nodiscard]] nlohmann::json status_json() const;
   [[nodiscard]] std::string metrics_text() const;
+  // The fleet outputs (textfile-dir, ssm-inventory-dir), after each cycle; failures are
+  // logged when they start or change and shown in /v1/status (status_api.cpp).
+  void write_fleet_files();
 
   // For tests and the namespace watcher.
   [[nodiscard]] const Snapshot& snapshot() const { return snapshot_; }
@@ -186,6 +189,16 @@ class Agent {
   std::optional<std::chrono::system_clock::time_point> next_probe_time_;
   std::chrono::steady_clock::time_point next_probe_steady_{};
   std::vector<std::function<void(ApiResponse)>> waiting_;  // POST /v1/probe callers
+
+  struct FileOutput {
+    std::string path;  // the file last written or tried
+    std::optional<std::chrono::system_clock::time_point> written;
+    std::string error;  // of the last try; "" when it was written
+    std::uint64_t failures = 0;
+  };
+  FileOutput textfile_out_;
+  FileOutput inventory_out_;
+  [[nodiscard]] std::optional<TargetVerdict> host_verdict() const;
 
   std::shared_ptr<CallerWatchService> callers_;  // null: watch-callers = no
   std::string callers_key_;  // the settings the running watch was started with

@@ -280,19 +280,15 @@ nlohmann::json callers_document(const CallerWatchService::View& view) {
   return doc;
 }
 
-std::string callers_metrics(const CallerWatchService::View& view, std::uint64_t suppressed) {
-  std::string out;
-  out +=
-      "# HELP imds_callers_watch_up Whether the passive watch of IMDS callers runs (1) or not "
-      "(0).\n# TYPE imds_callers_watch_up gauge\n";
-  out += fmt::format("imds_callers_watch_up {}\n",
-                     view.state == CallerWatchService::State::running ? 1 : 0);
-  out +=
-      "# HELP imds_callers_events_suppressed_total Caller events not sent to the journal by "
-      "the rate limit (counted in the summary).\n# TYPE imds_callers_events_suppressed_total "
-      "counter\n";
-  out += fmt::format("imds_callers_events_suppressed_total {}\n", suppressed);
-  if (!view.report) return out;
+void add_callers_metrics(Exposition& out, const CallerWatchService::View& view,
+                         std::uint64_t suppressed) {
+  out.gauge("imds_callers_watch_up",
+            "Whether the passive watch of IMDS callers runs (1) or not (0).",
+            view.state == CallerWatchService::State::running ? 1 : 0);
+  out.counter("imds_callers_events_suppressed_total",
+              "Caller events not sent to the journal by the rate limit (counted in the summary).",
+              static_cast<double>(suppressed));
+  if (!view.report) return;
 
   // Bounded labels: the first kMaxCallerSeries callers by name (those that need attention
   // first), the rest as "other"; SDK products outside the known set as "other".
@@ -316,50 +312,34 @@ std::string callers_metrics(const CallerWatchService::View& view, std::uint64_t 
     c.lost += s->token_puts_unanswered;
     c.dropped += s->token_puts_dropped_here;
   }
-  out +=
-      "# HELP imds_observed_requests_total IMDS requests the passive watch saw, by caller "
-      "(namespace or container), SDK product and kind.\n# TYPE imds_observed_requests_total "
-      "counter\n";
   for (const auto& [labels, c] : series) {
-    const auto line = [&, &labels = labels](std::string_view kind, std::uint64_t n) {
-      out += fmt::format("imds_observed_requests_total{{caller=\"{}\",sdk=\"{}\",kind=\"{}\"}} {}\n",
-                         escape_label_value(labels.first), escape_label_value(labels.second),
-                         kind, n);
+    const auto requests = [&, &labels = labels](const char* kind, std::uint64_t n) {
+      out.counter("imds_observed_requests_total",
+                  "IMDS requests the passive watch saw, by caller (namespace or container), SDK "
+                  "product and kind.",
+                  static_cast<double>(n),
+                  {{"caller", labels.first}, {"sdk", labels.second}, {"kind", kind}});
     };
-    line("imdsv1", c.imdsv1);
-    line("imdsv1_fallback", c.fallback);
-    line("imdsv2", c.imdsv2);
-    line("token_put", c.puts);
-    line("other", c.other);
-  }
-  out +=
-      "# HELP imds_observed_token_puts_unanswered_total Token PUTs the passive watch saw go "
-      "unanswered, by caller and SDK product.\n# TYPE imds_observed_token_puts_unanswered_total "
-      "counter\n";
-  for (const auto& [labels, c] : series) {
-    out += fmt::format(
-        "imds_observed_token_puts_unanswered_total{{caller=\"{}\",sdk=\"{}\"}} {}\n",
-        escape_label_value(labels.first), escape_label_value(labels.second), c.lost);
-  }
-  out +=
-      "# HELP imds_observed_token_puts_dropped_here_total Unanswered token PUTs whose answer "
-      "reached the host and went no further (hop limit), by caller and SDK product.\n# TYPE "
-      "imds_observed_token_puts_dropped_here_total counter\n";
-  for (const auto& [labels, c] : series) {
-    out += fmt::format(
-        "imds_observed_token_puts_dropped_here_total{{caller=\"{}\",sdk=\"{}\"}} {}\n",
-        escape_label_value(labels.first), escape_label_value(labels.second), c.dropped);
+    requests("imdsv1", c.imdsv1);
+    requests("imdsv1_fallback", c.fallback);
+    requests("imdsv2", c.imdsv2);
+    requests("token_put", c.puts);
+    requests("other", c.other);
+    out.counter("imds_observed_token_puts_unanswered_total",
+                "Token PUTs the passive watch saw go unanswered, by caller and SDK product.",
+                static_cast<double>(c.lost), {{"caller", labels.first}, {"sdk", labels.second}});
+    out.counter("imds_observed_token_puts_dropped_here_total",
+                "Unanswered token PUTs whose answer reached the host and went no further (hop "
+                "limit), by caller and SDK product.",
+                static_cast<double>(c.dropped),
+                {{"caller", labels.first}, {"sdk", labels.second}});
   }
   const auto& k = view.report->counters;
-  out +=
-      "# HELP imds_observed_packets_total Packets the passive watch read.\n# TYPE "
-      "imds_observed_packets_total counter\n";
-  out += fmt::format("imds_observed_packets_total {}\n", k.packets);
-  out +=
-      "# HELP imds_observed_packets_dropped_total Packets the kernel dropped before the watch "
-      "read them (socket buffer full).\n# TYPE imds_observed_packets_dropped_total counter\n";
-  out += fmt::format("imds_observed_packets_dropped_total {}\n", view.report->kernel_drops);
-  return out;
+  out.counter("imds_observed_packets_total", "Packets the passive watch read.",
+              static_cast<double>(k.packets));
+  out.counter("imds_observed_packets_dropped_total",
+              "Packets the kernel dropped before the watch read them (socket buffer full).",
+              static_cast<double>(view.report->kernel_drops));
 }
 
 }  // namespace imds::agent

@@ -26,6 +26,7 @@
 #include "callers_watch.hpp"
 #include "config.hpp"
 #include "events.hpp"
+#include "metrics.hpp"
 #include "result.hpp"
 
 namespace imds::agent {
@@ -133,10 +134,11 @@ bool evidence_contradicts(const V1Inputs& in);
 inline constexpr std::size_t kMaxListedCallers = 256;
 nlohmann::json callers_document(const CallerWatchService::View& view);
 
-// The callers' lines of /metrics (Prometheus text), with bounded labels: the caller's name
+// The callers' metrics, with bounded labels: the caller's name
 // for at most kMaxCallerSeries callers (the rest under caller="other"), and the SDK product
 // when it is a known one (else "other").
 inline constexpr std::size_t kMaxCallerSeries = 64;
-std::string callers_metrics(const CallerWatchService::View& view, std::uint64_t suppressed);
+void add_callers_metrics(Exposition& out, const CallerWatchService::View& view,
+                         std::uint64_t suppressed);
 
 }  // namespace imds::agent

@@ -67,6 +67,14 @@ Status set_duration(Millis& out, const std::string& v, Millis min, Millis max) {
   return {};
 }
 
+// A directory the agent writes a file into: "" (off) or an absolute path of sane length.
+Status output_dir(const std::string& v) {
+  if (v.empty()) return {};
+  if (!v.starts_with("/")) return Error{"'" + v + "' is not an absolute path"};
+  if (v.size() > 1024) return Error{"directory path longer than 1024 bytes"};
+  return {};
+}
+
 const std::vector<KeyEntry>& key_table() {
   using std::chrono::hours;
   using std::chrono::milliseconds;
@@ -152,6 +160,26 @@ const std::vector<KeyEntry>& key_table() {
        [](AgentConfig& c, const std::string& v) -> Status {
          if (v.empty() || v.size() > 32) return Error{"group name must have 1..32 characters"};
          c.socket_group = v;
+         return {};
+       }},
+      {{"textfile-dir", "DIR",
+        "write the metrics to DIR/imds_agent.prom after each cycle, atomically, for "
+        "node_exporter's textfile collector (e.g. /var/lib/prometheus/node-exporter; default "
+        "empty: off)"},
+       [](AgentConfig& c, const std::string& v) -> Status {
+         if (auto e = output_dir(v); !e) return e;
+         c.textfile_dir = v;
+         return {};
+       }},
+      {{"ssm-inventory-dir", "DIR|auto",
+        "write the custom inventory type Custom:ImdsPosture to DIR/ImdsPosture.json after each "
+        "cycle for AWS Systems Manager Inventory (auto: "
+        "/var/lib/amazon/ssm/INSTANCE-ID/inventory/custom; default empty: off)"},
+       [](AgentConfig& c, const std::string& v) -> Status {
+         if (v != "auto") {
+           if (auto e = output_dir(v); !e) return e;
+         }
+         c.ssm_inventory_dir = v;
          return {};
        }},
       {{"endpoint", "URL",

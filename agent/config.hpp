@@ -30,6 +30,9 @@ struct AgentConfig {
   bool proc_scan = true;
   std::string docker_root = "/var/lib/docker";  // container names; "" for none
   std::string socket = "/run/imds-agent/imds-agent.sock";
+  // Fleet outputs (fleet.hpp), written after each cycle; "" = off.
+  std::string textfile_dir;       // node_exporter textfile collector: DIR/imds_agent.prom
+  std::string ssm_inventory_dir;  // SSM custom inventory: DIR/ImdsPosture.json, or "auto"
   std::string socket_group = "imds-agent";
   std::string endpoint = "http://169.254.169.254";
   std::string endpoint_v6 = "http://[fd00:ec2::254]";

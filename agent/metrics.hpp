@@ -1,4 +1,6 @@
-// Prometheus text exposition (format 0.0.4) of the agent's view and its own counters.
+// The agent's metrics in the Prometheus text format (0.0.4), through prometheus-cpp's core
+// registry and text serializer: every metric the agent exposes, on the socket or in the
+// node_exporter textfile, is added to one Exposition and written by the library.
 #pragma once
 
 #include <array>
@@ -6,6 +8,10 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
+
+#include <prometheus/registry.h>
 
 #include "request_rate.hpp"
 #include "snapshot.hpp"
@@ -27,6 +33,27 @@ class DurationHistogram {
   double sum_ = 0;
 };
 
+// One scrape's worth of metrics. The registry checks metric and label names (it throws
+// std::invalid_argument for a bad one, a bug of ours) and keeps each family's samples
+// together; label values are made valid UTF-8 and bounded here, escaped by the serializer.
+class Exposition {
+ public:
+  using Labels = std::vector<std::pair<std::string, std::string>>;
+  void gauge(const std::string& name, const std::string& help, double value,
+             const Labels& labels = {});
+  void counter(const std::string& name, const std::string& help, double value,
+               const Labels& labels = {});
+  void histogram(const std::string& name, const std::string& help, const DurationHistogram& h);
+  // The text format, families in the registry's order.
+  [[nodiscard]] std::string text() const;
+
+  // The longest label value written, in bytes (a character split by the cut becomes U+FFFD).
+  static constexpr std::size_t kMaxLabelValue = 256;
+
+ private:
+  prometheus::Registry registry_;
+};
+
 struct ProbeStats {
   std::uint64_t cycles = 0;     // probes that produced a Diagnosis
   std::uint64_t errors = 0;     // probes that failed or saw the IMDS unreachable/throttling
@@ -36,7 +63,6 @@ struct ProbeStats {
   DurationHistogram durations;
 };
 
-// `host_imdsv2`: the host namespace's own verdict (nullopt: unknown).
 // Whether the host namespace gets IMDSv2, per family (nullopt: not known).
 struct HostImdsv2 {
   std::optional<bool> ipv4;
@@ -52,11 +78,15 @@ struct EngineStats {
   DiscoveryLook look;                    // what the last discovery looked at
 };
 
+// The posture (options, targets), the probe's own counters and, with `engine`, the request
+// bound and discovery.
+void add_posture_metrics(Exposition& out, const Snapshot& snapshot, const HostImdsv2& host_imdsv2,
+                         const ProbeStats& stats, std::string_view version,
+                         const EngineStats* engine = nullptr);
+
+// add_posture_metrics alone, as text.
 std::string render_metrics(const Snapshot& snapshot, const HostImdsv2& host_imdsv2,
                            const ProbeStats& stats, std::string_view version,
                            const EngineStats* engine = nullptr);
-
-// Label value escaping of the text format: backslash, double quote, newline.
-std::string escape_label_value(std::string_view v);
 
 }  // namespace imds::agent

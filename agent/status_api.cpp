@@ -3,6 +3,7 @@
 #include "status_api.hpp"
 #include "systemd.hpp"
 
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,8 @@
 #include "config.h"
 #include "diagnose.hpp"
 #include "duration.hpp"
+#include "fleet.hpp"
+#include "inference.hpp"
 #include "words.hpp"
 
 namespace imds::agent {
@@ -200,6 +203,18 @@ nlohmann::json Agent::status_json() const {
   } else {
     j["agent"]["callers_watch"] = {{"state", "off"}};
   }
+  const auto output_json = [](const std::string& dir, const FileOutput& out) -> nlohmann::json {
+    if (dir.empty()) return nullptr;
+    return {{"dir", dir},
+            {"path", null_or(out.path)},
+            {"last_written", null_or(rfc3339(out.written))},
+            {"error", null_or(out.error)},
+            {"failures_total", out.failures}};
+  };
+  j["agent"]["outputs"] = {
+      {"textfile", output_json(config_.textfile_dir, textfile_out_)},
+      {"ssm_inventory", output_json(config_.ssm_inventory_dir, inventory_out_)},
+  };
   // HttpTokens: when the agent last measured it itself, and the passive evidence (callers.hpp).
   const auto evidence_json = [](const std::optional<TokenlessEvidence>& e) -> nlohmann::json {
     if (!e) return nullptr;
@@ -216,44 +231,98 @@ nlohmann::json Agent::status_json() const {
   return j;
 }
 
+std::optional<TargetVerdict> Agent::host_verdict() const {
+  if (!last_) return std::nullopt;
+  for (std::size_t i = 0; i < last_->targets.size() && i < last_->inference.targets.size(); ++i) {
+    if (last_->targets[i].target.is_host) return last_->inference.targets[i];
+  }
+  return std::nullopt;
+}
+
 std::string Agent::metrics_text() const {
   HostImdsv2 host;
-  if (last_) {
-    for (std::size_t i = 0; i < last_->targets.size() && i < last_->inference.targets.size(); ++i) {
-      if (!last_->targets[i].target.is_host) continue;
-      const TargetVerdict& v = last_->inference.targets[i];
-      const auto known = [](Tristate t) -> std::optional<bool> {
-        if (t == Tristate::unknown) return std::nullopt;
-        return t == Tristate::yes;
-      };
-      host.ipv4 = known(v.v4.imdsv2);
-      if (v.v6.probed && last_->inference.ipv6 == Tristate::yes) host.ipv6 = known(v.v6.imdsv2);
-    }
+  if (const auto v = host_verdict()) {
+    const auto known = [](Tristate t) -> std::optional<bool> {
+      if (t == Tristate::unknown) return std::nullopt;
+      return t == Tristate::yes;
+    };
+    host.ipv4 = known(v->v4.imdsv2);
+    if (v->v6.probed && last_->inference.ipv6 == Tristate::yes) host.ipv6 = known(v->v6.imdsv2);
   }
-  std::string out;
+  Exposition out;
   if (engine_.stats) {
     const EngineStats engine = engine_.stats();
-    out = render_metrics(snapshot_, host, stats_, IMDS_VERSION, &engine);
+    add_posture_metrics(out, snapshot_, host, stats_, IMDS_VERSION, &engine);
   } else {
-    out = render_metrics(snapshot_, host, stats_, IMDS_VERSION);
+    add_posture_metrics(out, snapshot_, host, stats_, IMDS_VERSION);
   }
-  out +=
-      "# HELP imds_agent_journal_dropped_total Journal events dropped because the journal did "
-      "not accept them as fast as they came.\n# TYPE imds_agent_journal_dropped_total counter\n"
-      "imds_agent_journal_dropped_total " +
-      std::to_string(reporter_.dropped()) + "\n";
-  out +=
-      "# HELP imds_agent_log_lines_dropped_total Log lines dropped because their reader (the "
-      "journal or standard error) did not keep up.\n# TYPE imds_agent_log_lines_dropped_total "
-      "counter\nimds_agent_log_lines_dropped_total " +
-      std::to_string(log_lines_dropped()) + "\n";
-  if (callers_) out += callers_metrics(callers_->view(), caller_events_.suppressed());
-  out +=
-      "# HELP imds_agent_v1_gets_skipped_total Cycles whose tokenless IMDSv1 GETs were not sent "
-      "because a workload's own, answered since the agent's last, said the same.\n# TYPE "
-      "imds_agent_v1_gets_skipped_total counter\nimds_agent_v1_gets_skipped_total " +
-      std::to_string(v1_skipped_) + "\n";
-  return out;
+  out.counter("imds_agent_journal_dropped_total",
+              "Journal events dropped because the journal did not accept them as fast as they "
+              "came.",
+              static_cast<double>(reporter_.dropped()));
+  out.counter("imds_agent_log_lines_dropped_total",
+              "Log lines dropped because their reader (the journal or standard error) did not "
+              "keep up.",
+              static_cast<double>(log_lines_dropped()));
+  if (callers_) add_callers_metrics(out, callers_->view(), caller_events_.suppressed());
+  out.counter("imds_agent_v1_gets_skipped_total",
+              "Cycles whose tokenless IMDSv1 GETs were not sent because a workload's own, "
+              "answered since the agent's last, said the same.",
+              static_cast<double>(v1_skipped_));
+  return out.text();
+}
+
+void Agent::write_fleet_files() {
+  const auto now = std::chrono::system_clock::now();
+  const auto write = [now](FileOutput& out, std::string_view what, const std::string& dir,
+                           std::string_view name, Result<std::string> content) {
+    out.path = dir.empty() ? std::string() : dir + "/" + std::string(name);
+    Status st = content ? write_file_atomically(dir, name, *content) : Status(content.error());
+    if (st) {
+      if (!out.error.empty()) spdlog::info("{}: {} written again", what, out.path);
+      out.error.clear();
+      out.written = now;
+      return;
+    }
+    ++out.failures;
+    if (out.error != st.error().message) {
+      // The usual cause under the shipped unit: ProtectSystem=strict and the imds-agent user.
+      spdlog::warn("{}: cannot write {}: {} (the unit needs ReadWritePaths= and the directory "
+                   "write access for its user: FLEET OUTPUTS in imds-agent.conf(5))",
+                   what, out.path.empty() ? "the file" : out.path, st.error().message);
+    }
+    out.error = st.error().message;
+  };
+  // A reload that moved or turned off the textfile: the old file goes (see stop()).
+  const std::string textfile_path =
+      config_.textfile_dir.empty() ? "" : config_.textfile_dir + "/" + std::string(kTextfileName);
+  if (textfile_out_.written && textfile_out_.path != textfile_path) {
+    ::unlink(textfile_out_.path.c_str());
+    textfile_out_ = {};
+  }
+  if (!config_.textfile_dir.empty()) {
+    write(textfile_out_, "textfile-dir", config_.textfile_dir, kTextfileName, metrics_text());
+  }
+  if (!config_.ssm_inventory_dir.empty()) {
+    HostPosture host{host_verdict(), std::nullopt};
+    if (last_ && last_->inference.instance.instance_id &&
+        is_instance_id(*last_->inference.instance.instance_id)) {
+      host.instance_id = last_->inference.instance.instance_id;
+    }
+    std::string dir = config_.ssm_inventory_dir;
+    Result<std::string> content = Error{"no instance id known yet (ssm-inventory-dir = auto)"};
+    if (dir == kSsmInventoryAuto) dir = host.instance_id ? ssm_inventory_auto_dir(*host.instance_id) : "";
+    if (!dir.empty()) {
+      const nlohmann::json doc = ssm_inventory(snapshot_, host, IMDS_VERSION, now);
+      // A document our own checks reject is a bug of ours; it is reported, never written.
+      if (Status valid = check_ssm_inventory(doc); valid) {
+        content = doc.dump(2) + "\n";
+      } else {
+        content = Error{"inventory rejected by its own check: " + valid.error().message};
+      }
+    }
+    write(inventory_out_, "ssm-inventory-dir", dir, kInventoryFileName, std::move(content));
+  }
 }
 
 }  // namespace imds::agent

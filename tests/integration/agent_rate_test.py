@@ -21,7 +21,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lab"))
 
-from lab import (Lab, TOKEN_LIKE, UnixHTTPConnection, build_dir_from_argv,  # noqa: E402
+from lab import (Lab, TOKEN_LIKE, build_dir_from_argv,  # noqa: E402
                  close_agent_lab, skip_unless_lab_possible, start_agent, unix_http)
 
 BUILD_DIR = build_dir_from_argv(HERE.parents[1] / "build")

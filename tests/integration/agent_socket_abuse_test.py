@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lab"))
 sys.path.insert(0, str(HERE))
 
-from lab import (TOKEN_LIKE, Lab, UnixHTTPConnection, build_dir_from_argv,  # noqa: E402
+from lab import (TOKEN_LIKE, Lab, build_dir_from_argv,  # noqa: E402
                  skip_unless_lab_possible, stop_process, unix_http)
 
 BUILD_DIR = build_dir_from_argv(HERE.parents[1] / "build")

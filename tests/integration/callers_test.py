@@ -26,7 +26,6 @@ Usage: callers_test.py --build BUILD_DIR [unittest options]
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import signal
 import subprocess
@@ -40,9 +39,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lab"))
 
-from lab import (IMDS_V4, IMDS_V6, Lab, TOKEN_LIKE, build_dir_from_argv,  # noqa: E402
-                 skip_unless_lab_possible, start_agent, stop_process, unix_http,
-                 wait_packet_sockets)
+from lab import (IMDS_V4, IMDS_V6, AgentBeside, Lab, TOKEN_LIKE,  # noqa: E402
+                 build_dir_from_argv, metric_value, skip_unless_lab_possible, start_agent,
+                 unix_http, wait_packet_sockets)
 
 BUILD_DIR = build_dir_from_argv(HERE.parents[1] / "build")
 PROBE = str(BUILD_DIR / "probe" / "imds-probe")
@@ -66,49 +65,6 @@ def install_js_sdk() -> Path:
     if r.returncode != 0:
         raise AssertionError(f"npm install @aws-sdk/ec2-metadata-service: {r.stderr[-800:]}")
     return prefix
-
-class AgentBeside(unittest.TestCase):
-    """A lab (cls.lab), a work dir (cls.work) and perhaps an imds-agent (cls.agent) in it:
-    torn down together, also when setUpClass fails half-way."""
-    lab: Lab
-    work: Path
-    socket: str
-    agent: Any = None
-
-    @classmethod
-    def close(cls) -> None:
-        try:
-            if cls.agent is not None:
-                stop_process(cls.agent.proc, timeout=20)
-        finally:
-            cls.lab.close()
-            shutil.rmtree(cls.work, ignore_errors=True)
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.close()
-
-    @classmethod
-    def status(cls) -> dict[str, Any]:
-        code, _, body = unix_http(cls.socket, "GET", "/v1/status", timeout=5)
-        assert code == 200, body
-        return json.loads(body)["agent"]
-
-    @classmethod
-    def wait_status(cls, pred: Any, timeout: float = 30) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        agent: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            try:
-                agent = cls.status()
-                if pred(agent):
-                    return agent
-            except (OSError, ValueError, KeyError, AssertionError):
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"the agent never got there: {json.dumps(agent, indent=1)}\n" +
-                             "\n".join(cls.agent.lines[-30:] if cls.agent else []))
-
 
 class CallersWatch(AgentBeside):
     @classmethod
@@ -337,10 +293,10 @@ class CallersWatch(AgentBeside):
         code, _, text = unix_http(self.socket, "GET", "/metrics")
         self.assertEqual(code, 200)
         self.assertIn("imds_callers_watch_up 1\n", text)
-        self.assertRegex(text, r'imds_observed_requests_total\{caller="legacy",sdk="curl",'
-                               r'kind="imdsv1"\} [3-9]')
-        self.assertRegex(text, r'imds_observed_token_puts_dropped_here_total\{caller="boto",'
-                               r'sdk="botocore"\} [1-9]')
+        self.assertGreaterEqual(metric_value(text, "imds_observed_requests_total", caller="legacy",
+                                             sdk="curl", kind="imdsv1") or 0, 3, text)
+        self.assertGreaterEqual(metric_value(text, "imds_observed_token_puts_dropped_here_total",
+                                             caller="boto", sdk="botocore") or 0, 1, text)
 
     def test_no_token_appears_in_the_output(self) -> None:
         self.assertEqual(len(self.tokens), 2)

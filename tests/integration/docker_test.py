@@ -19,6 +19,7 @@ Usage: docker_test.py --build BUILD_DIR [unittest options]
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -32,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lab"))
 
 from docker_lab import DockerEngine, skip_unless_docker_possible  # noqa: E402
-from lab import (Lab, LoggedProcess, build_dir_from_argv,  # noqa: E402
+from lab import (Lab, LoggedProcess, build_dir_from_argv, metric_value,  # noqa: E402
                  skip_unless_lab_possible, stop_process, unix_http, wait_packet_sockets)
 
 BUILD_DIR = build_dir_from_argv(HERE.parents[1] / "build")
@@ -367,8 +368,9 @@ class RealDockerContainers(unittest.TestCase):
             self.assertEqual(doc["agent"]["containers"], [])
             code, _, metrics = unix_http(sock, "GET", "/metrics", timeout=5)
             self.assertEqual(code, 200)
-            self.assertIn(f'imds_discovery_unusable_entries{{dir="{self.engine.netns_dir}",'
-                          'problem="not_mounted_here"} 3\n', metrics)
+            self.assertEqual(metric_value(metrics, "imds_discovery_unusable_entries",
+                                          dir=re.escape(str(self.engine.netns_dir)),
+                                          problem="not_mounted_here"), 3, metrics)
             self.assertIn("imds_discovery_unlisted_container_namespaces 2\n", metrics)
             self.wait("the discovery-changed event", lambda: [
                 line for line in list(agent.lines) if "IMDS_EVENT=discovery-changed" in line],

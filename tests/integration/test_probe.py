@@ -30,7 +30,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "lab"))
 
-from lab import (Lab, Netns, build_dir_from_argv,  # noqa: E402
+from lab import (Lab, Netns, build_dir_from_argv, metric_value,  # noqa: E402
                  skip_unless_lab_possible, start_agent, stop_process, unix_http)
 
 
@@ -817,8 +817,9 @@ class NamespacesDiscoveryCannotSee(LabCase):
             self.assertIn("discovery-blind", [f["id"] for f in doc["findings"]])
             code, _, metrics = unix_http(sock, "GET", "/metrics", timeout=5)
             self.assertEqual(code, 200)
-            self.assertIn(f'imds_discovery_unusable_entries{{dir="{self.dir}",'
-                          'problem="not_mounted_here"} 1\n', metrics)
+            self.assertEqual(metric_value(metrics, "imds_discovery_unusable_entries",
+                                          dir=re.escape(str(self.dir)),
+                                          problem="not_mounted_here"), 1, metrics)
             first = wait("the discovery-changed event", events)
             self.assertIn("IMDS_UNUSABLE_ENTRIES=1", first[0])
             # A second invisible container: one more event; then nothing while it holds.

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import unittest
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -257,6 +258,83 @@ def close_agent_lab(lab: "Lab", agent: subprocess.Popen, work: Path) -> list:
         lab.close()
         shutil.rmtree(work, ignore_errors=True)
     return forbidden
+
+
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The value of the sample `name` whose labels include `labels` (a regular expression
+    each, matched whole) in Prometheus text, parsed by the Prometheus project's own parser;
+    None when there is none. The order of labels in the text does not matter."""
+    from prometheus_client.parser import text_string_to_metric_families
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(
+                    re.fullmatch(pattern, sample.labels.get(key, "")) is not None
+                    for key, pattern in labels.items()):
+                return float(sample.value)
+    return None
+
+
+def check_prometheus_text(text: str) -> None:
+    """The Prometheus project's own Python parser, promtool when installed, and a strict
+    line check."""
+    from prometheus_client.parser import text_string_to_metric_families
+    families = list(text_string_to_metric_families(text))  # raises on malformed text
+    assert any(f.name == "imds_probe_cycles" for f in families), [f.name for f in families]
+    promtool = shutil.which("promtool")
+    if promtool:
+        r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 0, f"promtool check metrics: {r.stdout}{r.stderr}"
+    sample = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\\n]|\\.)*",?)*\})? '
+                        r"(-?[0-9.eE+-]+|\+Inf|-Inf|NaN)$")
+    assert text.endswith("\n")
+    for line in text.splitlines():
+        if line.startswith("# HELP ") or line.startswith("# TYPE "):
+            continue
+        assert sample.match(line), f"not a Prometheus sample line: {line!r}"
+
+
+class AgentBeside(unittest.TestCase):
+    """A lab (cls.lab), a work dir (cls.work) and perhaps an imds-agent (cls.agent) in it:
+    torn down together, also when setUpClass fails half-way."""
+    lab: Lab
+    work: Path
+    socket: str
+    agent: Any = None
+
+    @classmethod
+    def close(cls) -> None:
+        try:
+            if cls.agent is not None:
+                stop_process(cls.agent.proc, timeout=20)
+        finally:
+            cls.lab.close()
+            shutil.rmtree(cls.work, ignore_errors=True)
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.close()
+
+    @classmethod
+    def status(cls) -> dict[str, Any]:
+        code, _, body = unix_http(cls.socket, "GET", "/v1/status", timeout=5)
+        assert code == 200, body
+        return json.loads(body)["agent"]
+
+    @classmethod
+    def wait_status(cls, pred: Any, timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        agent: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            try:
+                agent = cls.status()
+                if pred(agent):
+                    return agent
+            except (OSError, ValueError, KeyError, AssertionError):
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"the agent never got there: {json.dumps(agent, indent=1)}\n" +
+                             "\n".join(cls.agent.lines[-30:] if cls.agent else []))
 
 
 def build_dir_from_argv(default: Path) -> Path:

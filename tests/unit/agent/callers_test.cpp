@@ -143,7 +143,9 @@ TEST(CallerMetrics, LabelsStayBoundedAndTheTextIsWellFormed) {
                      wall);
   }
   view.report = report;
-  const std::string text = callers_metrics(view, 7);
+  Exposition exposition;
+  add_callers_metrics(exposition, view, 7);
+  const std::string text = exposition.text();
   std::set<std::string> callers;
   std::set<std::string> sdks;
   const std::regex sample(R"re(^([a-z_]+)(\{[^}]*\})? ([0-9]+)$)re");

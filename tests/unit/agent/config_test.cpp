@@ -302,12 +302,17 @@ TEST(CommandLine, EveryKeyIsAlsoAFlagAndUnknownFlagsAreErrors) {
 
 TEST(CommandLine, TheDefaultConfigFileAndTheManPageDocumentEveryKey) {
   // The man page and the default config must list every key: imds-agent.conf documents
-  // each as a commented "#key = default" line.
+  // each as a commented "#key = default" line ("#key =" when the default is empty).
   std::ifstream in(IMDS_AGENT_DEFAULT_CONF);
   ASSERT_TRUE(in);
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   for (const auto& k : config_keys()) {
-    EXPECT_NE(text.find(std::string("\n#") + k.key + " = "), std::string::npos) << k.key;
+    const std::string line = std::string("\n#") + k.key + " =";
+    const std::size_t at = text.find(line);
+    ASSERT_NE(at, std::string::npos) << k.key;
+    EXPECT_TRUE(text.compare(at + line.size(), 1, " ") == 0 ||
+                text.compare(at + line.size(), 1, "\n") == 0)
+        << k.key;
   }
   std::ifstream man(IMDS_AGENT_CONF_MAN);
   ASSERT_TRUE(man);
