@@ -54,6 +54,20 @@ std::optional<gid_t> lookup_group(const std::string& name) {
   return gr.gr_gid;
 }
 
+GateConfig gate_config_of(const AgentConfig& c) {
+  return {c.confirm, c.min_event_gap, c.flap_changes, c.flap_window};
+}
+
+// The present container namespaces whose keys a confirmation probe asks for.
+std::vector<NetnsTarget> only_keys(const std::vector<NetnsTarget>& present,
+                                   const std::vector<std::string>& keys) {
+  std::vector<NetnsTarget> out;
+  for (const auto& t : present) {
+    if (std::find(keys.begin(), keys.end(), container_key(t)) != keys.end()) out.push_back(t);
+  }
+  return out;
+}
+
 }  // namespace
 
 EventReporter::EventReporter(JournalSink& sink, bool echo, std::size_t capacity)
@@ -120,6 +134,7 @@ Agent::Agent(asio::io_context& io, AgentConfig config, ConfigSources sources, En
       netns_watcher_(io, [this] { request_probe("a network namespace appeared or vanished"); }),
       rng_(std::random_device{}()),
       schedule_(config_),
+      gate_(gate_config_of(config_)),
       callers_timer_(io) {
   mailbox_->loop = io_.get_executor();
 }
@@ -225,6 +240,7 @@ void Agent::reload() {
   }
   config_ = std::move(next);
   schedule_.reconfigure(config_);
+  gate_.reconfigure(gate_config_of(config_));
   set_log_level(config_.log_level);
   netns_watcher_.watch(config_.netns_dirs, config_.debounce);
   reconfigure_callers_watch();
@@ -281,24 +297,31 @@ void Agent::request_probe(std::string_view reason) {
   if (next_probe_steady_ > now + wait) arm_timer(wait);
 }
 
-void Agent::arm_timer(Millis delay) {
+void Agent::arm_timer(Millis delay, bool confirmation) {
   next_probe_steady_ = std::chrono::steady_clock::now() + delay;
   next_probe_time_ = std::chrono::system_clock::now() + delay;
   timer_.expires_after(delay);
-  timer_.async_wait([this](boost::system::error_code ec) {
-    if (!ec && !stopping_ && !probing_) start_probe("interval");
+  timer_.async_wait([this, confirmation](boost::system::error_code ec) {
+    if (!ec && !stopping_ && !probing_) {
+      start_probe(confirmation ? "confirming a suspected change" : "interval", confirmation);
+    }
   });
 }
 
-void Agent::start_probe(std::string reason) {
+void Agent::start_probe(std::string reason, bool confirmation) {
   if (stopping_ || probing_) return;
   probing_ = true;
   timer_.cancel();
   next_probe_time_.reset();
   probe_started_ = std::chrono::steady_clock::now();
-  bool v1 = schedule_.take_v1(probe_started_);
+  // A confirmation probe re-probes the host and the suspected containers only; it leaves the
+  // regular schedule (its tokenless GETs, the namespace cursor) alone.
+  std::optional<Confirmation> only;
+  if (confirmation && confirm_next_) only = confirm_next_;
+  confirming_ = only.has_value();
+  bool v1 = only ? only->v1 : schedule_.take_v1(probe_started_);
   // Asked for because something changed (want_v1_soon): measured, whatever the evidence.
-  if (v1 && !schedule_.last_v1_forced() &&
+  if (!only && v1 && !schedule_.last_v1_forced() &&
       choose_v1(v1_inputs(true)) == V1Choice::skip_evidence_agrees) {
     // A workload's tokenless request, answered by the IMDS since our own, said the same.
     v1 = false;
@@ -312,17 +335,19 @@ void Agent::start_probe(std::string reason) {
   spdlog::debug("probe cycle {} started ({}), IMDSv1 GETs: {}", stats_.cycles + 1, reason,
                 v1 ? "yes" : "no");
   worker_.post([this, mailbox = mailbox_, engine = engine_, config = config_, cursor = cursor_, v1,
-                t0 = probe_started_] {
+                only = std::move(only), t0 = probe_started_] {
     std::optional<Diagnosis> d;
     std::vector<NetnsTarget> present;
     std::size_t next_cursor = cursor;
     std::string error;
     try {
       present = engine.discover(config);
-      ProbeRequest req{select_window(present, config.max_namespaces, cursor), v1};
+      ProbeRequest req{only ? only_keys(present, only->containers)
+                            : select_window(present, config.max_namespaces, cursor),
+                       v1};
       d = engine.probe(config, req);
       // Namespaces the engine deferred (request-rate bound) come first next time.
-      next_cursor = cursor_after(present.size(), cursor, req.containers, *d);
+      if (!only) next_cursor = cursor_after(present.size(), cursor, req.containers, *d);
     } catch (const std::exception& e) {
       error = e.what();
     }
@@ -375,14 +400,29 @@ void Agent::probe_done(std::optional<Diagnosis> d, const std::vector<NetnsTarget
       if (probe_v1_ && d->inference.http_tokens != HttpTokens::unknown) {
         v1_measured_ = *last_probe_time_;  // the agent's own tokenless GET decided it
       }
-      auto next = observe(snapshot_, *d, &present, config_.expectations, *last_probe_time_);
-      for (const auto& e : diff(snapshot_, next)) {
+      // Only confirmed changes reach the journal (confirm.hpp); the rest stay suspected.
+      GatedCycle cycle = gated_cycle(gate_, snapshot_, *d, &present, config_.expectations,
+                                     *last_probe_time_);
+      const ChangeGate::Step& gated = cycle.step;
+      for (const auto& e : cycle.events) {
         reporter_.report(e);
         if (e.kind == EventKind::option_changed || e.kind == EventKind::imds_back) {
           schedule_.want_v1_soon();
         }
       }
-      snapshot_ = std::move(next);
+      for (const auto& s : gate_.suspicions()) {
+        spdlog::debug("suspected, not reported: {} {} -> {} ({} reading(s), waiting for {})",
+                      s.label, s.reported, s.observed, s.observations, s.waiting_for);
+      }
+      // Re-probes for what is still short of its confirmations, a bounded number in a row.
+      confirm_next_.reset();
+      if (!gated.confirm_soon) {
+        confirm_rounds_ = 0;
+      } else if (confirm_rounds_ < config_.confirm + 2) {
+        ++confirm_rounds_;
+        confirm_next_ = Confirmation{gated.confirm_containers, gated.confirm_http_tokens};
+      }
+      snapshot_ = std::move(cycle.next);
       keep_last(std::move(*d));
       if (result == CycleResult::error) {
         stats_.last_error = "IMDS unreachable: " + snapshot_.unreachable_reason;
@@ -392,8 +432,22 @@ void Agent::probe_done(std::optional<Diagnosis> d, const std::vector<NetnsTarget
     stats_.last_error = error;
     spdlog::error("probe failed: {}", error);
   }
+  if (!d || result == CycleResult::throttled) confirm_next_.reset();  // nothing was confirmed
   if (result != CycleResult::ok) ++stats_.errors;
-  auto delay = schedule_.finished(result, rng_);
+  const bool was_confirmation = confirming_;
+  confirming_ = false;
+  if (was_confirmation && d) ++stats_.confirm_probes;
+  Millis delay{0};
+  const auto now = std::chrono::steady_clock::now();
+  if (was_confirmation && regular_due_) {
+    // The regular cycle keeps its time (and the backoff its count).
+    if (*regular_due_ > now) delay = std::chrono::duration_cast<Millis>(*regular_due_ - now);
+  } else {
+    delay = schedule_.finished(result, rng_);
+    regular_due_ = now + delay;
+  }
+  const bool confirm_now = confirm_next_ && result != CycleResult::throttled;
+  if (confirm_now) delay = std::min(delay, config_.min_probe_gap);
   stats_.consecutive_errors = schedule_.consecutive_failures();
   std::string status = "STATUS=" + status_line(snapshot_);
   if (result == CycleResult::throttled) status += " (throttled, backing off)";
@@ -411,8 +465,10 @@ void Agent::probe_done(std::optional<Diagnosis> d, const std::vector<NetnsTarget
   if (again_) {
     again_ = false;
     delay = std::min(delay, config_.min_probe_gap);
+    arm_timer(delay);  // a full probe, as asked for: it confirms whatever it covers too
+    return;
   }
-  arm_timer(delay);
+  arm_timer(delay, confirm_now);
 }
 
 }  // namespace imds::agent

@@ -23,6 +23,7 @@
 
 #include "api_server.hpp"
 #include "callers.hpp"
+#include "confirm.hpp"
 #include "config.hpp"
 #include "events.hpp"
 #include "journal.hpp"
@@ -143,11 +144,11 @@ class Agent {
   void request_probe(std::string_view reason);
 
  private:
-  void start_probe(std::string reason);
+  void start_probe(std::string reason, bool confirmation = false);
   void keep_last(Diagnosis d);
   void probe_done(std::optional<Diagnosis> d, const std::vector<NetnsTarget>& present,
                   std::size_t cursor, std::string error, std::chrono::steady_clock::duration took);
-  void arm_timer(Millis delay);
+  void arm_timer(Millis delay, bool confirmation = false);
   void arm_watchdog();
   // The caller watch: started on the worker (its capabilities), read on the loop.
   void start_callers_watch();
@@ -175,7 +176,20 @@ class Agent {
   Schedule schedule_;
   std::size_t cursor_ = 0;
 
-  Snapshot snapshot_;
+  Snapshot snapshot_;  // what the journal was told (changes only once confirmed)
+  // Confirmation of suspected changes (confirm.hpp): the next confirmation probe's subjects
+  // (container keys; the host is always probed) and whether it sends tokenless GETs; the
+  // rounds asked for in a row (bounded: an inconclusive re-probe does not repeat for ever);
+  // when the regular cycle is due, which confirmation probes do not move.
+  ChangeGate gate_;
+  struct Confirmation {
+    std::vector<std::string> containers;
+    bool v1 = false;
+  };
+  std::optional<Confirmation> confirm_next_;
+  unsigned confirm_rounds_ = 0;
+  bool confirming_ = false;  // the running probe is a confirmation probe
+  std::optional<std::chrono::steady_clock::time_point> regular_due_;
   std::optional<Diagnosis> last_;  // without response bodies (see keep_last)
   nlohmann::json last_json_;       // last_ as JSON, made once per cycle for /v1/status
   ProbeStats stats_;

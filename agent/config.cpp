@@ -215,6 +215,33 @@ const std::vector<KeyEntry>& key_table() {
          c.max_namespaces = *n;
          return {};
        }},
+      {{"confirm", "N",
+        "quick re-probes that must see a change hold before it is reported, 0..5 (default 2)"},
+       [](AgentConfig& c, const std::string& v) -> Status {
+         auto n = parse_number<unsigned>(v);
+         if (!n || *n > 5) return Error{"'" + v + "' is not a number in 0..5"};
+         c.confirm = *n;
+         return {};
+       }},
+      {{"min-event-gap", "DURATION",
+        "shortest time between two events about the same option, container or reachability, "
+        "0..1h (default 1min)"},
+       [](AgentConfig& c, const std::string& v) {
+         return set_duration(c.min_event_gap, v, Millis(0), hours(1));
+       }},
+      {{"flap-changes", "N",
+        "confirmed changes of one subject within flap-window that make it flapping, 2..1000, "
+        "or 0 for never (default 3)"},
+       [](AgentConfig& c, const std::string& v) -> Status {
+         auto n = parse_number<unsigned>(v);
+         if (!n || *n == 1 || *n > 1000) return Error{"'" + v + "' is not 0 or a number in 2..1000"};
+         c.flap_changes = *n;
+         return {};
+       }},
+      {{"flap-window", "DURATION", "the window of flap-changes, 1min..1d (default 15min)"},
+       [](AgentConfig& c, const std::string& v) {
+         return set_duration(c.flap_window, v, minutes(1), hours(24));
+       }},
       {{"log-level", "LEVEL", "debug, info, warning or error (default info)"},
        [](AgentConfig& c, const std::string& v) -> Status {
          if (v != "debug" && v != "info" && v != "warning" && v != "error") {

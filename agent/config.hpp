@@ -51,6 +51,12 @@ struct AgentConfig {
   bool watch_callers = true;
   bool caller_processes = true;  // the caller watch looks up each connection's process
   std::optional<Millis> callers_summary_interval{std::chrono::hours(1)};  // nullopt = never
+  // Changes people can trust (confirm.hpp): re-probes that must agree before a change is
+  // reported, the shortest time between two events about one subject, and what flapping is.
+  unsigned confirm = 2;
+  Millis min_event_gap{std::chrono::minutes(1)};
+  unsigned flap_changes = 3;
+  Millis flap_window{std::chrono::minutes(15)};
 
   std::vector<std::string> sources;  // files read, in order
 };

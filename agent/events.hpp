@@ -30,6 +30,8 @@ enum class EventKind {
   token_puts_lost,
   callers_summary,
   discovery_changed,
+  flapping,
+  flapping_ended,
 };
 
 struct EventSpec {
@@ -40,7 +42,7 @@ struct EventSpec {
   std::string_view message;     // constant template, @FIELD@ filled from the fields
 };
 
-inline constexpr std::array<EventSpec, 17> kEventSpecs = {{
+inline constexpr std::array<EventSpec, 19> kEventSpecs = {{
     {EventKind::started, "started", "3c502ce89a38470a8b5401cc076d14ba", Priority::info,
      "imds-agent @IMDS_AGENT_VERSION@ started, probing every @IMDS_INTERVAL@"},
     {EventKind::first_verdict, "first-verdict", "dc945e5354594578bb1ca8d316f49047", Priority::info,
@@ -92,6 +94,12 @@ inline constexpr std::array<EventSpec, 17> kEventSpecs = {{
      Priority::notice,
      "Container discovery now sees @IMDS_DISCOVERY@ (@IMDS_UNUSABLE_ENTRIES@ unusable "
      "entries, @IMDS_UNLISTED_NAMESPACES@ unlisted container namespaces)"},
+    {EventKind::flapping, "flapping", "35fa903a5d684b229444c8349533aa8b", Priority::warning,
+     "@IMDS_SUBJECT@ keeps changing (@IMDS_CHANGES@ confirmed changes in @IMDS_WINDOW@, now "
+     "@IMDS_NEW_VALUE@, last reported @IMDS_OLD_VALUE@): no more events about it until it "
+     "holds still for @IMDS_WINDOW@"},
+    {EventKind::flapping_ended, "flapping-ended", "f6173c020c0f42b4b57732932232b2f2",
+     Priority::notice, "@IMDS_SUBJECT@ holds still again: @IMDS_NEW_VALUE@ for @IMDS_WINDOW@"},
 }};
 
 const EventSpec& spec_of(EventKind kind);

@@ -58,6 +58,7 @@ struct ProbeStats {
   std::uint64_t cycles = 0;     // probes that produced a Diagnosis
   std::uint64_t errors = 0;     // probes that failed or saw the IMDS unreachable/throttling
   std::uint64_t throttled = 0;  // probes that saw 429/503
+  std::uint64_t confirm_probes = 0;  // of `cycles`: re-probes of suspected changes only
   std::uint64_t consecutive_errors = 0;
   std::string last_error;
   DurationHistogram durations;

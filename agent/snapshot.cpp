@@ -9,21 +9,9 @@
 namespace imds::agent {
 namespace {
 
-bool hop_limit_proves_something(const HopLimit& h) {
-  return h.exact.has_value() || h.lower > 1 || h.upper < kMaxHopLimit;
-}
-
 std::pair<int, int> hop_range(const HopLimit& h) {
   if (h.exact) return {*h.exact, *h.exact};
   return {h.lower, h.upper};
-}
-
-// Two readings contradict each other when no single hop limit satisfies both:
-// that, and only that, is a change (a tighter bound is just more knowledge).
-bool hop_limits_disjoint(const HopLimit& a, const HopLimit& b) {
-  auto [alo, ahi] = hop_range(a);
-  auto [blo, bhi] = hop_range(b);
-  return ahi < blo || bhi < alo;
 }
 
 void add_hop_fields(std::vector<JournalField>& f, const HopLimit& h) {
@@ -91,6 +79,16 @@ std::string current_value(const OptionKnowledge& o, const Expectations& e, Polic
 
 }  // namespace
 
+bool hop_limit_proves_something(const HopLimit& h) {
+  return h.exact.has_value() || h.lower > 1 || h.upper < kMaxHopLimit;
+}
+
+bool hop_limits_disjoint(const HopLimit& a, const HopLimit& b) {
+  auto [alo, ahi] = hop_range(a);
+  auto [blo, bhi] = hop_range(b);
+  return ahi < blo || bhi < alo;
+}
+
 std::string container_key(const NetnsTarget& t) {
   return t.inode != 0 ? "ino:" + std::to_string(t.inode) : "name:" + t.name;
 }
@@ -122,6 +120,7 @@ Snapshot observe(const Snapshot& previous, const Diagnosis& d,
       break;
     case EndpointState::unreachable:
       if (previous.reachable != false) next.unreachable_since = now;
+      next.reachable_since.reset();
       next.reachable = false;
       next.unreachable_reason = unreachable_words(inf.unreachable_reason);
       break;
@@ -253,7 +252,10 @@ std::vector<Event> diff(const Snapshot& prev, const Snapshot& next) {
     Event e{EventKind::imds_back, spec_of(EventKind::imds_back).priority, {}};
     e.fields.push_back({"IMDS_ENDPOINT", next.endpoint});
     auto since = prev.unreachable_since.value_or(prev.observed_at);
-    auto down = std::chrono::duration_cast<std::chrono::seconds>(next.observed_at - since);
+    // A return confirmed later (confirm.hpp) ended when its first answer came.
+    auto until = next.reachable_since.value_or(next.observed_at);
+    if (until < since) until = next.observed_at;
+    auto down = std::chrono::duration_cast<std::chrono::seconds>(until - since);
     e.fields.push_back({"IMDS_DOWNTIME", duration_text(down)});
     e.fields.push_back({"IMDS_DOWNTIME_SEC", std::to_string(down.count())});
     events.push_back(std::move(e));

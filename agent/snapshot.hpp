@@ -67,6 +67,9 @@ struct Snapshot {
   std::string endpoint;            // the IPv4 endpoint probed
   std::chrono::system_clock::time_point observed_at{};
   std::optional<std::chrono::system_clock::time_point> unreachable_since;
+  // The first answer of a return from an outage that was confirmed later (confirm.hpp); the
+  // downtime ends there.
+  std::optional<std::chrono::system_clock::time_point> reachable_since;
   OptionKnowledge options;
   std::map<std::string, ContainerState> containers;  // by key
   Expectations expectations;                         // the policy the violations are of
@@ -96,5 +99,11 @@ std::vector<Event> diff(const Snapshot& previous, const Snapshot& next);
 std::string status_line(const Snapshot& s);  // one line for sd_notify STATUS=
 
 std::string container_key(const NetnsTarget& t);
+
+// The hop-limit rules of change detection: a reading that narrows nothing proves nothing, and
+// two readings contradict each other only when no single hop limit satisfies both (a tighter
+// bound is more knowledge, not a change).
+bool hop_limit_proves_something(const HopLimit& h);
+bool hop_limits_disjoint(const HopLimit& a, const HopLimit& b);
 
 }  // namespace imds::agent

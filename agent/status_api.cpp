@@ -203,6 +203,23 @@ nlohmann::json Agent::status_json() const {
   } else {
     j["agent"]["callers_watch"] = {{"state", "off"}};
   }
+  // Changes seen but not reported (confirm.hpp): never in the journal as facts.
+  nlohmann::json suspected = nlohmann::json::array();
+  for (const Suspicion& s : gate_.suspicions()) {
+    suspected.push_back({{"subject", s.subject},
+                         {"what", s.label},
+                         {"reported", s.reported},
+                         {"observed", s.observed},
+                         {"observations", s.observations},
+                         {"since", rfc3339(s.since)},
+                         {"waiting_for", s.waiting_for}});
+  }
+  j["agent"]["suspected"] = std::move(suspected);
+  j["agent"]["changes"] = {{"confirm", config_.confirm},
+                           {"min_event_gap_ms", config_.min_event_gap.count()},
+                           {"confirm_probes_total", stats_.confirm_probes},
+                           {"unconfirmed_total", gate_.transient_total()},
+                           {"flapping_total", gate_.flapping_total()}};
   const auto output_json = [](const std::string& dir, const FileOutput& out) -> nlohmann::json {
     if (dir.empty()) return nullptr;
     return {{"dir", dir},
@@ -265,6 +282,17 @@ std::string Agent::metrics_text() const {
               "keep up.",
               static_cast<double>(log_lines_dropped()));
   if (callers_) add_callers_metrics(out, callers_->view(), caller_events_.suppressed());
+  out.counter("imds_agent_confirm_probes_total",
+              "Re-probes of the host and suspected containers that confirm or dismiss a change "
+              "before it is reported.",
+              static_cast<double>(stats_.confirm_probes));
+  out.counter("imds_agent_changes_unconfirmed_total",
+              "Suspected changes that did not hold through their re-probes: never reported.",
+              static_cast<double>(gate_.transient_total()));
+  out.counter("imds_agent_flapping_total", "Subjects found flapping (one flapping event each).",
+              static_cast<double>(gate_.flapping_total()));
+  out.gauge("imds_agent_changes_suspected", "Changes seen but not (yet) reported.",
+            static_cast<double>(gate_.suspicions().size()));
   out.counter("imds_agent_v1_gets_skipped_total",
               "Cycles whose tokenless IMDSv1 GETs were not sent because a workload's own, "
               "answered since the agent's last, said the same.",

@@ -68,6 +68,8 @@ class AgentInLab(unittest.TestCase):
             conf = cls.work / "agent.conf"
             conf.write_text(
                 "interval = 2s\njitter = 0\nv1-interval = 0\nmin-probe-gap = 1s\n"
+                # Confirmation as shipped (confirm = 2); a return may follow an outage soon.
+                "min-event-gap = 1s\n"
                 "backoff-max = 2s\nrequest-timeout = 1s\nproc-scan = no\n"
                 f"netns-dir = {cls.lab.netns_dir}\nsocket = {cls.socket}\nlog-level = debug\n")
             logged = start_agent(cls.lab, AGENT, conf, cls.work / "conf.d")

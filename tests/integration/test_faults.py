@@ -384,7 +384,7 @@ class AgentUnderFaults(unittest.TestCase):
             conf = cls.work / "agent.conf"
             conf.write_text(
                 f"interval = {cls.INTERVAL_S}s\njitter = 0\nv1-interval = 0\n"
-                f"min-probe-gap = 1s\nbackoff-max = {cls.BACKOFF_MAX_S}s\n"
+                f"min-probe-gap = 1s\nbackoff-max = {cls.BACKOFF_MAX_S}s\nmin-event-gap = 1s\n"
                 "request-timeout = 1s\nproc-scan = no\n"
                 f"netns-dir = {cls.lab.netns_dir}\nsocket = {cls.socket}\nlog-level = debug\n")
             logged = start_agent(cls.lab, AGENT, conf, cls.work / "conf.d")
@@ -463,6 +463,8 @@ class AgentUnderFaults(unittest.TestCase):
             self.wait_cycles(3)  # it keeps probing, and keeps quiet about it
             self.lab.set_faults()
             self.wait_for(f"{name}: recovery", self.healthy)
+            self.wait_for(f"{name}: imds-back",
+                          lambda: "imds-back" in parse_events(self.log_since(mark)))
             took = time.monotonic() - t0
             events = parse_events(self.log_since(mark))
             self.assertEqual(events.count("imds-unreachable"), 1, (name, events))
@@ -507,6 +509,8 @@ class AgentUnderFaults(unittest.TestCase):
         self.lab.start_emulator()
         self.lab.set_options(http_tokens="required", hop_limit=2)
         self.wait_for("recovery after the return", self.healthy)
+        self.wait_for("imds-back after the return",
+                      lambda: "imds-back" in parse_events(self.log_since(mark)))
         events = parse_events(self.log_since(mark))
         self.assertEqual(events.count("imds-unreachable"), 1, events)
         self.assertEqual(events.count("imds-back"), 1, events)

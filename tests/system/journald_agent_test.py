@@ -154,7 +154,7 @@ def inner(build: Path, source: Path) -> int:
         emulator = start_emulator(procs, build, work, "--http-tokens", "optional",
                                   "--hop-limit", "1")
         conf = work / "imds-agent.conf"
-        conf.write_text("interval = 1s\njitter = 0\nmin-probe-gap = 0\nbackoff-max = 1s\n"
+        conf.write_text("interval = 1s\njitter = 0\nmin-probe-gap = 0\nbackoff-max = 1s\nmin-event-gap = 1s\n"
                         f"endpoint = http://127.0.0.1:{PORT}\nipv6 = no\nproc-scan = no\n"
                         "netns-dir =\nrequest-timeout = 500ms\nexpect = http-tokens=required\nv1-interval = 0\n"
                         f"socket = {work}/agent.sock\n")

@@ -80,6 +80,9 @@ class FakeEngine {
       std::lock_guard lock(mutex_);
       ++calls;
       v1_flags.push_back(req.probe_v1);
+      std::vector<std::string> names;
+      for (const auto& t : req.containers) names.push_back(t.name);
+      asked_for.push_back(std::move(names));
       Diagnosis d = queue_.front();
       if (queue_.size() > 1) queue_.pop_front();
       return d;
@@ -95,6 +98,7 @@ class FakeEngine {
   }
   std::atomic<int> calls{0};
   std::vector<bool> v1_flags;
+  std::vector<std::vector<std::string>> asked_for;  // the containers each probe was asked for
   bool real_json = false;  // the probe's whole JSON document, as imds-agent serves it
 
  private:
@@ -195,6 +199,9 @@ class AgentTest : public ::testing::Test {
     config_.interval = 1h;
     config_.min_probe_gap = 0ms;
     config_.v1_interval.reset();
+    // Changes reported at once: the tests below that are about confirmation set these.
+    config_.confirm = 0;
+    config_.min_event_gap = 0ms;
   }
   // Owned by the fixture: it must outlive the agent's worker thread.
   FakeEngine& fake(std::vector<Diagnosis> d, std::chrono::milliseconds delay = 0ms) {
@@ -501,6 +508,87 @@ TEST_F(AgentTest, AnOptionChangeBringsTheNextTokenlessGetForward) {
   call("POST", "/v1/probe");  // so this one asks without a token too
   call("POST", "/v1/probe");
   EXPECT_EQ(fake.v1_flags, (std::vector<bool>{true, false, true, false}));
+}
+
+TEST_F(AgentTest, AHostProbeLostOnceIsReProbedAtOnceAndNeverReported) {
+  config_.confirm = 2;
+  const auto ok = diagnosis(HttpTokens::required, exact(2), {{"c1", 11}, {"c2", 12}});
+  auto lost = diagnosis(HttpTokens::unknown, HopLimit{}, {{"c1", 11}, {"c2", 12}},
+                        EndpointState::unreachable);
+  auto& fake = this->fake({ok, lost, ok});
+  start(fake);
+  ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
+  call("POST", "/v1/probe");  // sees the host's IMDS unreachable: suspected
+  ASSERT_TRUE(run_until([&] { return agent_->stats().confirm_probes == 1; }));
+  io_.run_for(50ms);
+  EXPECT_EQ(event_names(), (std::vector<std::string>{"started", "first-verdict"}));
+  // The re-probe asked for the host alone (no container is in question).
+  ASSERT_EQ(fake.asked_for.size(), 3U);
+  EXPECT_TRUE(fake.asked_for[2].empty());
+  const auto status = agent_->status_json()["agent"];
+  EXPECT_TRUE(status["suspected"].empty()) << status["suspected"];
+  EXPECT_EQ(status["changes"]["unconfirmed_total"], 1);
+  EXPECT_EQ(status["changes"]["confirm_probes_total"], 1);
+  EXPECT_EQ(agent_->snapshot().reachable, true);
+}
+
+TEST_F(AgentTest, AContainerThatLosesItsTokenIsReportedOnceAfterReProbesOfItAlone) {
+  config_.confirm = 2;
+  const auto before = diagnosis(HttpTokens::required, exact(2), {{"c1", 11}, {"c2", 12}});
+  const auto after =
+      diagnosis(HttpTokens::required, exact(2), {{"c1", 11, Tristate::no}, {"c2", 12}});
+  auto& fake = this->fake({before, after});
+  start(fake);
+  ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
+  call("POST", "/v1/probe");
+  ASSERT_TRUE(run_until([&] { return agent_->stats().confirm_probes == 2; }));
+  io_.run_for(100ms);
+  EXPECT_EQ(agent_->stats().confirm_probes, 2U) << "no third re-probe once confirmed";
+  EXPECT_EQ(event_names(), (std::vector<std::string>{"started", "first-verdict",
+                                                     "container-imdsv2-lost"}));
+  ASSERT_EQ(fake.asked_for.size(), 4U);
+  EXPECT_EQ(fake.asked_for[2], std::vector<std::string>{"c1"});
+  EXPECT_EQ(fake.asked_for[3], std::vector<std::string>{"c1"});
+  EXPECT_TRUE(agent_->status_json()["agent"]["suspected"].empty());
+}
+
+TEST_F(AgentTest, ASuspectedChangeIsInTheStatusNotTheJournal) {
+  config_.confirm = 2;
+  const auto before = diagnosis(HttpTokens::required, exact(2), {{"c1", 11}});
+  const auto after = diagnosis(HttpTokens::required, exact(2), {{"c1", 11, Tristate::no}});
+  // Each probe takes 300 ms: the state between the first sighting and its re-probe is seen.
+  auto& fake = this->fake({before, after}, 300ms);
+  start(fake);
+  ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
+  agent_->request_probe("test");
+  ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 2; }));
+  const auto suspected = agent_->status_json()["agent"]["suspected"];
+  ASSERT_EQ(suspected.size(), 1U) << suspected;
+  EXPECT_EQ(suspected[0]["what"], "container namespace c1");
+  EXPECT_EQ(suspected[0]["reported"], "yes");
+  EXPECT_EQ(suspected[0]["observed"], "no");
+  EXPECT_EQ(suspected[0]["observations"], 1);
+  EXPECT_EQ(suspected[0]["waiting_for"], "confirmation");
+  EXPECT_EQ(event_names(), (std::vector<std::string>{"started", "first-verdict"}));
+  EXPECT_EQ(agent_->snapshot().containers.begin()->second.imdsv2, Tristate::yes);
+  ASSERT_TRUE(run_until([&] { return agent_->stats().confirm_probes == 2; }));
+  EXPECT_EQ(event_names().back(), "container-imdsv2-lost");
+}
+
+TEST_F(AgentTest, ASuspectedHttpTokensChangeIsConfirmedWithATokenlessGet) {
+  config_.confirm = 1;
+  config_.v1_interval = 1h;
+  auto& fake = this->fake({diagnosis(HttpTokens::required, exact(2)),
+                           diagnosis(HttpTokens::optional, exact(2))});
+  start(fake);
+  ASSERT_TRUE(run_until([&] { return agent_->stats().cycles == 1; }));
+  call("POST", "/v1/probe");
+  ASSERT_TRUE(run_until([&] { return agent_->stats().confirm_probes == 1; }));
+  io_.run_for(50ms);
+  ASSERT_GE(fake.v1_flags.size(), 3U);
+  EXPECT_TRUE(fake.v1_flags[2]) << "the re-probe of HttpTokens sends its tokenless GET";
+  const auto names = event_names();
+  EXPECT_EQ(std::count(names.begin(), names.end(), "option-changed"), 1);
 }
 
 TEST_F(AgentTest, AProbeRequestWaitingAtShutdownIsAnswered503BeforeTheSocketCloses) {
