@@ -23,8 +23,9 @@ CACHE_DIR = Path("/var/cache/imds-agent-e2e")
 # an init, D-Bus for systemctl, the lab's tools (ip, nft, sysctl), a client for the
 # agent's socket, python3 for lab.py, and setpriv (util-linux, essential) for the
 # non-member check.
+# acl: setfacl, as imds-agent.conf(5) tells users to give the agent a fleet output directory.
 BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "iproute2", "nftables", "curl", "python3",
-                 "ca-certificates", "procps")
+                 "ca-certificates", "procps", "acl")
 # Bumped when the way the tree is made changes (not only its package list).
 LAYOUT_VERSION = "1"
 

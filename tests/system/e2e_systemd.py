@@ -47,6 +47,8 @@ EXPOSURE_RE = re.compile(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)")
 # Docker's namespace directory. There is no Docker in the container: the unit makes
 # /run/docker (0700) and netns/ (0755) as Docker would, and the test adds a namespace.
 DOCKER_NETNS = "/run/docker/netns"
+# Debian's node_exporter textfile directory (node_exporter itself is not installed there).
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 
 
 class E2EError(AssertionError):
@@ -561,6 +563,39 @@ class Checks:
         self.ok(f"a container namespace created after start is diagnosed in {took:.1f} s "
                 f"({appeared[0].get('MESSAGE')!r})")
 
+    def fleet_outputs(self, netns_dir: str) -> None:
+        """textfile-dir under the shipped unit, set up as imds-agent.conf(5) says (FLEET
+        OUTPUTS): refused with a clear error until the unit drop-in and the ACL are there."""
+        self.m.run(["mkdir", "-p", TEXTFILE_DIR])
+        self.write_dropin(netns_dir, extra=f"textfile-dir = {TEXTFILE_DIR}\n")
+        self.m.run(["systemctl", "reload", UNIT], timeout=60)
+
+        def textfile() -> dict[str, Any]:
+            body = self.curl("/v1/status").stdout.rpartition("\n")[0]
+            return json.loads(body)["agent"]["outputs"]["textfile"] or {}
+
+        error = wait_for("the textfile error under the shipped unit",
+                         lambda: textfile().get("error"), 3 * INTERVAL_S + 30)
+        if "Read-only file system" not in error:
+            raise E2EError(f"textfile-dir without the drop-in: {error!r}, not EROFS")
+        # The documented fix: the unit may write there, and so may its user.
+        self.m.run(["mkdir", "-p", f"/etc/systemd/system/{UNIT}.d"])
+        self.m.run(["tee", f"/etc/systemd/system/{UNIT}.d/fleet.conf"],
+                   input=f"[Service]\nReadWritePaths={TEXTFILE_DIR}\n")
+        self.m.run(["setfacl", "-m", "u:imds-agent:rwx", TEXTFILE_DIR])
+        self.m.run(["systemctl", "daemon-reload"])
+        self.m.run(["systemctl", "restart", UNIT], timeout=90)
+        path = f"{TEXTFILE_DIR}/imds_agent.prom"
+        wait_for("the textfile written by the unit",
+                 lambda: self.m.run(["test", "-s", path], check=False).returncode == 0,
+                 3 * INTERVAL_S + 30)
+        owner = self.m.run(["stat", "-c", "%U %a", path]).stdout.strip()
+        text = self.m.run(["cat", path]).stdout
+        if owner != "imds-agent 644" or "imds_probe_cycles_total" not in text:
+            raise E2EError(f"{path}: {owner!r}, {text[:300]!r}")
+        self.ok(f"textfile-dir: refused by the shipped unit ({error!r}), written with the "
+                f"documented drop-in and ACL ({owner})")
+
     def watchdog(self) -> None:
         props = self.unit("MainPID", "NRestarts", "WatchdogUSec")
         pid, restarts = props["MainPID"], int(props.get("NRestarts", "0"))
@@ -593,10 +628,14 @@ class Checks:
                 if self.m.run(["test", "-e", p], check=False).returncode == 0]
         if left:
             raise E2EError(f"apt remove left files behind: {left}")
+        if self.m.run(["test", "-e", f"{TEXTFILE_DIR}/imds_agent.prom"],
+                      check=False).returncode == 0:
+            raise E2EError("the stopped agent left its node_exporter textfile behind")
         if self.m.run(["test", "-e", "/etc/imds-agent/imds-agent.conf"],
                       check=False).returncode != 0:
             raise E2EError("apt remove deleted the configuration (only purge may)")
-        self.ok("apt remove stops the unit and removes its files, keeping the configuration")
+        self.ok("apt remove stops the unit and removes its files (and the textfile), keeping "
+                "the configuration")
         self.m.run(["apt-get", "purge", "-y", "imds-agent"], timeout=300)
         if self.m.run(["test", "-e", "/etc/imds-agent"], check=False).returncode == 0:
             listing = self.m.run(["find", "/etc/imds-agent"], check=False).stdout
@@ -685,6 +724,7 @@ def main() -> int:
         checks.reload(netns_dir)
         checks.option_change(lab)
         checks.new_container(lab)
+        checks.fleet_outputs(netns_dir)
         checks.docker_netns()
         checks.watchdog()
         forbidden = lab.call(cmd="forbidden")["requests"]
