@@ -401,8 +401,9 @@ void Agent::probe_done(std::optional<Diagnosis> d, const std::vector<NetnsTarget
         v1_measured_ = *last_probe_time_;  // the agent's own tokenless GET decided it
       }
       // Only confirmed changes reach the journal (confirm.hpp); the rest stay suspected.
+      const unsigned max_rounds = config_.confirm + 2;
       GatedCycle cycle = gated_cycle(gate_, snapshot_, *d, &present, config_.expectations,
-                                     *last_probe_time_);
+                                     *last_probe_time_, confirm_rounds_ < max_rounds);
       const ChangeGate::Step& gated = cycle.step;
       for (const auto& e : cycle.events) {
         reporter_.report(e);
@@ -418,7 +419,7 @@ void Agent::probe_done(std::optional<Diagnosis> d, const std::vector<NetnsTarget
       confirm_next_.reset();
       if (!gated.confirm_soon) {
         confirm_rounds_ = 0;
-      } else if (confirm_rounds_ < config_.confirm + 2) {
+      } else if (confirm_rounds_ < max_rounds) {
         ++confirm_rounds_;
         confirm_next_ = Confirmation{gated.confirm_containers, gated.confirm_http_tokens};
       }
@@ -440,8 +441,10 @@ void Agent::probe_done(std::optional<Diagnosis> d, const std::vector<NetnsTarget
   Millis delay{0};
   const auto now = std::chrono::steady_clock::now();
   if (was_confirmation && regular_due_) {
-    // The regular cycle keeps its time (and the backoff its count).
+    // The regular cycle keeps its time (and the backoff its count), min-probe-gap after
+    // this one at the earliest.
     if (*regular_due_ > now) delay = std::chrono::duration_cast<Millis>(*regular_due_ - now);
+    delay = std::max(delay, config_.min_probe_gap);
   } else {
     delay = schedule_.finished(result, rng_);
     regular_due_ = now + delay;

@@ -42,7 +42,8 @@ std::vector<SubjectReading> readings_of(const Diagnosis& d, const Snapshot& obse
   std::vector<SubjectReading> out;
   const Inference& inf = d.inference;
   if (inf.endpoint == EndpointState::unknown) return out;
-  out.push_back({std::string(kImdsSubject), "IMDS at " + observed.endpoint,
+  out.push_back({std::string(kImdsSubject),
+                 "IMDS at " + observed.endpoint,
                  {observed.reachable == false ? "unreachable" : "reachable", std::nullopt}});
   if (inf.endpoint == EndpointState::unreachable) return out;
   const auto option = [&](PolicyOption o, Reading r) {
@@ -65,7 +66,8 @@ std::vector<SubjectReading> readings_of(const Diagnosis& d, const Snapshot& obse
     const std::string key = container_key(d.targets[i].target);
     const auto c = observed.containers.find(key);
     if (c == observed.containers.end()) continue;
-    out.push_back({std::string(kContainerPrefix) + key, "container namespace " + c->second.name,
+    out.push_back({std::string(kContainerPrefix) + key,
+                   "container namespace " + c->second.name,
                    {std::string(to_string(c->second.imdsv2)), std::nullopt}});
   }
   return out;
@@ -209,7 +211,8 @@ Snapshot hold_back(const Snapshot& reported, Snapshot observed, const std::set<s
       const auto now = out.containers.find(key);
       if (now == out.containers.end()) continue;
       // Never reported (its first reading was an alarm): undecided, so not yet announced.
-      now->second.imdsv2 = was != reported.containers.end() ? was->second.imdsv2 : Tristate::unknown;
+      now->second.imdsv2 =
+          was != reported.containers.end() ? was->second.imdsv2 : Tristate::unknown;
       now->second.verdict = was != reported.containers.end() ? was->second.verdict : "";
     }
   }
@@ -218,7 +221,8 @@ Snapshot hold_back(const Snapshot& reported, Snapshot observed, const std::set<s
     if (out.reachable == false && reported.reachable != false) {
       out.unreachable_since = gate.since(imds).value_or(out.observed_at);
     }
-    if (out.reachable == true && reported.reachable == false) out.reachable_since = gate.since(imds);
+    if (out.reachable == true && reported.reachable == false)
+      out.reachable_since = gate.since(imds);
   }
   out.violations = policy_violations(out.options, out.expectations);
   return observed;
@@ -226,17 +230,19 @@ Snapshot hold_back(const Snapshot& reported, Snapshot observed, const std::set<s
 
 GatedCycle gated_cycle(ChangeGate& gate, const Snapshot& reported, const Diagnosis& d,
                        const std::vector<NetnsTarget>* present, const Expectations& expectations,
-                       std::chrono::system_clock::time_point now) {
+                       std::chrono::system_clock::time_point now, bool first_may_wait) {
   Snapshot observed = observe(reported, d, present, expectations, now);
   GatedCycle out;
   out.step = gate.step(readings_of(d, observed), now);
   gate.forget_containers_except(observed.containers);
-  if (!reported.probed && out.step.held.contains(std::string(kImdsSubject))) {
-    // The first verdict waits until the IMDS's reachability is confirmed either way.
-    out.next = reported;
+  out.next = hold_back(reported, std::move(observed), out.step.held, gate);
+  if (!reported.probed && first_may_wait && !out.step.held.empty()) {
+    // The first verdict waits for its alarms (an IMDS unreachable, a container without
+    // IMDSv2) to be confirmed or dismissed, so that it says what holds; what this probe
+    // learnt is kept for it.
+    out.next.probed = false;
     return out;
   }
-  out.next = hold_back(reported, std::move(observed), out.step.held, gate);
   // The gate's own events first: a flapping-ended comes before the change it lets through.
   out.events = out.step.events;
   for (Event& e : diff(reported, out.next)) out.events.push_back(std::move(e));

@@ -55,11 +55,11 @@ std::vector<SubjectReading> readings_of(const Diagnosis& d, const Snapshot& obse
 struct Suspicion {
   std::string subject;
   std::string label;
-  std::string reported;   // the value the journal last said
-  std::string observed;   // the latest reading
-  unsigned observations;  // consecutive readings of `observed`
+  std::string reported;                         // the value the journal last said
+  std::string observed;                         // the latest reading
+  unsigned observations;                        // consecutive readings of `observed`
   std::chrono::system_clock::time_point since;  // the first of them
-  std::string waiting_for;  // "confirmation", "min-event-gap" or "flapping"
+  std::string waiting_for;                      // "confirmation", "min-event-gap" or "flapping"
 };
 
 class ChangeGate {
@@ -78,8 +78,7 @@ class ChangeGate {
     bool confirm_http_tokens = false;
   };
   // One cycle's readings. Subjects without a reading this cycle keep their state.
-  Step step(const std::vector<SubjectReading>& readings,
-            std::chrono::system_clock::time_point now);
+  Step step(const std::vector<SubjectReading>& readings, std::chrono::system_clock::time_point now);
   // Forgets the containers (container_key) not in `present`: they vanished.
   void forget_containers_except(const std::map<std::string, ContainerState>& present);
 
@@ -95,9 +94,9 @@ class ChangeGate {
  private:
   struct Track {
     std::string label;
-    Reading reported;  // what the journal says (first reading, then each report)
+    Reading reported;   // what the journal says (first reading, then each report)
     Reading confirmed;  // the last value that held through its re-probes
-    Reading run;       // the latest reading and how many agreeing ones came in a row
+    Reading run;        // the latest reading and how many agreeing ones came in a row
     unsigned run_length = 0;
     std::chrono::system_clock::time_point run_since{};
     std::optional<std::chrono::system_clock::time_point> last_report;
@@ -121,8 +120,8 @@ Snapshot hold_back(const Snapshot& reported, Snapshot observed, const std::set<s
 // One cycle as the agent runs it: observe() the Diagnosis on top of what was reported, step
 // the gate, hold back what is not confirmed, diff: the snapshot to keep, the events to send
 // (the gate's own, then the changes) and the gate's step (re-probes wanted). While the first
-// reading of the IMDS's reachability is an unconfirmed alarm, nothing is kept or sent: the
-// first verdict waits for its confirmation.
+// verdict has unconfirmed alarms and `first_may_wait` (its re-probes are not used up),
+// nothing is kept or sent: the first verdict waits for them.
 struct GatedCycle {
   Snapshot next;
   std::vector<Event> events;
@@ -130,6 +129,6 @@ struct GatedCycle {
 };
 GatedCycle gated_cycle(ChangeGate& gate, const Snapshot& reported, const Diagnosis& d,
                        const std::vector<NetnsTarget>* present, const Expectations& expectations,
-                       std::chrono::system_clock::time_point now);
+                       std::chrono::system_clock::time_point now, bool first_may_wait = true);
 
 }  // namespace imds::agent

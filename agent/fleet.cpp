@@ -2,6 +2,7 @@
 #include "fleet.hpp"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,9 +20,7 @@ std::string tristate_word(Tristate t) {
   return t == Tristate::yes ? "yes" : t == Tristate::no ? "no" : "unknown";
 }
 
-std::string bool_word(std::optional<bool> b) {
-  return b ? (*b ? "yes" : "no") : "unknown";
-}
+std::string bool_word(std::optional<bool> b) { return b ? (*b ? "yes" : "no") : "unknown"; }
 
 // A value as inventory takes it: valid UTF-8, at most the value limit.
 std::string value_of(std::string_view raw) {
@@ -55,10 +54,9 @@ nlohmann::json ssm_inventory(const Snapshot& s, const HostPosture& host, std::st
   h["ContainerName"] = "";
   h["Hops"] = "0";
   h["Imdsv2"] = host.verdict ? tristate_word(host.verdict->v4.imdsv2) : "unknown";
-  h["Imdsv2Ipv6"] = host.verdict && host.verdict->v6.probed
-                        ? tristate_word(host.verdict->v6.imdsv2)
-                        : "unknown";
-  h["Verdict"] = host.verdict ? value_of(host.verdict->v4.summary)
+  h["Imdsv2Ipv6"] =
+      host.verdict && host.verdict->v6.probed ? tristate_word(host.verdict->v6.imdsv2) : "unknown";
+  h["Verdict"] = host.verdict           ? value_of(host.verdict->v4.summary)
                  : s.reachable == false ? value_of("IMDS unreachable: " + s.unreachable_reason)
                                         : "unknown";
   add_options(h, s, version);
@@ -129,11 +127,11 @@ Status check_ssm_inventory(const nlohmann::json& doc) {
     if (entry.size() > InventoryLimits::attributes) return Error{where + " has over 50 keys"};
     for (const auto& [k, v] : entry.items()) {
       if (k.empty() || k.size() > InventoryLimits::key) {
-        return Error{where + ": key '" + k + "' is not 1 to 64 characters"};
+        return Error{fmt::format("{}: key '{}' is not 1 to 64 characters", where, k)};
       }
-      if (!v.is_string()) return Error{where + "." + k + " is not a string"};
+      if (!v.is_string()) return Error{fmt::format("{}.{} is not a string", where, k)};
       if (v.get_ref<const std::string&>().size() > InventoryLimits::value) {
-        return Error{where + "." + k + " is longer than 4096 characters"};
+        return Error{fmt::format("{}.{} is longer than 4096 characters", where, k)};
       }
     }
   }
@@ -153,8 +151,8 @@ Status write_file_atomically(const std::string& dir, std::string_view name,
   };
   // O_NOFOLLOW: a link planted under the temporary name is not followed; O_TRUNC: a temporary
   // file left by a crash is reused.
-  const int fd = ::openat(dfd, tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
-                          0644);
+  const int fd =
+      ::openat(dfd, tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) {
     const int err = errno;
     ::close(dfd);

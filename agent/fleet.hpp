@@ -27,13 +27,13 @@ std::string ssm_inventory_auto_dir(std::string_view instance_id);  // /var/lib/a
 // The limits of an SSM inventory item (the PutInventory API's InventoryItem) and our own
 // bounds under them.
 struct InventoryLimits {
-  static constexpr std::size_t type_name = 100;      // TypeName length
-  static constexpr std::size_t entries = 10000;      // Content items
-  static constexpr std::size_t attributes = 50;      // keys per item
-  static constexpr std::size_t key = 64;             // key length
-  static constexpr std::size_t value = 4096;         // value length
-  static constexpr std::size_t our_entries = 1000;   // namespaces listed (host first)
-  static constexpr std::size_t our_bytes = 200 * 1024;  // the whole file
+  static constexpr std::size_t type_name = 100;     // TypeName length
+  static constexpr std::size_t entries = 10000;     // Content items
+  static constexpr std::size_t attributes = 50;     // keys per item
+  static constexpr std::size_t key = 64;            // key length
+  static constexpr std::size_t value = 4096;        // value length
+  static constexpr std::size_t our_entries = 1000;  // namespaces listed (host first)
+  static constexpr std::size_t our_bytes = std::size_t{200} * 1024;  // the whole file
 };
 
 // The host namespace's verdict, when the last diagnosis had one.

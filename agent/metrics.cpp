@@ -156,7 +156,7 @@ void add_posture_metrics(Exposition& out, const Snapshot& s, const HostImdsv2& h
               r.rate.per_second);
     out.gauge("imds_request_burst_limit",
               "Requests sent at once before the rate bound paces them (request-burst).",
-              r.rate.burst);
+              static_cast<double>(r.rate.burst));
     out.gauge("imds_discovery_namespaces_found",
               "Container network namespaces the last discovery found.",
               static_cast<double>(engine->namespaces_found));

@@ -95,8 +95,9 @@ class CallersWatch(AgentBeside):
             "interval = 1h\nv1-interval = never\nrequest-timeout = 1s\nproc-scan = no\n"
             f"netns-dir = {cls.lab.netns_dir}\nsocket = {cls.socket}\n")
         cls.agent = start_agent(cls.lab, AGENT, conf, cls.work / "conf.d")
+        # Its re-probes of the containers without IMDSv2 (confirm = 2) are over too.
         cls.wait_status(lambda a: a["cycles"] >= 1 and not a["probing"] and
-                        a["callers_watch"]["state"] == "running")
+                        not a["suspected"] and a["callers_watch"]["state"] == "running")
         time.sleep(3.5)  # the last answers of its probe are over for any watch
 
     @classmethod

@@ -309,8 +309,10 @@ class RealDockerContainers(unittest.TestCase):
             def listed() -> dict[str, dict[str, Any]]:
                 return {c["container_name"]: c for c in self.status(sock)["agent"]["containers"]}
 
-            first = self.wait("both containers in /v1/status",
-                              lambda: (x := listed()).keys() >= {"web", "worker"} and x,
+            # Known verdicts: a container without IMDSv2 is re-probed before it is said.
+            first = self.wait("both containers judged in /v1/status",
+                              lambda: (x := listed()).keys() >= {"web", "worker"} and all(
+                                  x[n]["imdsv2"] != "unknown" for n in ("web", "worker")) and x,
                               agent=agent)
             for c in (self.web, self.worker):
                 entry = first[c.name]

@@ -94,7 +94,7 @@ class FleetOutputs(AgentBeside):
             conf = cls.work / "agent.conf"
             conf.write_text(
                 "interval = 2s\njitter = 0\nv1-interval = 0\nmin-probe-gap = 1s\n"
-                "request-timeout = 1s\nproc-scan = no\nwatch-callers = no\n"
+                "request-timeout = 1s\nproc-scan = no\nwatch-callers = no\nmin-event-gap = 1s\n"
                 f"netns-dir = {cls.lab.netns_dir}\nsocket = {cls.socket}\n"
                 f"textfile-dir = {cls.textfile_dir}\nssm-inventory-dir = {cls.inventory_dir}\n")
             cls.agent = start_agent(cls.lab, AGENT, conf, cls.work / "conf.d")
@@ -164,7 +164,10 @@ class FleetOutputs(AgentBeside):
     # ----- the tests, in order: each builds on the state the last one left -----
 
     def test_1_node_exporter_serves_the_agents_metrics_from_the_textfile(self) -> None:
-        agent = self.wait_status(lambda a: a["outputs"]["textfile"]["last_written"])
+        # Written after the cycle that confirmed c1's verdict (an alarm is re-probed first).
+        agent = self.wait_status(lambda a: a["outputs"]["textfile"]["last_written"] and any(
+            c["name"] == "c1" and c["imdsv2"] != "unknown" for c in a["containers"]) and
+            not a["suspected"])
         self.assertIsNone(agent["outputs"]["textfile"]["error"])
         self.assertEqual(agent["outputs"]["textfile"]["path"],
                          str(self.textfile_dir / "imds_agent.prom"))

@@ -385,6 +385,9 @@ class AgentUnderFaults(unittest.TestCase):
             conf.write_text(
                 f"interval = {cls.INTERVAL_S}s\njitter = 0\nv1-interval = 0\n"
                 f"min-probe-gap = 1s\nbackoff-max = {cls.BACKOFF_MAX_S}s\nmin-event-gap = 1s\n"
+                # Outages follow each other on purpose here: each one is reported, none is
+                # taken for flapping (agent_confirm_test.py and the unit tests cover that).
+                "flap-changes = 0\n"
                 "request-timeout = 1s\nproc-scan = no\n"
                 f"netns-dir = {cls.lab.netns_dir}\nsocket = {cls.socket}\nlog-level = debug\n")
             logged = start_agent(cls.lab, AGENT, conf, cls.work / "conf.d")

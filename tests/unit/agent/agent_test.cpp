@@ -81,6 +81,7 @@ class FakeEngine {
       ++calls;
       v1_flags.push_back(req.probe_v1);
       std::vector<std::string> names;
+      names.reserve(req.containers.size());
       for (const auto& t : req.containers) names.push_back(t.name);
       asked_for.push_back(std::move(names));
       Diagnosis d = queue_.front();

@@ -145,8 +145,8 @@ TEST(ChangeGate, LostExchangesNeverBecomeEventsWhateverTheirPattern) {
     // that is no alarm (it gets a token).
     std::vector<Logged> alarms;
     for (const auto& l : sim.changes()) {
-      const bool announced = l.event.kind == EventKind::container_appeared &&
-                             *l.event.field("IMDS_IMDSV2") == "yes";
+      const bool announced =
+          l.event.kind == EventKind::container_appeared && *l.event.field("IMDS_IMDSV2") == "yes";
       if (!announced) alarms.push_back(l);
     }
     EXPECT_EQ(describe(alarms), "") << "seed " << seed;
@@ -163,9 +163,8 @@ TEST(ChangeGate, ALossAsLongAsTheConfirmationsPlusOneIsAnOutage) {
   int probes = 0;
   const Truth truth;
   sim.cycle([&](Clock::time_point) { return probe_of(truth, Loss::none); });
-  sim.cycle([&](Clock::time_point) {
-    return probe_of(truth, ++probes <= 3 ? Loss::host : Loss::none);
-  });
+  sim.cycle(
+      [&](Clock::time_point) { return probe_of(truth, ++probes <= 3 ? Loss::host : Loss::none); });
   ASSERT_EQ(sim.changes().size(), 1U) << describe(sim.changes());
   EXPECT_EQ(sim.changes()[0].event.kind, EventKind::imds_unreachable);
   EXPECT_EQ(sim.reprobes, 2);
@@ -243,6 +242,7 @@ TEST(ChangeGate, AFlappingContainerYieldsOneFlappingEventThenQuietUntilItSettles
   }
   const auto events = sim.changes();
   std::vector<EventKind> kinds;
+  kinds.reserve(events.size());
   for (const auto& e : events) kinds.push_back(e.event.kind);
   // Two changes are believed, the third makes it flapping, then nothing until 15 quiet
   // minutes have passed; then it says so, and reports the value it settled on.
@@ -279,6 +279,32 @@ TEST(ChangeGate, AReturnSoonerThanTheMinimumGapWaitsAndItsDowntimeCountsFromTheF
   EXPECT_EQ(*events[1].event.field("IMDS_DOWNTIME_SEC"), "20");
 }
 
+TEST(ChangeGate, AFirstVerdictWithAnAlarmWaitsForItsReProbesAndThenSaysWhatHolds) {
+  Sim sim(GateConfig{}, 60s);
+  const auto broken = diagnosis(HttpTokens::required, exact(1), {{"c1", 11, Tristate::no}});
+  EXPECT_TRUE(sim.probe(broken).confirm_soon);
+  EXPECT_TRUE(sim.log.empty()) << describe(sim.log);
+  sim.probe(broken);
+  EXPECT_TRUE(sim.log.empty()) << describe(sim.log);
+  sim.probe(broken);
+  ASSERT_EQ(sim.log.size(), 1U) << describe(sim.log);
+  EXPECT_EQ(sim.log[0].event.kind, EventKind::first_verdict);
+  EXPECT_EQ(*sim.log[0].event.field("IMDS_CONTAINERS_NO_V2"), "1");
+  // What the first probe learnt and its re-probes did not ask again is kept for it.
+  Sim tokens(GateConfig{}, 60s);
+  tokens.probe(diagnosis(HttpTokens::optional, exact(1), {{"c1", 11, Tristate::no}}));
+  tokens.probe(diagnosis(HttpTokens::unknown, exact(1), {{"c1", 11, Tristate::no}}));
+  tokens.probe(diagnosis(HttpTokens::unknown, exact(1), {{"c1", 11, Tristate::no}}));
+  ASSERT_EQ(tokens.log.size(), 1U) << describe(tokens.log);
+  EXPECT_EQ(*tokens.log[0].event.field("IMDS_HTTP_TOKENS"), "optional");
+  // A first alarm that a re-probe dismisses is never said.
+  Sim other(GateConfig{}, 60s);
+  other.probe(diagnosis(HttpTokens::unknown, HopLimit{}, {}, EndpointState::unreachable));
+  other.probe(diagnosis(HttpTokens::required, exact(1)));
+  ASSERT_EQ(other.log.size(), 1U) << describe(other.log);
+  EXPECT_EQ(*other.log[0].event.field("IMDS_HTTP_ENDPOINT"), "enabled");
+}
+
 TEST(ChangeGate, ATighterHopLimitBoundIsKnowledgeNeverASuspicion) {
   Sim sim(GateConfig{}, 60s);
   sim.probe(diagnosis(HttpTokens::required, bounds(2, 64)));
@@ -292,8 +318,8 @@ TEST(ChangeGate, ATighterHopLimitBoundIsKnowledgeNeverASuspicion) {
 TEST(ChangeGate, ReProbesAskForTheSuspectedContainersAndTokensOnly) {
   Sim sim(GateConfig{}, 60s);
   sim.probe(diagnosis(HttpTokens::optional, exact(2), {{"c1", 11}, {"c2", 12}}));
-  auto step = sim.probe(
-      diagnosis(HttpTokens::required, exact(2), {{"c1", 11}, {"c2", 12, Tristate::no}}));
+  auto step =
+      sim.probe(diagnosis(HttpTokens::required, exact(2), {{"c1", 11}, {"c2", 12, Tristate::no}}));
   EXPECT_TRUE(step.confirm_soon);
   EXPECT_EQ(step.confirm_containers, std::vector<std::string>{"ino:12"});
   EXPECT_TRUE(step.confirm_http_tokens);

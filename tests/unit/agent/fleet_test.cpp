@@ -24,13 +24,16 @@ Snapshot snapshot_with(const std::vector<FakeContainer>& containers) {
   return observe(Snapshot{}, d, nullptr, Expectations{}, std::chrono::system_clock::now());
 }
 
-HostPosture host_of(const Diagnosis& d) { return {d.inference.targets.at(0), "i-0123456789abcdef0"}; }
+HostPosture host_of(const Diagnosis& d) {
+  return {d.inference.targets.at(0), "i-0123456789abcdef0"};
+}
 
 TEST(SsmInventory, OneEntryPerNamespaceHostFirstEveryValueAString) {
   auto d = diagnosis(HttpTokens::required, exact(1),
                      {{"web", 11, Tristate::no}, {"db", 12, Tristate::yes, 0}});
   d.targets[1].target.container_name = "web";
-  const Snapshot s = observe(Snapshot{}, d, nullptr, Expectations{}, std::chrono::system_clock::now());
+  const Snapshot s =
+      observe(Snapshot{}, d, nullptr, Expectations{}, std::chrono::system_clock::now());
   const auto doc = ssm_inventory(s, host_of(d), "0.1.0", std::chrono::system_clock::now());
   ASSERT_TRUE(check_ssm_inventory(doc)) << check_ssm_inventory(doc).error().message;
   EXPECT_EQ(doc["TypeName"], "Custom:ImdsPosture");
@@ -61,10 +64,14 @@ TEST(SsmInventory, OneEntryPerNamespaceHostFirstEveryValueAString) {
 
 TEST(SsmInventory, ManyLongEntriesStayWithinTheLimitsAndTheRestIsCounted) {
   std::vector<FakeContainer> many;
-  for (int i = 0; i < 2500; ++i) many.push_back({"c" + std::to_string(i), 100U + static_cast<unsigned>(i)});
+  many.reserve(2500);
+  for (int i = 0; i < 2500; ++i) {
+    many.push_back({"c" + std::to_string(i), 100U + static_cast<unsigned>(i)});
+  }
   auto d = diagnosis(HttpTokens::optional, exact(2), many);
   for (auto& v : d.inference.targets) v.v4.summary = std::string(9000, 'x') + "\xff";
-  const Snapshot s = observe(Snapshot{}, d, nullptr, Expectations{}, std::chrono::system_clock::now());
+  const Snapshot s =
+      observe(Snapshot{}, d, nullptr, Expectations{}, std::chrono::system_clock::now());
   const auto doc = ssm_inventory(s, host_of(d), "0.1.0", std::chrono::system_clock::now());
   ASSERT_TRUE(check_ssm_inventory(doc)) << check_ssm_inventory(doc).error().message;
   EXPECT_LE(doc.dump().size(), InventoryLimits::our_bytes);
@@ -128,7 +135,7 @@ TEST_F(AtomicWrite, ReplacesTheFileReadableByAllWhateverTheUmask) {
   ASSERT_TRUE(write_file_atomically(dir_, "m.prom", "a 2\n"));
   ::umask(old);
   EXPECT_EQ(read(dir_ / "m.prom"), "a 2\n");
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat((dir_ / "m.prom").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0644U);
   EXPECT_FALSE(fs::exists(dir_ / ".m.prom.tmp")) << "no temporary file is left";
