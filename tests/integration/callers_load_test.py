@@ -101,18 +101,8 @@ class CallersUnderLoad(AgentBeside):
             cls.close()
             raise
 
-    def record(self, pred: Any, timeout: float = 20) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        record: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            r = self.lab.exec(self.lab.host, [PROBE, "callers", "--socket", self.socket,
-                                              "--json=short"], timeout=10)
-            self.assertEqual(r.returncode, 0, r.stderr)
-            record = json.loads(r.stdout)
-            if pred(record):
-                return record
-            time.sleep(0.5)
-        return record
+    def record(self, pred: Any) -> dict[str, Any]:
+        return self.callers_record(PROBE, pred, timeout=20)
 
     def test_every_request_is_booked_to_its_sender_and_nothing_else(self) -> None:
         self.assertEqual(self.host_flow_rc, 0, "the host's IMDSv2 flow failed")

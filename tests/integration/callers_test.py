@@ -239,17 +239,10 @@ class CallersWatch(AgentBeside):
 
     def agent_record(self, pred: Any, timeout: float = 15) -> dict[str, Any]:
         """`imds-probe callers --json` against the agent, until pred(record) holds."""
-        deadline = time.monotonic() + timeout
-        record: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            r = self.lab.exec(self.lab.host, [PROBE, "callers", "--socket", self.socket,
-                                              "--json=short"], timeout=10)
-            self.assertEqual(r.returncode, 0, r.stderr)
-            record = json.loads(r.stdout)
-            if pred(record):
-                return record
-            time.sleep(0.5)
-        self.fail(f"the agent's record never got there: {json.dumps(record, indent=1)}")
+        record = self.callers_record(PROBE, pred, timeout)
+        if not pred(record):
+            self.fail(f"the agent's record never got there: {json.dumps(record, indent=1)}")
+        return record
 
     def agent_events(self, name: str, timeout: float = 15) -> list[str]:
         deadline = time.monotonic() + timeout

@@ -322,6 +322,22 @@ class AgentBeside(unittest.TestCase):
         return json.loads(body)["agent"]
 
     @classmethod
+    def callers_record(cls, probe: str, pred: Any, timeout: float = 15) -> dict[str, Any]:
+        """The agent's caller record as `imds-probe callers --json` reads it, once pred(record)
+        holds, else the last one read after `timeout`."""
+        deadline = time.monotonic() + timeout
+        record: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            r = cls.lab.exec(cls.lab.host, [probe, "callers", "--socket", cls.socket,
+                                            "--json=short"], timeout=10)
+            assert r.returncode == 0, r.stderr
+            record = json.loads(r.stdout)
+            if pred(record):
+                break
+            time.sleep(0.5)
+        return record
+
+    @classmethod
     def wait_status(cls, pred: Any, timeout: float = 30) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         agent: dict[str, Any] = {}
