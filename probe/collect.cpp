@@ -127,7 +127,27 @@ struct Request {
   std::optional<SocketName> local;  // the connection's local end, once connected
   int socket_errno = 0;
   bool cut_by_deadline = false;  // its timeout is what was left of the overall deadline
+  bool retried = false;          // this is (or waits to be) the retry of an unanswered connect
+  bool permit_delayed = false;   // the retry waited for the request bucket
   Clock::time_point started;
+
+  // Back to a request not yet started, for the retry; the easy handle is out of the multi.
+  void prepare_retry() {
+    easy.reset();
+    headers.reset();
+    wipe(token);
+    body.clear();
+    body_truncated = false;
+    token_oversized = false;
+    header_bytes = 0;
+    headers_oversized = false;
+    error_buffer.fill('\0');
+    fd = -1;
+    local.reset();
+    socket_errno = 0;
+    cut_by_deadline = false;
+    retried = true;
+  }
 
   ~Request() { wipe(token); }
 };
@@ -184,14 +204,17 @@ class Collector {
 
   void build_observations(TargetState& state);
   bool schedule();
+  void start_retries();
   bool take_permits(TargetState& state);
-  void use_permit(TargetState& state);
+  void use_permit(const Request& request);
   bool wait_for_one_permit();
   void activate(TargetState& state);
   Request& make_request(TargetState& state, FamilyState& family, std::size_t observation);
   void configure(Request& request, milliseconds timeout);
   void start(Request& request);
   void finish(Request& request, CURLcode code);
+  [[nodiscard]] bool worth_retrying(const Request& request, const HttpResult& result) const;
+  void settle(Request& request);
   void abort(Request& request, DropPrediction prediction);
   void release(Request& request);
   void record_connection(Request& request, HttpResult& result);
@@ -215,6 +238,7 @@ class Collector {
   std::optional<std::size_t> host_;
   std::size_t next_target_ = 0;
   std::deque<Request*> ready_;                  // follow-ups waiting for a free slot
+  std::deque<Request*> retries_;                // unanswered connects waiting to be retried
   std::vector<std::unique_ptr<Request>> live_;  // queued or in flight
   std::size_t running_ = 0;                     // in flight (added to the multi handle)
   std::optional<std::chrono::microseconds> permit_wait_;  // the next namespace waits for permits
@@ -353,13 +377,15 @@ CollectResult Collector::run() {
 
 // Starts what fits; returns false once nothing is queued, in flight or left to activate.
 bool Collector::schedule() {
+  permit_wait_.reset();
+  start_retries();
   while (!ready_.empty() && running_ < config_.max_parallel) {
     Request* request = ready_.front();
     ready_.pop_front();
     start(*request);
   }
-  permit_wait_.reset();
-  while (next_target_ < targets_.size() && ready_.empty()) {
+  // A retry waiting for a permit goes before namespaces not started yet.
+  while (next_target_ < targets_.size() && ready_.empty() && retries_.empty()) {
     const std::size_t needed = endpoints_.size() * (config_.probe_v1 ? 2 : 1);
     if (running_ != 0 && running_ + needed > config_.max_parallel) break;
     if (!take_permits(targets_[next_target_])) break;
@@ -390,10 +416,46 @@ bool Collector::take_permits(TargetState& state) {
   return false;
 }
 
-void Collector::use_permit(TargetState& state) {
+void Collector::use_permit(const Request& request) {
   if (!config_.request_bucket) return;
+  TargetState& state = target_of(request);
+  if (request.retried) {
+    // Its permit was taken for it alone (start_retries): the namespace's are for its plan.
+    config_.request_bucket->count_sent(request.permit_delayed);
+    return;
+  }
   if (state.permits > 0) --state.permits;
   config_.request_bucket->count_sent(state.delayed);
+}
+
+// A retry is one more request: it takes its own permit, waiting for one while the retry can
+// still finish before the deadline. When it cannot, the first attempt's failure stands.
+void Collector::start_retries() {
+  while (!retries_.empty() && running_ < config_.max_parallel) {
+    Request& request = *retries_.front();
+    if (remaining() < config_.connect_timeout) {
+      retries_.pop_front();
+      settle(request);
+      continue;
+    }
+    if (const auto& bucket = config_.request_bucket; bucket && !bucket->try_take(1)) {
+      const std::chrono::microseconds wait = bucket->time_until(1);
+      if (wait != std::chrono::microseconds::max() &&
+          wait + config_.connect_timeout <= remaining()) {
+        request.permit_delayed = true;
+        permit_wait_ = wait;
+        return;
+      }
+      retries_.pop_front();
+      settle(request);
+      continue;
+    }
+    retries_.pop_front();
+    HttpResult& result = result_of(request);
+    result = HttpResult{};
+    result.retried = true;
+    start(request);
+  }
 }
 
 // For the IP_MINTTL search, one request at a time: waits (within the deadline) for a permit.
@@ -561,7 +623,7 @@ void Collector::start(Request& request) {
   request.cut_by_deadline = left < config_.request_timeout;
   configure(request, std::min(config_.request_timeout, left));
   request.started = Clock::now();
-  use_permit(target_of(request));
+  use_permit(request);
   HttpResult& result = result_of(request);
   result.skip = SkipReason::none;
   result.outcome = Outcome::timeout;  // until it ends otherwise
@@ -616,7 +678,6 @@ int Collector::close_socket(void* clientp, curl_socket_t fd) {
 }
 
 void Collector::finish(Request& request, CURLcode code) {
-  FamilyState& family = family_of(request);
   CURL* easy = request.easy.get();
   HttpResult& result = result_of(request);
 
@@ -660,8 +721,33 @@ void Collector::finish(Request& request, CURLcode code) {
     result.body_truncated = request.body_truncated;
   }
   record_connection(request, result);
+  if (worth_retrying(request, result)) {
+    curl_multi_remove_handle(multi_.get(), easy);
+    --running_;
+    if (request.fd >= 0) by_fd_.erase(request.fd);  // curl may close it later, unknown to us
+    request.prepare_retry();
+    retries_.push_back(&request);
+    return;
+  }
+  settle(request);
+}
 
+// No SYN-ACK came back before the connect timeout. A firewall drops every SYN, but so can a
+// moment on the way: the 1024 packets/s the link-local services share, or (seen in the lab)
+// a server still holding the port in TIME_WAIT. The kernel would resend the SYN only after
+// 1 s, as late as the connect timeout, so one fresh connection is tried at once instead.
+bool Collector::worth_retrying(const Request& request, const HttpResult& result) const {
+  return !request.retried && !request.min_ttl && request.socket_errno == 0 &&
+         result.outcome == Outcome::timeout && !result.connected && !result.cut_by_deadline &&
+         remaining() >= config_.connect_timeout;
+}
+
+// A request's last attempt is over: a token PUT hands its token (or its failure) to its
+// follow-ups, and the request ends.
+void Collector::settle(Request& request) {
   if (request.step == Step::token_put) {
+    FamilyState& family = family_of(request);
+    HttpResult& result = result_of(request);
     family.put = nullptr;
     if (result.ttl) family.put_ttl = result.ttl;
     // EC2 sends the bare token; tolerate a line ending added by something in between.
@@ -809,7 +895,8 @@ void Collector::predict_dropped_puts() {
       TargetState& state = targets_[t];
       if (!state.active) continue;
       FamilyState& family = state.families[f];
-      if (family.put == nullptr || !family.handshake_ttl) continue;
+      // A PUT waiting for its retry has no connection to abort; its retry may be.
+      if (family.put == nullptr || !family.put->easy || !family.handshake_ttl) continue;
       const auto distance = distance_from_handshakes(*at_host.handshake_ttl, *family.handshake_ttl);
       if (!distance || put_response_crosses(hop_limit, *distance)) continue;
       abort(*family.put, DropPrediction{hop_limit, *distance});
@@ -818,6 +905,12 @@ void Collector::predict_dropped_puts() {
 }
 
 void Collector::expire_everything() {
+  // Retries that did not start: the first attempt's failure stands.
+  while (!retries_.empty()) {
+    Request& request = *retries_.front();
+    retries_.pop_front();
+    settle(request);
+  }
   const std::string message = deadline_message();
   while (!live_.empty()) {
     Request& request = *live_.front();

@@ -601,6 +601,22 @@ void environment_findings(const Diagnosis& d, FindingList& out) {
             "polling the IMDS too often; clients should back off exponentially.");
   }
 
+  // A connection whose SYN got no answer, answered when tried again at once: a word, not an
+  // alarm (info: health, exit codes and the agent's events do not change).
+  for (const auto& t : d.targets) {
+    const bool transient =
+        std::any_of(t.observations.begin(), t.observations.end(), [](const Observation& o) {
+          return o.result.retried && (answered(o.result) || o.result.connected);
+        });
+    if (!transient) continue;
+    out.add_for(t, "transient-no-answer", Severity::info,
+                "a connection got no answer at first; its quick retry did (transient)",
+                "One SYN was lost on the way: the IMDS, DNS and NTP share 1024 packets/s per "
+                "instance, and behind NAT a port can meet one the server still holds from an "
+                "earlier connection. A firewall drops the retry too, so this is not one; the "
+                "verdicts rest on the retry. Nothing to do unless it recurs in most runs.");
+  }
+
   if (const auto& cut = d.discovery_truncated; cut && cut->not_probed > 0) {
     const std::string kept = std::to_string(cut->found - std::min(cut->found, cut->not_probed));
     out.add("discovery-truncated", Severity::warning,

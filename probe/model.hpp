@@ -78,6 +78,10 @@ struct HttpResult {
   SkipReason skip = SkipReason::none;       // why it was not sent, when outcome == skipped
   std::optional<DropPrediction> prediction;  // when skip == predicted_drop
   bool cut_by_deadline = false;  // a timeout that the overall deadline caused, not the IMDS
+  // The first connection got no answer at all (no SYN-ACK before the connect timeout) and this
+  // is the result of the one quick retry on a fresh connection. Answered, the loss was
+  // transient (one SYN lost on the way); unanswered again, a firewall is the likelier cause.
+  bool retried = false;
 };
 
 struct Observation {

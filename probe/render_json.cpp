@@ -60,6 +60,7 @@ json observation_json(const Observation& o) {
                                          {"distance", r.prediction->distance}}
                                   : json(nullptr)},
       {"cut_by_deadline", r.cut_by_deadline},
+      {"retried", r.retried},
   };
 }
 

@@ -124,7 +124,8 @@ std::string result_words(const HttpResult& r) {
       return "HTTP " + std::to_string(r.status);
     case Outcome::timeout:
       if (r.cut_by_deadline) return "cut short by the overall deadline";
-      return r.connected ? "connected, then no answer before the timeout" : "connect timed out";
+      if (r.connected) return "connected, then no answer before the timeout";
+      return r.retried ? "connect timed out, and again when retried" : "connect timed out";
     case Outcome::reset:
       return "connection reset";
     case Outcome::refused:

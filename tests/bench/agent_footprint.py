@@ -7,12 +7,20 @@ Prints peak RSS (VmHWM), RSS after the first cycles and at the end (steady state
 per cycle (utime + stime from /proc/PID/stat), wall time per cycle, and open file
 descriptors before and after. Fails only if descriptors grew (a leak), not on timings.
 
+It also counts what a quiet lab should never show, so that runs can be compared: cycles the
+agent counted as errors (and of which kind), cycles in which a container did not get IMDSv2,
+and connections whose first SYN got no answer and were retried (with what the retry got).
+The agent's request-rate bound paces the cycles (about 10 s each at its default of 20
+requests/s with 50 containers); --request-rate and --request-burst raise it for quicker runs.
+
 Usage: agent_footprint.py --build BUILD_DIR [--cycles N] [--containers N]
+                          [--request-rate N] [--request-burst N]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import shutil
@@ -60,11 +68,56 @@ def open_fds(pid: int) -> list[str]:
     return out
 
 
+class Anomalies:
+    """What each cycle's answer to POST /v1/probe shows beyond the footprint."""
+
+    def __init__(self, errors_total: int) -> None:
+        self.errors_total = errors_total
+        self.error_cycles = 0
+        self.error_kinds: collections.Counter[str] = collections.Counter()
+        self.container_cycles = 0
+        self.container_verdicts: collections.Counter[str] = collections.Counter()
+        self.retried: collections.Counter[str] = collections.Counter()
+
+    def add(self, doc: dict) -> None:
+        agent = doc["agent"]
+        if agent["errors_total"] > self.errors_total:
+            self.error_cycles += 1
+            self.error_kinds[str(agent["last_error"])] += 1
+        self.errors_total = agent["errors_total"]
+        failing = [t for t in doc.get("inference", {}).get("targets", [])
+                   if t.get("target") != "host" and t.get("imdsv2") != "yes"]
+        if failing:
+            self.container_cycles += 1
+            for t in failing:
+                self.container_verdicts[t.get("summary", "?")] += 1
+        for t in doc.get("targets", []):
+            where = "host" if t.get("is_host") else "container"
+            for o in t.get("observations", []):
+                if o.get("retried"):
+                    got = ("answered" if o["outcome"] == "http" or o["connected"]
+                           else "no answer again")
+                    self.retried[f"{where}, {got}"] += 1
+
+    def report(self, cycles: int) -> None:
+        print(f"  cycles with errors:          {self.error_cycles} of {cycles}")
+        for kind, n in self.error_kinds.most_common():
+            print(f"      {n:6d} x {kind}")
+        print(f"  cycles with a container not on IMDSv2: {self.container_cycles} of {cycles}")
+        for summary, n in self.container_verdicts.most_common(5):
+            print(f"      {n:6d} x {summary}")
+        print(f"  connections retried after no answer: {sum(self.retried.values())}")
+        for kind, n in sorted(self.retried.items()):
+            print(f"      {n:6d} x {kind}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", required=True, type=Path)
     ap.add_argument("--cycles", type=int, default=1000)
     ap.add_argument("--containers", type=int, default=50)
+    ap.add_argument("--request-rate", type=float, help="the agent's request-rate (1..100)")
+    ap.add_argument("--request-burst", type=int, help="the agent's request-burst (14..200)")
     args = ap.parse_args()
     skip_unless_lab_possible()
     agent_exe = str(args.build.resolve() / "agent" / "imds-agent")
@@ -78,7 +131,9 @@ def main() -> int:
         conf = work / "agent.conf"
         conf.write_text("interval = 1h\nmin-probe-gap = 0\nv1-interval = never\n"
                         f"proc-scan = no\nnetns-dir = {lab.netns_dir}\nsocket = {sock}\n"
-                        "request-timeout = 1s\nlog-level = warning\n")
+                        "request-timeout = 1s\nlog-level = warning\n"
+                        + (f"request-rate = {args.request_rate}\n" if args.request_rate else "")
+                        + (f"request-burst = {args.request_burst}\n" if args.request_burst else ""))
         proc = lab.popen(lab.host, [agent_exe, "--config", str(conf), "--config-dir",
                                     str(work / "conf.d")],
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -106,11 +161,13 @@ def main() -> int:
             t0 = time.monotonic()
             cycles0 = json.loads(api(sock, "GET", "/v1/status")[1])["agent"]["cycles"]
             errors0 = json.loads(api(sock, "GET", "/v1/status")[1])["agent"]["errors_total"]
+            anomalies = Anomalies(errors0)
             rss_samples = []
             for i in range(args.cycles):
                 status, body = api(sock, "POST", "/v1/probe")
                 if status != 200:
                     raise RuntimeError(f"POST /v1/probe answered {status}: {body[:200]}")
+                anomalies.add(json.loads(body))
                 if i % 100 == 99:
                     rss_samples.append(proc_status(pid)["VmRSS"])
                     reqs = lab.requests()
@@ -137,8 +194,9 @@ def main() -> int:
                   f"({cpu / max(done, 1) / targets * 1000:.2f} ms per namespace)")
             print(f"  wall time per cycle:         {wall / max(done, 1) * 1000:.1f} ms")
             print(f"  open fds before / after:     {len(fds_before)} / {len(fds_after)}")
-            print(f"  cycles with errors:          {final['errors_total'] - errors0} "
-                  f"(last: {final['last_error']})")
+            anomalies.report(done)
+            if final["errors_total"] - errors0 != anomalies.error_cycles:
+                print(f"  (the agent counted {final['errors_total'] - errors0} errors)")
             if done < args.cycles:
                 print(f"FAIL: only {done} cycles ran", file=sys.stderr)
                 return 1

@@ -40,7 +40,9 @@ using tcp = asio::ip::tcp;
 using unix_stream = asio::local::stream_protocol;
 using namespace std::chrono_literals;
 
-constexpr auto kLingerDrain = 2s;              // read what the client still sends, then close
+// After a response: how long the client has to close first (it was told Connection: close),
+// reading and discarding what it still sends, before the server closes.
+constexpr auto kLingerDrain = 2s;
 constexpr auto kHangLimit = 60s;               // "hang" faults end after this at the latest
 constexpr auto kResetAfterDroppedPut = 100ms;  // below Linux's 200 ms minimum RTO
 constexpr auto kStartupBindRetry = 3s;         // a fresh IPv6 address may still be tentative
@@ -516,8 +518,17 @@ void ImdsConnection::on_written(beast::error_code ec) {
     });
     return;
   }
-  beast::error_code ignored;
-  stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  if (response_.action == Action::malformed) {
+    // No framing: the client reads until the end of the stream.
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
+  // Every answer says Connection: close and has a length, so the client closes first and the
+  // TIME_WAIT stays on its side. Were the server the first to close, it would hold every
+  // (client address, port) pair in TIME_WAIT for 60 s. Behind the lab's NAT the host and all
+  // containers are one client address: the NAT or the host's connect() hands out a port the
+  // server still holds, its PAWS check drops the new SYN (TcpExtPAWSTimewait), and in a busy
+  // lab about one connection in a thousand got no answer at all.
   linger_then_close(kLingerDrain);
 }
 
